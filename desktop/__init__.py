@@ -1,0 +1,1 @@
+"""The PySide6 desktop layer over mixtral_desk.core."""

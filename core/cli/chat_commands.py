@@ -1,0 +1,197 @@
+"""``chat`` and ``complete``: talk to a model from the terminal.
+
+Ctrl-C while a reply streams stops it (within 100 ms) and keeps what was written, marked as
+interrupted; a second Ctrl-C, or one at the prompt, leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from mixtral_desk.core import chat
+from mixtral_desk.core.engine import (
+    DoneEvent,
+    EngineHost,
+    LoadOptions,
+    ModelInfo,
+    ReplyStats,
+    SamplingOptions,
+)
+from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.settings import load_settings
+from mixtral_desk.core.store import Store
+
+TITLE_LENGTH = 60
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``chat`` and ``complete`` to the CLI."""
+    chat_parser = commands.add_parser("chat", help="chat with a model (saved in the store)")
+    _model_arguments(chat_parser)
+    chat_parser.add_argument("--system", help="system prompt for a new conversation")
+    chat_parser.add_argument("--prompt", help="send one message, stream the reply and exit")
+    chat_parser.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    _sampling_arguments(chat_parser)
+    chat_parser.set_defaults(handler=chat_command)
+
+    complete = commands.add_parser("complete", help="raw text completion (no chat template)")
+    _model_arguments(complete)
+    complete.add_argument("--prompt", required=True, help="the text to continue")
+    _sampling_arguments(complete)
+    complete.set_defaults(handler=complete_command)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="path to a .gguf file")
+    parser.add_argument("--gpu-layers", type=int, metavar="N",
+                        help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--ctx", type=int, metavar="N", help="context length in tokens")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+
+
+def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
+    parser.add_argument("--temperature", type=float, metavar="X", help="0 = always the same")
+    parser.add_argument("--seed", type=int, metavar="N", help="random seed for sampling")
+
+
+def _load_options(args: argparse.Namespace) -> LoadOptions:
+    defaults = load_settings().load
+    return LoadOptions(
+        model_path=args.model,
+        n_gpu_layers=defaults.n_gpu_layers if args.gpu_layers is None else args.gpu_layers,
+        n_ctx=defaults.n_ctx if args.ctx is None else args.ctx,
+        n_threads=defaults.n_threads if args.threads is None else args.threads,
+        n_batch=defaults.n_batch,
+        flash_attn=defaults.flash_attn,
+        kv_type=defaults.kv_type,
+        use_mmap=defaults.use_mmap,
+        use_mlock=defaults.use_mlock,
+    )
+
+
+def _sampling(args: argparse.Namespace) -> SamplingOptions:
+    overrides = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    base = load_settings().sampling
+    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
+    """Check the file (clear errors before llama.cpp sees it), then load it with progress."""
+    inspect_model(args.model)
+    show = sys.stderr.isatty()
+
+    def progress(fraction: float) -> None:
+        if show:
+            print(f"\rLoading {args.model.name}: {fraction:4.0%}", end="", file=sys.stderr,
+                  flush=True)
+
+    info = engine.load(_load_options(args), on_progress=progress)
+    if show:
+        print(file=sys.stderr)
+    if info.template_source == "fallback":
+        print("note: this model has no chat template; using the plain fallback format.",
+              file=sys.stderr)
+    return info
+
+
+@contextmanager
+def _ctrl_c_stops(engine: EngineHost) -> Iterator[None]:
+    """While a reply streams, the first Ctrl-C stops it; a second one interrupts for real."""
+    pressed = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal pressed
+        if pressed:
+            raise KeyboardInterrupt
+        pressed = True
+        engine.stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _print_token(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _print_stats(stats: ReplyStats | None, interrupted: bool) -> None:
+    if stats is None:
+        return
+    notes = []
+    if interrupted:
+        notes.append("stopped")
+    if stats.dropped_messages:
+        notes.append(f"{stats.dropped_messages} older messages left out to fit the context")
+    extra = f"; {'; '.join(notes)}" if notes else ""
+    print(f"[{stats.completion_tokens} tokens, {stats.decode_tokens_per_s:.1f} tok/s,"
+          f" first token after {stats.time_to_first_token_s:.2f} s{extra}]", file=sys.stderr)
+
+
+def chat_command(args: argparse.Namespace) -> int:
+    """One streamed turn with ``--prompt``; otherwise an interactive chat."""
+    with Store.open(data_paths().ensure().database) as store, EngineHost() as engine:
+        if args.conversation:
+            conversation = store.get_conversation(args.conversation)
+        else:
+            title = (args.prompt or "New chat")[:TITLE_LENGTH]
+            conversation = store.create_conversation(title, model=args.model.name,
+                                                     system_prompt=args.system)
+        _load(engine, args)
+        sampling = _sampling(args)
+
+        def turn(text: str) -> bool:
+            with _ctrl_c_stops(engine):
+                result = chat.send(store, engine, conversation.id, text, sampling,
+                                   on_token=_print_token, model_name=args.model.name)
+            print()
+            _print_stats(result.stats, result.interrupted)
+            return result.interrupted
+
+        if args.prompt is not None:
+            print(f"conversation {conversation.id}", file=sys.stderr)
+            return 130 if turn(args.prompt) else 0
+        print(f"Chatting with {args.model.name} (conversation {conversation.id})."
+              " Ctrl-C stops a reply; Ctrl-D or /exit leaves.", file=sys.stderr)
+        while True:
+            try:
+                text = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return 0
+            if text.strip() in {"/exit", "/quit"}:
+                return 0
+            if text.strip():
+                turn(text)
+
+
+def complete_command(args: argparse.Namespace) -> int:
+    """Stream a raw completion of ``--prompt`` to stdout; nothing is stored."""
+    with EngineHost() as engine:
+        _load(engine, args)
+        stats: ReplyStats | None = None
+        with _ctrl_c_stops(engine):
+            for event in engine.complete(args.prompt, _sampling(args)):
+                if isinstance(event, DoneEvent):
+                    stats = event.stats
+                else:
+                    _print_token(event.text)
+        print()
+        interrupted = stats is not None and stats.finish_reason == "cancelled"
+        _print_stats(stats, interrupted)
+        return 130 if interrupted else 0

@@ -1,0 +1,142 @@
+"""``doctor``, ``models`` and ``inspect``: what this machine, the catalog and a file hold."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mixtral_desk import __version__
+from mixtral_desk.core.catalog import fit_hint, load_catalog
+from mixtral_desk.core.cli.output import print_json, print_table
+from mixtral_desk.core.engine import probe_backend
+from mixtral_desk.core.hardware import detect_hardware
+from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.units import format_bytes
+
+_PACKAGES = ("llama-cpp-python", "gguf", "huggingface_hub", "pydantic", "platformdirs",
+             "PySide6-Essentials")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the information commands to the CLI."""
+    doctor = commands.add_parser("doctor", help="versions, llama.cpp backend, RAM, GPUs, paths")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(handler=doctor_command)
+
+    models = commands.add_parser("models", help="the model catalog, with local status")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(handler=models_command)
+
+    inspect = commands.add_parser("inspect", help="read a GGUF file's header and check it")
+    inspect.add_argument("path", type=Path, help="a .gguf file (the first part of a split model)")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(handler=inspect_command)
+
+
+def _package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def doctor_report() -> dict[str, Any]:
+    """Everything ``doctor`` shows, as JSON-safe data."""
+    paths = data_paths()
+    backend = probe_backend()
+    return {
+        "mixtral_desk": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": _package_versions(),
+        "llama_cpp": {
+            "backends": list(backend.backends),
+            "gpu_offload": backend.gpu_offload,
+            "devices": list(backend.devices),
+            "system_info": backend.system_info,
+        },
+        "hardware": detect_hardware().to_json_dict(),
+        "paths": {
+            "config": str(paths.config_dir),
+            "data": str(paths.data_dir),
+            "models": str(paths.models_dir),
+            "database": str(paths.database),
+            "logs": str(paths.log_dir),
+        },
+    }
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """Print versions, the llama.cpp backend, hardware and data paths."""
+    report = doctor_report()
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"Mixtral Desk {report['mixtral_desk']} on Python {report['python']}"
+          f" ({report['platform']})")
+    for name, installed in report["packages"].items():
+        print(f"  {name:<20} {installed or 'not installed'}")
+    llama = report["llama_cpp"]
+    print(f"llama.cpp backends: {', '.join(llama['backends']) or 'none'}")
+    if llama["gpu_offload"]:
+        print(f"  GPU offload: yes ({', '.join(llama['devices']) or 'device list unavailable'})")
+    else:
+        print("  GPU offload: no — this llama-cpp-python build runs on the CPU only."
+              " See the README for CUDA and Metal builds.")
+    print("Hardware:")
+    for line in detect_hardware().summary_lines():
+        print(f"  {line}")
+    print("Data:")
+    for name, where in report["paths"].items():
+        print(f"  {name:<9} {where}")
+    return 0
+
+
+def models_command(args: argparse.Namespace) -> int:
+    """List the catalog with local status and a fit hint for this machine."""
+    catalog = load_catalog()
+    hardware = detect_hardware()
+    models_dir = data_paths().models_dir
+    rows: list[dict[str, Any]] = []
+    for entry in catalog.entries:
+        fit, reason = fit_hint(entry, hardware)
+        rows.append({
+            "id": entry.id,
+            "name": entry.name,
+            "quant": entry.quant,
+            "size_bytes": entry.total_size,
+            "downloaded": entry.is_downloaded(models_dir),
+            "fit": fit,
+            "fit_reason": reason,
+            "repo": entry.repo_id,
+            "files": list(entry.files),
+        })
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(
+        [[r["id"], r["quant"], format_bytes(r["size_bytes"]), r["fit"],
+          "yes" if r["downloaded"] else "-"] for r in rows],
+        ["ID", "QUANT", "SIZE", "FIT", "LOCAL"],
+    )
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    """Print what inspection found in a GGUF file, or the clear error."""
+    facts = inspect_model(args.path)
+    if args.json:
+        print_json(facts.to_json_dict())
+        return 0
+    for line in facts.summary_lines():
+        print(line)
+    return 0
+

@@ -1,0 +1,98 @@
+"""The user's settings: a pydantic model with a schema version, saved as JSON in the config folder.
+
+A settings file that is malformed or was written by a newer Mixtral Desk is never overwritten: it
+raises :class:`SettingsError` naming the file and the problem, and the caller decides (the GUI
+offers to reset it, after keeping a copy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from mixtral_desk.core.engine.options import SamplingOptions
+from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.paths import data_paths
+
+SCHEMA_VERSION = 1
+
+
+class LoadDefaults(BaseModel):
+    """How models are loaded unless a command or conversation says otherwise."""
+
+    n_gpu_layers: int = Field(default=0, ge=-1)
+    n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
+    n_threads: int | None = Field(default=None, ge=1, le=1024)
+    n_batch: int = Field(default=512, ge=1)
+    flash_attn: bool = False
+    kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+
+
+class Settings(BaseModel):
+    """Everything the user can set; unknown keys from hand edits are rejected."""
+
+    model_config = {"extra": "forbid"}
+
+    schema_version: int = SCHEMA_VERSION
+    load: LoadDefaults = Field(default_factory=LoadDefaults)
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    last_model: str | None = None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the settings file; a missing file gives the defaults.
+
+    Raises:
+        SettingsError: the file is unreadable, not JSON, has an invalid value, or was written by a
+            newer version. The message names the file and the field.
+    """
+    path = path or data_paths().settings_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except OSError as error:
+        raise SettingsError(f"Cannot read the settings file {path}: {error.strerror}") from error
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SettingsError(f"The settings file {path} is not valid JSON (line {error.lineno},"
+                            f" column {error.colno}: {error.msg}).") from error
+    if not isinstance(raw, dict):
+        raise SettingsError(f"The settings file {path} does not hold a JSON object.")
+    found = raw.get("schema_version", SCHEMA_VERSION)
+    if isinstance(found, int) and found > SCHEMA_VERSION:
+        raise SettingsError(f"The settings file {path} was written by a newer Mixtral Desk"
+                            f" (settings version {found}; this version knows {SCHEMA_VERSION}).")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise SettingsError(f"The settings file {path} has an invalid value for {field}:"
+                            f" {first['msg']}.") from error
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> None:
+    """Write the settings atomically (a crash leaves the old file or the new one, never half).
+
+    Raises:
+        SettingsError: the file cannot be written (permissions, full disk).
+    """
+    path = path or data_paths().settings_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
+                                         prefix=".settings-", delete=False) as handle:
+            handle.write(settings.model_dump_json(indent=2))
+            temporary = Path(handle.name)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise SettingsError(f"Cannot save the settings to {path}: {error.strerror}") from error

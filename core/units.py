@@ -1,0 +1,45 @@
+"""Byte sizes as people read and write them."""
+
+from __future__ import annotations
+
+import re
+
+GiB = 1024**3
+MiB = 1024**2
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+          "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
+          "gib": 1024**3, "tib": 1024**4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def format_bytes(n: int | float) -> str:
+    """``26_440_000_000`` → ``"26.4 GB"`` (decimal units, as disks and the Hub show them)."""
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_memory(count: int | None) -> str:
+    """``25.0 GiB``-style text (binary units, as operating systems show RAM); ``unknown`` for None."""
+    if count is None:
+        return "unknown"
+    if count >= GiB:
+        return f"{count / GiB:.1f} GiB"
+    return f"{count / MiB:.0f} MiB"
+
+
+def parse_size(text: str) -> int:
+    """``"24GiB"``, ``"8 GB"``, ``"512M"`` or plain bytes → a number of bytes.
+
+    Raises:
+        ValueError: the text is not a size; the message says what is accepted.
+    """
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size; use bytes or a unit like 24GiB, 16GB, 512MiB")
+    return int(float(match.group(1)) * _UNITS[unit])

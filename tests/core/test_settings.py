@@ -1,0 +1,49 @@
+"""Settings load, save, and refuse what they cannot read without losing it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.settings import SCHEMA_VERSION, Settings, load_settings, save_settings
+
+
+def test_missing_file_gives_defaults(data_home: DataPaths) -> None:
+    assert not data_home.settings_file.exists()
+    assert load_settings() == Settings()
+
+
+def test_round_trip(data_home: DataPaths) -> None:
+    settings = Settings()
+    settings.load.n_ctx = 8192
+    settings.sampling = settings.sampling.model_copy(update={"temperature": 0.2})
+    save_settings(settings)
+    assert data_home.settings_file.is_file()
+    assert load_settings() == settings
+    assert not list(data_home.config_dir.glob(".settings-*")), "temporary file left behind"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "not valid JSON (line 1"),
+        ("[1, 2]", "does not hold a JSON object"),
+        ('{"load": {"n_ctx": 10}}', "invalid value for load.n_ctx"),
+        ('{"colour": "blue"}', "invalid value for colour"),
+        (json.dumps({"schema_version": SCHEMA_VERSION + 1}), "written by a newer Mixtral Desk"),
+    ],
+)
+def test_bad_files_are_refused_by_name_and_left_untouched(
+    data_home: DataPaths, content: str, expected: str
+) -> None:
+    path: Path = data_home.settings_file
+    path.write_text(content)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert expected in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert path.read_text() == content

@@ -20,7 +20,7 @@ export QT_QPA_PLATFORM=offscreen
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
-.venv/bin/mypy core desktop mixtral_desk tests bench
+.venv/bin/mypy mixtral_desk tests bench
 echo "== import contract (core is Qt-free)"
 .venv/bin/lint-imports
 echo "== pytest"

@@ -1,0 +1,132 @@
+"""Opening the SQLite file: a look at the header that changes nothing, the connection, a backup.
+
+The store's file is checked before SQLite is allowed to write to it: :func:`peek_user_version`
+reads the 100-byte header (or, while a write-ahead log exists, opens the file read-only), so a
+file that is not SQLite, or that a newer Mixtral Desk wrote, is refused without a single byte of it
+changing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import CorruptDatabaseError, StoreError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+BUSY_TIMEOUT_MS = 5_000
+CACHE_SIZE_KIB = 32_000
+
+
+def _corrupt(path: Path, detail: str) -> CorruptDatabaseError:
+    return CorruptDatabaseError(
+        f"{path} is not a readable conversation database ({detail}); it was left untouched. "
+        "Move it aside to start a new one, or restore a backup."
+    )
+
+
+def peek_user_version(path: Path) -> int | None:
+    """The file's ``PRAGMA user_version`` without changing the file, or ``None`` if it is new.
+
+    A missing or empty file is new. When no ``-wal`` file exists the header in the main file is
+    current, so it is read directly (no SQLite connection, no ``-shm`` file left behind);
+    otherwise the file is opened with ``mode=ro``.
+
+    Raises:
+        CorruptDatabaseError: the file is not an SQLite database.
+        StoreError: the file cannot be read (permissions, a directory in the way).
+    """
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with path.open("rb") as file:
+            header = file.read(HEADER_SIZE)
+    except OSError as error:
+        raise StoreError(f"Cannot read the conversation database {path}: {error}") from error
+    if len(header) < HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
+        raise _corrupt(path, "not an SQLite file")
+    page_size = int.from_bytes(header[16:18], "big")
+    if not (page_size == 1 or (512 <= page_size <= 32768 and page_size & (page_size - 1) == 0)) \
+            or header[21:24] != b"\x40\x20\x20":
+        raise _corrupt(path, "damaged SQLite header")
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return int.from_bytes(header[60:64], "big", signed=True)
+    try:
+        readonly = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            readonly.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            row = readonly.execute("PRAGMA user_version").fetchone()
+        finally:
+            readonly.close()
+    except sqlite3.DatabaseError as error:
+        raise _corrupt(path, str(error)) from error
+    return int(row[0])
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` read-write in autocommit mode with the store's per-connection pragmas.
+
+    ``journal_mode`` is left alone here (setting WAL writes to the file); see :func:`enable_wal`.
+    The connection may be used from several threads; the caller serialises access.
+
+    Raises:
+        StoreError: SQLite cannot open the file (permissions, missing folder).
+    """
+    try:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    except sqlite3.Error as error:
+        raise StoreError(f"Cannot open the conversation database {path}: {error}") from error
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to write-ahead logging with ``synchronous=NORMAL`` (safe against crashes).
+
+    Raises:
+        sqlite3.Error: the file cannot be written.
+    """
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def backup_path(path: Path, version: int, now: datetime | None = None) -> Path:
+    """Where the copy made before migrating from ``version`` goes: next to ``path``, unused."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    candidate = path.with_name(f"{path.name}.bak-v{version}-{stamp}")
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = path.with_name(f"{path.name}.bak-v{version}-{stamp}-{counter}")
+    return candidate
+
+
+def backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    """Copy the open database with SQLite's online backup API; return the copy's path.
+
+    Raises:
+        StoreError: the copy cannot be written (disk full, permissions); nothing was migrated.
+    """
+    target = backup_path(path, version)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            conn.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+    except sqlite3.Error as error:
+        target.unlink(missing_ok=True)
+        raise StoreError(
+            f"Cannot back up {path} to {target} before upgrading it: {error}. "
+            "Nothing was changed."
+        ) from error
+    return target

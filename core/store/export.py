@@ -1,0 +1,371 @@
+"""The JSON export format, its validation, Markdown rendering, and atomic file I/O.
+
+An export is a JSON object::
+
+    {"format": "mixtral-desk-conversations", "version": 1, "exported_at": "...",
+     "conversations": [{"id": ..., "title": ..., "created_at": ..., "updated_at": ...,
+                        "model": ..., "system_prompt": ..., "settings": {...},
+                        "pinned": false, "archived": false, "active_leaf_id": ...,
+                        "messages": [{"id": ..., "parent_id": ..., "role": ..., "content": ...,
+                                      "status": ..., "created_at": ..., "updated_at": ...,
+                                      "model": ..., "stats": {...} | null}, ...]}, ...]}
+
+It holds every message of every branch, so export → import → export gives the same data. Times
+are ISO 8601 with milliseconds and a UTC offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final, cast
+
+from ..errors import ImportFormatError
+from .ids import is_valid_id, new_id
+from .models import (
+    MESSAGE_COLUMNS,
+    ROLES,
+    STATUSES,
+    Conversation,
+    Message,
+    Role,
+    Status,
+    datetime_to_ms,
+    dump_json,
+)
+from .search import cjk_index_text
+
+EXPORT_FORMAT: Final = "mixtral-desk-conversations"
+EXPORT_VERSION: Final = 1
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def conversation_to_dict(conversation: Conversation, messages: list[Message]) -> dict[str, Any]:
+    """One conversation and all its messages (every branch, creation order) as JSON data."""
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": _time(conversation.created_at),
+        "updated_at": _time(conversation.updated_at),
+        "model": conversation.model,
+        "system_prompt": conversation.system_prompt,
+        "settings": conversation.settings,
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
+        "active_leaf_id": conversation.active_leaf_id,
+        "messages": [
+            {
+                "id": message.id,
+                "parent_id": message.parent_id,
+                "role": message.role,
+                "content": message.content,
+                "status": message.status,
+                "created_at": _time(message.created_at),
+                "updated_at": _time(message.updated_at),
+                "model": message.model,
+                "stats": message.stats,
+            }
+            for message in messages
+        ],
+    }
+
+
+def build_export(items: Iterable[tuple[Conversation, list[Message]]]) -> dict[str, Any]:
+    """The whole export document for ``items``."""
+    return {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "exported_at": _time(datetime.now(timezone.utc)),
+        "conversations": [conversation_to_dict(c, m) for c, m in items],
+    }
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+class _Reader:
+    """Typed access to one JSON object that names the offending field in its errors."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ImportFormatError(f"Not a Mixtral Desk export: {where} should be an object.")
+        self.data: dict[str, Any] = data
+        self.where = where
+
+    def fail(self, key: str, expected: str) -> ImportFormatError:
+        return ImportFormatError(
+            f"Not a valid Mixtral Desk export: {self.where}.{key} should be {expected}."
+        )
+
+    def text(self, key: str, *, optional: bool = False, default: str | None = None) -> str | None:
+        value = self.data.get(key, default)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "text" + (" or null" if optional else ""))
+        return value
+
+    def required_text(self, key: str) -> str:
+        value = self.text(key)
+        assert value is not None
+        if not value:
+            raise self.fail(key, "non-empty text")
+        return value
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false")
+        return value
+
+    def mapping(self, key: str, *, optional: bool) -> dict[str, Any] | None:
+        value = self.data.get(key)
+        if value is None and optional:
+            return None
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "an object")
+        return value
+
+    def time(self, key: str) -> datetime:
+        value = self.required_text(key)
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise self.fail(key, "an ISO 8601 time") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.data.get(key, default)
+        if value not in choices:
+            raise self.fail(key, "one of " + ", ".join(choices))
+        return cast(str, value)
+
+    def items(self, key: str) -> list[Any]:
+        value = self.data.get(key)
+        if not isinstance(value, list):
+            raise self.fail(key, "a list")
+        return value
+
+
+def _parse_message(data: object, conversation_id: str, where: str) -> Message:
+    reader = _Reader(data, where)
+    status = reader.choice("status", STATUSES, "complete")
+    return Message(
+        id=reader.required_text("id"),
+        conversation_id=conversation_id,
+        parent_id=reader.text("parent_id", optional=True),
+        role=cast(Role, reader.choice("role", ROLES)),
+        content=reader.text("content") or "",
+        # Nothing is generating an imported reply: a reply exported mid-stream is interrupted.
+        status=cast(Status, "interrupted" if status == "streaming" else status),
+        created_at=reader.time("created_at"),
+        updated_at=reader.time("updated_at"),
+        model=reader.text("model", optional=True),
+        stats=reader.mapping("stats", optional=True),
+    )
+
+
+def _check_tree(messages: list[Message], active_leaf_id: str | None, where: str) -> list[Message]:
+    """Messages ordered parents-first; raises if ids repeat, parents are missing or loop."""
+    by_id: dict[str, Message] = {}
+    for message in messages:
+        if message.id in by_id:
+            raise ImportFormatError(f"Not a valid Mixtral Desk export: {where} repeats message "
+                                    f"id {message.id}.")
+        by_id[message.id] = message
+    ordered: list[Message] = []
+    placed: set[str] = set()
+    for message in messages:
+        chain: list[Message] = []
+        seen: set[str] = set()
+        current: Message | None = message
+        while current is not None and current.id not in placed:
+            if current.id in seen:
+                raise ImportFormatError(f"Not a valid Mixtral Desk export: {where} has messages "
+                                        "whose parents form a loop.")
+            chain.append(current)
+            seen.add(current.id)
+            if current.parent_id is None:
+                current = None
+            elif current.parent_id in by_id:
+                current = by_id[current.parent_id]
+            else:
+                raise ImportFormatError(
+                    f"Not a valid Mixtral Desk export: in {where}, message {current.id} has "
+                    f"parent {current.parent_id}, which is not in that conversation."
+                )
+        for item in reversed(chain):
+            placed.add(item.id)
+            ordered.append(item)
+    if active_leaf_id is not None and active_leaf_id not in by_id:
+        raise ImportFormatError(f"Not a valid Mixtral Desk export: {where}.active_leaf_id names "
+                                "a message that is not in that conversation.")
+    return ordered
+
+
+def parse_export(data: object) -> list[tuple[Conversation, list[Message]]]:
+    """Validate an export document; return its conversations with messages parents-first.
+
+    Raises:
+        ImportFormatError: ``data`` is not a Mixtral Desk export, is from a newer version, or a
+            field is missing or of the wrong type (the message names the field).
+    """
+    root = _Reader(data, "the file")
+    if root.data.get("format") != EXPORT_FORMAT:
+        raise ImportFormatError(
+            f"Not a Mixtral Desk export (expected \"format\": \"{EXPORT_FORMAT}\")."
+        )
+    version = root.data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise root.fail("version", "a whole number")
+    if version > EXPORT_VERSION:
+        raise ImportFormatError(
+            f"This export was made by a newer Mixtral Desk (format version {version}; this "
+            f"version reads up to {EXPORT_VERSION}). Update Mixtral Desk to import it."
+        )
+    result: list[tuple[Conversation, list[Message]]] = []
+    for index, item in enumerate(root.items("conversations")):
+        where = f"conversations[{index}]"
+        reader = _Reader(item, where)
+        conversation_id = reader.required_text("id")
+        messages = [
+            _parse_message(message, conversation_id, f"{where}.messages[{number}]")
+            for number, message in enumerate(reader.items("messages"))
+        ]
+        conversation = Conversation(
+            id=conversation_id,
+            title=reader.text("title", optional=True),
+            created_at=reader.time("created_at"),
+            updated_at=reader.time("updated_at"),
+            model=reader.text("model", optional=True),
+            system_prompt=reader.text("system_prompt", optional=True),
+            settings=reader.mapping("settings", optional=False) or {},
+            pinned=reader.flag("pinned"),
+            archived=reader.flag("archived"),
+            active_leaf_id=reader.text("active_leaf_id", optional=True),
+        )
+        result.append((conversation, _check_tree(messages, conversation.active_leaf_id, where)))
+    return result
+
+
+# --- writing an import into the database ------------------------------------------------------
+
+def insert_conversation(conn: sqlite3.Connection, conversation: Conversation,
+                    messages: list[Message]) -> str:
+    """Insert a parsed conversation (messages parents-first); return its id here.
+
+    Keeps the ids unless one is taken or not ours; then the conversation and all its messages
+    get fresh ids (see :meth:`Store.import_conversations`).
+
+    Raises:
+        sqlite3.Error: the database cannot be written.
+    """
+    ids = [conversation.id] + [message.id for message in messages]
+    taken = not all(is_valid_id(value) for value in ids) or any(
+        conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (value,)).fetchone()
+        for table, value in [("conversations", conversation.id)]
+        + [("messages", message.id) for message in messages]
+    )
+    mapping = {value: value for value in ids}
+    if taken:
+        mapping[conversation.id] = new_id()
+        for message in sorted(messages, key=lambda m: (m.created_at, m.id)):
+            mapping[message.id] = new_id()
+    conversation_id = mapping[conversation.id]
+    leaf = conversation.active_leaf_id
+    conn.execute(
+        "INSERT INTO conversations (id, title, title_cjk, created_at, updated_at, model, "
+        "system_prompt, settings, pinned, archived, active_leaf_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (conversation_id, conversation.title, cjk_index_text(conversation.title),
+         datetime_to_ms(conversation.created_at), datetime_to_ms(conversation.updated_at),
+         conversation.model, conversation.system_prompt, dump_json(conversation.settings),
+         int(conversation.pinned), int(conversation.archived),
+         None if leaf is None else mapping[leaf]),
+    )
+    conn.executemany(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}, search_cjk) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (mapping[m.id], conversation_id,
+             None if m.parent_id is None else mapping[m.parent_id], m.role, m.content,
+             m.status, datetime_to_ms(m.created_at), datetime_to_ms(m.updated_at), m.model,
+             dump_json(m.stats), cjk_index_text(m.content))
+            for m in messages
+        ],
+    )
+    return conversation_id
+
+
+# --- Markdown -------------------------------------------------------------------------------------
+
+_ROLE_TITLES: Final = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+def to_markdown(conversation: Conversation, branch: list[Message]) -> str:
+    """The conversation's active branch as a readable Markdown document."""
+    lines = [f"# {conversation.title or 'Untitled conversation'}", ""]
+    facts = [f"Created {conversation.created_at:%Y-%m-%d %H:%M} UTC"]
+    if conversation.model:
+        facts.append(f"model {conversation.model}")
+    lines += ["*" + " · ".join(facts) + "*", ""]
+    if conversation.system_prompt:
+        lines += ["## System prompt", "", conversation.system_prompt.strip(), ""]
+    for message in branch:
+        heading = _ROLE_TITLES[message.role]
+        if message.role == "assistant" and message.model and message.model != conversation.model:
+            heading += f" ({message.model})"
+        lines += [f"## {heading}", "", message.content.strip()]
+        if message.status != "complete":
+            lines += ["", f"*({message.status})*"]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def write_export(path: Path | str, data: dict[str, Any]) -> None:
+    """Write ``data`` as UTF-8 JSON to ``path`` atomically (a temporary file, then a rename).
+
+    Raises:
+        OSError: the file cannot be written (permissions, full disk); ``path`` is unchanged.
+    """
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(data, file, ensure_ascii=False, indent=1)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        Path(temporary).replace(target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_export(path: Path | str) -> dict[str, Any]:
+    """Read an export file written by :func:`write_export` (validated later, on import).
+
+    Raises:
+        ImportFormatError: the file is not JSON or not a JSON object.
+        OSError: the file cannot be read.
+    """
+    try:
+        with Path(path).open(encoding="utf-8") as file:
+            data = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ImportFormatError(f"{path} is not a Mixtral Desk export (not JSON: {error}).") \
+            from error
+    if not isinstance(data, dict):
+        raise ImportFormatError(f"{path} is not a Mixtral Desk export (not a JSON object).")
+    return data

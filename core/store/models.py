@@ -1,0 +1,160 @@
+"""The store's value types: conversations, messages, search hits, and the argument sentinels.
+
+All three records are frozen dataclasses made fresh from the database on every call; their dict
+fields (``settings``, ``stats``) are private copies, so changing them changes nothing stored.
+Times are aware UTC datetimes with millisecond precision.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final, Literal
+
+ROLES: Final = ("system", "user", "assistant")
+STATUSES: Final = ("complete", "streaming", "interrupted", "error")
+
+Role = Literal["system", "user", "assistant"]
+Status = Literal["complete", "streaming", "interrupted", "error"]
+
+
+class Unset(enum.Enum):
+    """Type of :data:`UNSET`: "this argument was not given" (``None`` may be a real value)."""
+
+    UNSET = "unset"
+
+
+class ActiveLeaf(enum.Enum):
+    """Type of :data:`ACTIVE_LEAF`: "attach the new message to the conversation's active leaf"."""
+
+    ACTIVE_LEAF = "active-leaf"
+
+
+UNSET: Final = Unset.UNSET
+ACTIVE_LEAF: Final = ActiveLeaf.ACTIVE_LEAF
+
+
+def ms_to_datetime(value: int) -> datetime:
+    """Milliseconds since the Unix epoch (as stored) → aware UTC datetime."""
+    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    """Aware datetime → milliseconds since the Unix epoch (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return round(value.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation: its metadata and which branch of its message tree is shown.
+
+    ``updated_at`` moves when a message is added or the title, model, system prompt or settings
+    change; pinning and archiving leave it alone. ``active_leaf_id`` is ``None`` while the
+    conversation has no messages.
+    """
+
+    id: str
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    model: str | None
+    system_prompt: str | None
+    settings: dict[str, Any]
+    pinned: bool
+    archived: bool
+    active_leaf_id: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message, a node of its conversation's tree (``parent_id`` is ``None`` for a root).
+
+    ``stats`` holds generation figures for assistant replies, for example ``prompt_tokens``,
+    ``completion_tokens``, ``ttft_s``, ``tokens_per_s`` and ``finish_reason``.
+    """
+
+    id: str
+    conversation_id: str
+    parent_id: str | None
+    role: Role
+    content: str
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    model: str | None
+    stats: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One full-text search result.
+
+    A hit in a conversation's title has ``message_id`` and ``role`` ``None``. ``snippet`` is a
+    short excerpt with each match wrapped in ``«`` and ``»`` (see :data:`SNIPPET_OPEN`).
+    ``rank`` is FTS5's bm25 score: lower (more negative) is a better match; hits come best first.
+    """
+
+    conversation_id: str
+    conversation_title: str | None
+    message_id: str | None
+    role: Role | None
+    snippet: str
+    rank: float
+
+
+SNIPPET_OPEN: Final = "«"
+SNIPPET_CLOSE: Final = "»"
+SNIPPET_ELLIPSIS: Final = "…"
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+CONVERSATION_COLUMNS = (
+    "id, title, created_at, updated_at, model, system_prompt, settings, pinned, archived, "
+    "active_leaf_id"
+)
+MESSAGE_COLUMNS = (
+    "id, conversation_id, parent_id, role, content, status, created_at, updated_at, model, stats"
+)
+
+
+def dump_json(value: dict[str, Any] | None) -> str | None:
+    """JSON text for a settings/stats dict. Raises TypeError if it is not JSON-serialisable."""
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def conversation_from_row(row: Sequence[Any]) -> Conversation:
+    """A :class:`Conversation` from a row of :data:`CONVERSATION_COLUMNS`."""
+    return Conversation(
+        id=row[0],
+        title=row[1],
+        created_at=ms_to_datetime(row[2]),
+        updated_at=ms_to_datetime(row[3]),
+        model=row[4],
+        system_prompt=row[5],
+        settings=json.loads(row[6]) if row[6] else {},
+        pinned=bool(row[7]),
+        archived=bool(row[8]),
+        active_leaf_id=row[9],
+    )
+
+
+def message_from_row(row: Sequence[Any]) -> Message:
+    """A :class:`Message` from a row of :data:`MESSAGE_COLUMNS`."""
+    return Message(
+        id=row[0],
+        conversation_id=row[1],
+        parent_id=row[2],
+        role=row[3],
+        content=row[4],
+        status=row[5],
+        created_at=ms_to_datetime(row[6]),
+        updated_at=ms_to_datetime(row[7]),
+        model=row[8],
+        stats=json.loads(row[9]) if row[9] is not None else None,
+    )

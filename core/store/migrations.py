@@ -142,6 +142,13 @@ def m002_pins_archive_fts(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO conversations_fts (conversations_fts) VALUES ('rebuild')")
 
 
+@migration
+def m003_stream_writer(conn: sqlite3.Connection) -> None:
+    """Remember which process writes a streaming reply, so that only a dead writer's reply is
+    marked interrupted when another process opens the database."""
+    conn.execute("ALTER TABLE messages ADD COLUMN writer TEXT")
+
+
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The schema version this code writes: the number of migrations it knows."""
 

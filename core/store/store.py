@@ -50,6 +50,7 @@ from .models import (
     message_from_row,
 )
 from .search import cjk_index_text, run_search
+from .writers import writer_is_alive, writer_token
 
 
 def _now_ms() -> int:
@@ -367,10 +368,11 @@ class Store:
                 if owner[0] != conversation_id:
                     raise ValueError(f"Message {parent} belongs to another conversation")
             conn.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}, search_cjk) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}, search_cjk, writer) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, conversation_id, parent, message_role, content, message_status,
-                 now, now, model, stats_json, cjk_index_text(content)),
+                 now, now, model, stats_json, cjk_index_text(content),
+                 writer_token() if message_status == "streaming" else None),
             )
             conn.execute("UPDATE conversations SET active_leaf_id = ?, updated_at = ? "
                          "WHERE id = ?", (message_id, now, conversation_id))
@@ -392,6 +394,7 @@ class Store:
             changes["search_cjk"] = cjk_index_text(content)
         if status is not None:
             changes["status"] = _check_status(status)
+            changes["writer"] = writer_token() if status == "streaming" else None
         if stats is not None:
             changes["stats"] = dump_json(stats)
         assignments = ", ".join(f"{column} = ?" for column in changes)
@@ -500,15 +503,21 @@ class Store:
             return self._path_to(conn, leaf)
 
     def recover_interrupted(self) -> int:
-        """Mark replies left 'streaming' (by a crash) as 'interrupted'; return how many.
+        """Mark replies left 'streaming' by a writer that is gone as 'interrupted'; return how many.
 
-        :meth:`open` calls this, assuming one process writes replies at a time.
+        :meth:`open` calls this. A reply another running process is still streaming (the GUI
+        while the CLI opens the same database, say) is left alone: each streaming reply records
+        its writer process, and only a reply whose writer no longer runs was cut off.
         """
         with self._use() as conn:
-            cursor = conn.execute(
-                "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'"
-            )
-        return cursor.rowcount
+            rows = conn.execute(
+                "SELECT id, writer FROM messages WHERE status = 'streaming'").fetchall()
+        orphans = [(message_id,) for message_id, writer in rows if not writer_is_alive(writer)]
+        if orphans:
+            with self._write() as conn:
+                conn.executemany("UPDATE messages SET status = 'interrupted', writer = NULL "
+                                 "WHERE id = ? AND status = 'streaming'", orphans)
+        return len(orphans)
 
     # --- search ------------------------------------------------------------------------------
 

@@ -45,3 +45,15 @@ def test_reopen_after_kill_keeps_content_and_marks_interrupted(tmp_path: Path) -
         assert [m.id for m in store.active_branch(conversation_id)][-1] == reply_id
         assert [h.message_id for h in store.search("dragon")] == [reply_id]
         assert store.recover_interrupted() == 0
+
+
+def test_a_reply_that_a_live_process_streams_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.sqlite3"
+    with Store.open(path) as writer:
+        conversation = writer.create_conversation("Live")
+        reply = writer.add_message(conversation.id, "assistant", "so far", status="streaming")
+        with Store.open(path) as reader:  # e.g. the CLI while the GUI streams
+            assert reader.recovered_on_open == 0
+            assert reader.get_message(reply.id).status == "streaming"
+        writer.update_message(reply.id, content="so far, and more", status="complete")
+        assert writer.get_message(reply.id).status == "complete"

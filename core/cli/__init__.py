@@ -13,7 +13,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mixtral_desk import __version__
-from mixtral_desk.core.cli import chat_commands, conversation_commands, info_commands
+from mixtral_desk.core.cli import (
+    chat_commands,
+    conversation_commands,
+    download_commands,
+    info_commands,
+)
 from mixtral_desk.core.errors import DeskError
 
 log = logging.getLogger("mixtral_desk")
@@ -30,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     info_commands.register(commands)
     chat_commands.register(commands)
     conversation_commands.register(commands)
+    download_commands.register(commands)
     return parser
 
 

@@ -6,12 +6,15 @@ Qt-free command line in :mod:`mixtral_desk.core.cli`, which works where Qt is no
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import multiprocessing
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     """Open the window, or run one CLI command; returns the exit code."""
+    multiprocessing.freeze_support()  # the engine process is spawned; frozen apps need this
     args = sys.argv[1:] if argv is None else argv
     if not args or args == ["gui"]:
         return _open_window()
@@ -27,9 +30,8 @@ def _open_window() -> int:
         print("The desktop window is not part of this build yet; the command line is:\n")
         build_parser().print_help()
         return 0
-    from mixtral_desk.desktop.app import main as gui_main  # pragma: no cover - issue #4
-
-    return int(gui_main())
+    app = importlib.import_module("mixtral_desk.desktop.app")
+    return int(app.main())
 
 
 if __name__ == "__main__":

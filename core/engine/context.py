@@ -1,0 +1,75 @@
+"""Fit a conversation into the context window by leaving out its oldest turns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..errors import ContextOverflowError
+from .events import ChatMessage
+
+MIN_REPLY_TOKENS = 256
+
+
+def reply_reserve(max_tokens: int | None, n_ctx: int) -> int:
+    """Tokens kept free for the reply.
+
+    ``max_tokens`` when given, else ``max(256, n_ctx // 4)``; never more than half the context, so
+    a large ``max_tokens`` does not push every turn out (the reply then ends with
+    ``finish_reason="length"`` when the context is full).
+    """
+    wanted = max_tokens if max_tokens is not None else max(MIN_REPLY_TOKENS, n_ctx // 4)
+    return max(1, min(wanted, n_ctx // 2))
+
+
+def fit_messages(
+    messages: Sequence[ChatMessage],
+    count_tokens: Callable[[Sequence[ChatMessage]], int],
+    n_ctx: int,
+    reserve: int,
+) -> tuple[list[ChatMessage], int]:
+    """Keep the system messages and the newest turns whose prompt plus ``reserve`` fits ``n_ctx``.
+
+    Turns are dropped from the oldest, a user turn with the replies after it at a time, so the kept
+    part still starts with a user turn (templates that insist on alternation stay happy).
+    ``count_tokens`` measures a candidate conversation's formatted prompt.
+
+    Returns:
+        The kept messages and how many were dropped.
+
+    Raises:
+        ValueError: ``messages`` has no user or assistant turn.
+        ContextOverflowError: even the system prompt and the last user turn (with what follows it)
+            do not fit; the message gives the numbers.
+    """
+    system = [m for m in messages if m.role == "system"]
+    turns = [m for m in messages if m.role != "system"]
+    if not turns:
+        raise ValueError("the conversation has no user or assistant message")
+    budget = n_ctx - reserve
+
+    def fits(start: int) -> tuple[bool, int]:
+        size = count_tokens([*system, *turns[start:]])
+        return size <= budget, size
+
+    ok, size = fits(0)
+    if ok:
+        return [*system, *turns], 0
+    starts = [i for i, m in enumerate(turns) if m.role == "user" and i > 0]
+    last_start = starts[-1] if starts else 0
+    ok, last_size = fits(last_start) if last_start else (False, size)
+    if not ok:
+        raise ContextOverflowError(
+            f"The message is too long for the context window: the prompt needs {last_size} "
+            f"tokens and {reserve} more are kept for the reply, but the context holds {n_ctx}. "
+            "Shorten the message or load the model with a larger context."
+        )
+    # Binary search for the earliest start that fits (sizes shrink as the start moves later).
+    lo, hi = 0, len(starts) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(starts[mid])[0]:
+            hi = mid
+        else:
+            lo = mid + 1
+    start = starts[lo]
+    return [*system, *turns[start:]], start

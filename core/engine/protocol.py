@@ -1,0 +1,159 @@
+"""The messages between the host and the engine process.
+
+Two one-way pipes: commands flow host → engine, events flow engine → host. Every request carries a
+request id (``rid``, increasing per host); the engine tags what it sends with the id of the request
+it answers, so the host can skip leftovers of a request it has already given up on (a stopped or
+abandoned stream) without waiting for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .events import BackendInfo, ChatMessage, ModelInfo, ReplyStats
+from .options import LoadOptions, SamplingOptions
+
+# --- host → engine -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Load a model (replacing any loaded one)."""
+
+    rid: int
+    options: LoadOptions
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Format ``messages`` with the model's chat template and stream a reply."""
+
+    rid: int
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingOptions
+
+
+@dataclass(frozen=True)
+class CompleteRequest:
+    """Stream a raw continuation of ``prompt`` (no template)."""
+
+    rid: int
+    prompt: str
+    sampling: SamplingOptions
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Cancel every request up to and including ``rid``; handled by the engine's watcher thread."""
+
+    rid: int
+
+
+@dataclass(frozen=True)
+class UnloadRequest:
+    """Free the loaded model."""
+
+    rid: int
+
+
+@dataclass(frozen=True)
+class BackendRequest:
+    """Report :class:`BackendInfo`."""
+
+    rid: int
+
+
+@dataclass(frozen=True)
+class ShutdownRequest:
+    """Exit the engine process."""
+
+    rid: int = 0
+
+
+@dataclass(frozen=True)
+class DebugCrashRequest:
+    """Tests only: make the engine die the way llama.cpp can (``abort`` or ``segfault``)."""
+
+    rid: int
+    how: Literal["abort", "segfault"] = "abort"
+
+
+Command = (LoadRequest | ChatRequest | CompleteRequest | StopRequest | UnloadRequest
+           | BackendRequest | ShutdownRequest | DebugCrashRequest)
+
+# --- engine → host -----------------------------------------------------------------------------
+
+ErrorKind = Literal["ModelFileNotFoundError", "ModelLoadError", "GPUOffloadUnavailableError",
+                    "ContextOverflowError", "EngineError"]
+
+
+@dataclass(frozen=True)
+class ProgressMsg:
+    """Load progress."""
+
+    rid: int
+    fraction: float
+
+
+@dataclass(frozen=True)
+class LoadedMsg:
+    """The model is loaded."""
+
+    rid: int
+    info: ModelInfo
+
+
+@dataclass(frozen=True)
+class StartedMsg:
+    """A reply started: the prompt's size and the turns left out to fit the context."""
+
+    rid: int
+    prompt_tokens: int
+    dropped_messages: int
+
+
+@dataclass(frozen=True)
+class TokenMsg:
+    """Reply text; ``n_tokens`` tokens were generated since the previous message."""
+
+    rid: int
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class DoneMsg:
+    """A reply ended."""
+
+    rid: int
+    stats: ReplyStats
+
+
+@dataclass(frozen=True)
+class ErrorMsg:
+    """A request failed; ``kind`` names the error class the host raises."""
+
+    rid: int
+    kind: ErrorKind
+    message: str
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendMsg:
+    """Answer to :class:`BackendRequest`."""
+
+    rid: int
+    info: BackendInfo
+
+
+@dataclass(frozen=True)
+class UnloadedMsg:
+    """Answer to :class:`UnloadRequest`."""
+
+    rid: int
+
+
+Event = (ProgressMsg | LoadedMsg | StartedMsg | TokenMsg | DoneMsg | ErrorMsg | BackendMsg
+         | UnloadedMsg)

@@ -1,0 +1,539 @@
+"""The engine process: owns ``llama_cpp.Llama`` and answers the host's commands.
+
+Started by :class:`~.host.EngineHost` with the ``spawn`` start method; :func:`run` is its entry
+point. Two threads:
+
+* the **watcher** blocks on the command pipe. A :class:`~.protocol.StopRequest` only raises the
+  stop mark (checked between tokens, and by llama.cpp's abort callback while a prompt is being
+  evaluated); other commands go to a queue. End of file on the pipe means the host is gone (even
+  after ``kill -9``): the watcher ``os._exit()``\\ s at once. On Linux ``PR_SET_PDEATHSIG`` is set
+  as well, when the host started the engine from its main thread (the signal follows the creating
+  *thread*, so it would misfire for a worker thread that exits).
+* the **main thread** serves the queue: load, chat, complete, unload, backend info.
+
+``llama_cpp`` is imported here only, lazily, so the host never loads llama.cpp for generation.
+Every llama.cpp log line goes to the engine log file through ``llama_log_set``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    ContextOverflowError,
+    DeskError,
+    EngineError,
+    GPUOffloadUnavailableError,
+    ModelFileNotFoundError,
+    ModelLoadError,
+)
+from .backend import collect_backend_info
+from .context import fit_messages, reply_reserve
+from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
+from .formatting import ChatFormatter, TemplateError, split_at_stop
+from .logs import EngineLog
+from .options import LoadOptions, SamplingOptions
+from .placement import TensorOverrides, cpu_moe_overrides
+from .protocol import (
+    BackendMsg,
+    BackendRequest,
+    ChatRequest,
+    Command,
+    CompleteRequest,
+    DebugCrashRequest,
+    DoneMsg,
+    ErrorKind,
+    ErrorMsg,
+    Event,
+    LoadedMsg,
+    LoadRequest,
+    ProgressMsg,
+    ShutdownRequest,
+    StartedMsg,
+    StopRequest,
+    TokenMsg,
+    UnloadedMsg,
+    UnloadRequest,
+)
+
+GPU_ADVICE = (
+    "This llama-cpp-python build has no GPU support (llama_supports_gpu_offload() is false), so "
+    "{what} cannot be offloaded to a GPU, and the engine does not fall back to the CPU on its "
+    "own. Install a GPU build, e.g. for NVIDIA: "
+    'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python '
+    '(Apple: CMAKE_ARGS="-DGGML_METAL=on"), or set GPU layers to 0 to run on the CPU.'
+)
+_KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}  # GGML_TYPE_*
+_ERROR_KINDS: tuple[ErrorKind, ...] = ("ModelFileNotFoundError", "ModelLoadError",
+                                      "GPUOffloadUnavailableError", "ContextOverflowError")
+PR_SET_PDEATHSIG = 1
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (logical ones when unknown), at least 1."""
+    try:
+        import psutil
+
+        count = psutil.cpu_count(logical=False)
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        count = None
+    return max(1, count or os.cpu_count() or 1)
+
+
+def _set_parent_death_signal(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL us when the host dies; exit now if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+@contextlib.contextmanager
+def _patched_model_params(overrides: TensorOverrides | None, progress: Any) -> Iterator[None]:
+    """Make ``Llama.__init__``'s ``llama_model_default_params()`` carry our extra fields.
+
+    ``Llama`` builds its model params from ``llama_cpp.llama_cpp.llama_model_default_params()`` and
+    loads at once, never setting ``tensor_buft_overrides`` or ``progress_callback``; wrapping that
+    call for the duration of the constructor is the narrowest way in. The caller keeps
+    ``overrides`` and ``progress`` alive.
+    """
+    import llama_cpp.llama_cpp as lowlevel
+
+    original = lowlevel.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        if overrides is not None:
+            params.tensor_buft_overrides = overrides.address
+        params.progress_callback = progress
+        return params
+
+    lowlevel.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        lowlevel.llama_model_default_params = original
+
+
+class _Loaded:
+    """A loaded model and what the worker derived from it."""
+
+    def __init__(self, llama: Any, options: LoadOptions, formatter: ChatFormatter,
+                 info: ModelInfo, overrides: TensorOverrides | None) -> None:
+        self.llama = llama
+        self.options = options
+        self.formatter = formatter
+        self.info = info
+        self.overrides = overrides  # kept alive with the model
+        self.vocab = llama._model.vocab
+
+
+class Worker:
+    """The engine process's state; see the module docstring."""
+
+    def __init__(self, commands: Connection, events: Connection, log: EngineLog,
+                 allow_debug: bool = False) -> None:
+        self.commands = commands
+        self.events = events
+        self.log = log
+        self.allow_debug = allow_debug
+        self.queue: queue.Queue[Command] = queue.Queue()
+        self.stop_upto = 0  # every request with rid <= stop_upto is cancelled
+        self.current_rid = 0
+        self.model: _Loaded | None = None
+        self._log_callback: Any = None
+        self._abort_callback: Any = None
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def send(self, message: Event) -> None:
+        """Send an event to the host; exits when the host is gone."""
+        try:
+            self.events.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            os._exit(0)
+
+    def cancelled(self, rid: int) -> bool:
+        """Whether request ``rid`` was asked to stop."""
+        return self.stop_upto >= rid
+
+    def watch(self) -> None:
+        """The watcher thread: route commands, exit when the host disappears."""
+        while True:
+            try:
+                message = self.commands.recv()
+            except (EOFError, OSError):
+                os._exit(0)
+            if isinstance(message, StopRequest):
+                self.stop_upto = max(self.stop_upto, message.rid)
+            elif isinstance(message, DebugCrashRequest):
+                if self.allow_debug:
+                    self.log.note(f"debug crash requested: {message.how}")
+                    if message.how == "segfault":
+                        ctypes.string_at(0)
+                    os.abort()
+            elif isinstance(message, ShutdownRequest):
+                self.stop_upto = sys.maxsize
+                self.queue.put(message)
+                return
+            else:
+                self.queue.put(message)
+
+    def install_log_callback(self) -> None:
+        """Route llama.cpp's and ggml's log (all levels) into the engine log."""
+        import llama_cpp
+
+        log = self.log
+
+        def on_log(level: int, text: bytes | None, _user_data: Any) -> None:
+            if text:
+                log.write(int(level), text.decode("utf-8", errors="replace"))
+
+        self._log_callback = llama_cpp.llama_log_callback(on_log)
+        llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+
+    def serve(self) -> None:
+        """Serve commands until a shutdown request."""
+        threading.Thread(target=self.watch, name="engine-watcher", daemon=True).start()
+        self.install_log_callback()
+        while True:
+            message = self.queue.get()
+            if isinstance(message, ShutdownRequest):
+                self.unload()
+                self.log.note("engine shutting down")
+                return
+            self.current_rid = message.rid
+            try:
+                self.handle(message)
+            except DeskError as error:
+                self.send(self.error_message(message.rid, error))
+            except Exception as error:  # report, log, keep serving
+                self.log.note("unexpected error:\n" + traceback.format_exc())
+                self.send(ErrorMsg(message.rid, "EngineError",
+                                   f"The engine failed: {type(error).__name__}: {error}"))
+
+    @staticmethod
+    def error_message(rid: int, error: DeskError) -> ErrorMsg:
+        """The protocol message for a typed error."""
+        name = type(error).__name__
+        kind: ErrorKind = "EngineError"
+        for known in _ERROR_KINDS:
+            if known == name:
+                kind = known
+        path = str(error.path) if isinstance(error, ModelFileNotFoundError) else None
+        return ErrorMsg(rid, kind, str(error), path)
+
+    def handle(self, message: Command) -> None:
+        """Answer one command (raises typed errors that :meth:`serve` reports)."""
+        if isinstance(message, LoadRequest):
+            self.load(message.rid, message.options)
+        elif isinstance(message, ChatRequest):
+            self.chat(message.rid, message.messages, message.sampling)
+        elif isinstance(message, CompleteRequest):
+            self.complete(message.rid, message.prompt, message.sampling)
+        elif isinstance(message, UnloadRequest):
+            self.unload()
+            self.send(UnloadedMsg(message.rid))
+        elif isinstance(message, BackendRequest):
+            self.send(BackendMsg(message.rid, collect_backend_info()))
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def unload(self) -> None:
+        """Free the loaded model, if any."""
+        if self.model is not None:
+            self.model.llama.close()
+            self.model = None
+            self.log.note("model unloaded")
+
+    def load(self, rid: int, options: LoadOptions) -> None:
+        """Load a model and send :class:`LoadedMsg`.
+
+        Raises:
+            ModelFileNotFoundError: the path is not a file.
+            GPUOffloadUnavailableError: GPU layers asked of a build without GPU offload.
+            ModelLoadError: llama.cpp refused the file (its log lines say why) or loading was
+                cancelled.
+        """
+        import llama_cpp
+
+        path = Path(options.model_path)
+        if not path.is_file():
+            raise ModelFileNotFoundError(path)
+        backend = collect_backend_info()
+        if options.n_gpu_layers != 0 and not backend.gpu_offload:
+            what = ("all layers" if options.n_gpu_layers < 0
+                    else f"the {options.n_gpu_layers} layers asked for")
+            raise GPUOffloadUnavailableError(GPU_ADVICE.format(what=what))
+        self.unload()
+        self.log.reset_counters()
+        self.log.note(f"loading {path} with {options.model_dump(mode='json')}")
+        overrides = None
+        if options.n_cpu_moe > 0:
+            limit = int(llama_cpp.llama_max_tensor_buft_overrides()) - 1
+            overrides = cpu_moe_overrides(options.n_cpu_moe, max_entries=max(1, limit))
+        last = [-1.0]
+
+        def on_progress(fraction: float, _user_data: Any) -> bool:
+            if self.cancelled(rid):
+                return False
+            if fraction - last[0] >= 0.01 or fraction >= 1.0:
+                last[0] = fraction
+                self.send(ProgressMsg(rid, float(fraction)))
+            return True
+
+        progress = llama_cpp.llama_progress_callback(on_progress)
+        threads = options.n_threads or physical_cores()
+        started = time.perf_counter()
+        try:
+            with _patched_model_params(overrides, progress):
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_gpu_layers=options.n_gpu_layers,
+                    n_ctx=options.n_ctx,
+                    n_batch=options.n_batch,
+                    n_ubatch=options.n_ubatch,
+                    n_threads=threads,
+                    n_threads_batch=options.n_threads or max(threads, os.cpu_count() or 1),
+                    flash_attn=options.flash_attn,
+                    type_k=_KV_TYPES[options.kv_type],
+                    type_v=_KV_TYPES[options.kv_type],
+                    use_mmap=options.use_mmap,
+                    use_mlock=options.use_mlock,
+                    seed=llama_cpp.LLAMA_DEFAULT_SEED if options.seed < 0 else options.seed,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as error:
+            if self.cancelled(rid):
+                raise ModelLoadError(f"Loading {path.name} was cancelled.") from error
+            why = self.log.explain() or str(error)
+            raise ModelLoadError(
+                f"llama.cpp could not load {path.name}: {error}. Its log says:\n{why}"
+            ) from error
+        seconds = time.perf_counter() - started
+        if last[0] < 1.0:
+            self.send(ProgressMsg(rid, 1.0))
+        template = llama.metadata.get("tokenizer.chat_template") or None
+        formatter = self.make_formatter(llama, template)
+        model = llama._model.model
+        offloaded = self.log.offloaded_layers
+        info = ModelInfo(
+            path=str(path),
+            n_ctx=int(llama.n_ctx()),
+            n_ctx_train=int(llama_cpp.llama_model_n_ctx_train(model)),
+            n_layers=int(llama_cpp.llama_model_n_layer(model)),
+            n_gpu_layers=offloaded if offloaded is not None and backend.gpu_offload else 0,
+            backend=backend,
+            chat_template=template,
+            template_source=formatter.source,
+            load_seconds=seconds,
+            overridden_tensors=self.log.overridden_tensors,
+        )
+        self.model = _Loaded(llama, options, formatter, info, overrides)
+        self.log.note(f"loaded {path.name} in {seconds:.2f} s: {info}")
+        self.send(LoadedMsg(rid, info))
+
+    def make_formatter(self, llama: Any, template: str | None) -> ChatFormatter:
+        """The model's template formatter, or the fallback when it has none or it is broken."""
+        def text(token: int) -> str:
+            if token < 0:
+                return ""
+            return str(llama._model.token_get_text(token))
+
+        bos, eos = text(llama.token_bos()), text(llama.token_eos())
+        if template is not None:
+            try:
+                return ChatFormatter(template, bos_token=bos, eos_token=eos)
+            except TemplateError as error:
+                self.log.note(f"the model's chat template is unusable ({error}); using fallback")
+        return ChatFormatter(None, bos_token=bos, eos_token=eos)
+
+    # --- generating ----------------------------------------------------------------------------
+
+    def require_model(self) -> _Loaded:
+        """The loaded model. Raises ModelLoadError when none is."""
+        if self.model is None:
+            raise ModelLoadError("No model is loaded; load one first.")
+        return self.model
+
+    def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
+        """Tokens of ``text`` with the loaded model."""
+        model = self.require_model()
+        return list(model.llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
+                                         special=parse_special))
+
+    def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> None:
+        """Format ``messages``, fit them into the context and stream the reply.
+
+        Raises:
+            ContextOverflowError: the last user turn alone does not fit.
+            EngineError: the template rejects the conversation, or it has no turns.
+        """
+        model = self.require_model()
+        formatter = model.formatter
+        add_bos = not formatter.starts_with_bos
+
+        def count(candidate: Sequence[ChatMessage]) -> int:
+            return len(self.tokenize(formatter.format(candidate), True, add_bos))
+
+        n_ctx = model.info.n_ctx
+        try:
+            kept, dropped = fit_messages(messages, count, n_ctx,
+                                         reply_reserve(sampling.max_tokens, n_ctx))
+            prompt = formatter.format(kept)
+        except TemplateError as error:
+            raise EngineError(
+                f"The model's chat template rejected the conversation: {error}") from error
+        except ValueError as error:  # no user or assistant turn
+            raise EngineError(str(error)) from error
+        tokens = self.tokenize(prompt, True, add_bos)
+        self.generate(rid, tokens, sampling, formatter.stop, dropped, strip_leading=True)
+
+    def complete(self, rid: int, prompt: str, sampling: SamplingOptions) -> None:
+        """Stream a raw continuation of ``prompt`` (BOS added as the model wants)."""
+        self.require_model()
+        self.generate(rid, self.tokenize(prompt, False), sampling, (), 0, strip_leading=False)
+
+    def _set_abort(self, llama: Any, rid: int | None) -> None:
+        """Let llama.cpp abort a running ``llama_decode`` when ``rid`` is stopped (None: off).
+
+        Used only while the prompt is evaluated: the callback runs once per graph node, too often
+        for a Python function during fast token-by-token decoding, where the stop mark is checked
+        between tokens instead.
+        """
+        import llama_cpp
+
+        if rid is None:
+            llama_cpp.llama_set_abort_callback(llama.ctx, llama_cpp.ggml_abort_callback(), None)
+            self._abort_callback = None
+            return
+
+        def should_abort(_data: Any) -> bool:
+            return self.stop_upto >= rid
+
+        self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)
+        llama_cpp.llama_set_abort_callback(llama.ctx, self._abort_callback, None)
+
+    def generate(self, rid: int, tokens: list[int], sampling: SamplingOptions,
+                 extra_stop: Sequence[str], dropped: int, *, strip_leading: bool) -> None:
+        """Stream tokens for a tokenized prompt, then :class:`DoneMsg`.
+
+        Raises:
+            ContextOverflowError: the prompt leaves no room for a reply.
+        """
+        import llama_cpp
+
+        model = self.require_model()
+        llama = model.llama
+        started = time.perf_counter()
+        n_ctx = model.info.n_ctx
+        room = n_ctx - len(tokens)
+        if room <= 0:
+            raise ContextOverflowError(
+                f"The prompt needs {len(tokens)} tokens but the context holds {n_ctx}; shorten it "
+                "or load the model with a larger context.")
+        limit = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
+        stops = [*sampling.stop, *extra_stop]
+        self.send(StartedMsg(rid, len(tokens), dropped))
+        llama.set_seed(sampling.seed if sampling.seed is not None else (
+            llama_cpp.LLAMA_DEFAULT_SEED if model.options.seed < 0 else model.options.seed))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = model.vocab
+        is_eog = llama_cpp.llama_vocab_is_eog
+        generator = llama.generate(
+            tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
+            temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty, reset=True)
+        finish: FinishReason = "length"
+        pending = ""
+        count = unsent = 0
+        first_at = last_at = 0.0
+        hit_stop = False
+        self._set_abort(llama, rid)
+        try:
+            while True:
+                if self.cancelled(rid):
+                    finish = "cancelled"
+                    break
+                try:
+                    token = next(generator)
+                except RuntimeError:
+                    if self.cancelled(rid):  # llama_decode aborted by the stop mark
+                        self.log.note("prompt evaluation aborted by a stop request (the "
+                                      "'failed to compute graph' lines above are that)")
+                        finish = "cancelled"
+                        break
+                    raise
+                now = time.perf_counter()
+                if count == 0 and not first_at:
+                    first_at = now
+                    self._set_abort(llama, None)
+                if not sampling.ignore_eos and is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                count += 1
+                unsent += 1
+                last_at = now
+                pending += decoder.decode(llama.detokenize([token]))
+                emit, pending, hit_stop = split_at_stop(pending, stops)
+                if strip_leading and emit:
+                    emit = emit.lstrip()
+                    strip_leading = not emit
+                if emit:
+                    self.send(TokenMsg(rid, emit, unsent))
+                    unsent = 0
+                if hit_stop:
+                    finish = "stop"
+                    break
+                if count >= limit:
+                    finish = "length"
+                    break
+        finally:
+            generator.close()
+            if self._abort_callback is not None:
+                self._set_abort(llama, None)
+        if not hit_stop:
+            pending += decoder.decode(b"", final=True)
+        else:
+            pending = ""
+        if strip_leading:
+            pending = pending.lstrip()
+        if pending or unsent:
+            self.send(TokenMsg(rid, pending, unsent))
+        ended = time.perf_counter()
+        ttft = (first_at or ended) - started
+        decode_rate = (count - 1) / (last_at - first_at) if count > 1 and last_at > first_at \
+            else 0.0
+        self.send(DoneMsg(rid, ReplyStats(
+            prompt_tokens=len(tokens), completion_tokens=count, time_to_first_token_s=ttft,
+            decode_tokens_per_s=decode_rate, total_seconds=ended - started,
+            finish_reason=finish, dropped_messages=dropped)))
+
+
+def run(commands: Connection, events: Connection, log_path: str | None, parent_pid: int,
+        death_signal: bool, allow_debug: bool) -> None:
+    """Entry point of the engine process (see the module docstring)."""
+    if death_signal:
+        _set_parent_death_signal(parent_pid)
+    log = EngineLog(Path(log_path) if log_path else None)
+    log.note(f"engine started, pid {os.getpid()}, host pid {parent_pid}")
+    worker = Worker(commands, events, log, allow_debug=allow_debug)
+    try:
+        worker.serve()
+    finally:
+        log.close()

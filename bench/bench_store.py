@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from mixtral_desk.core.store import Store, new_id
@@ -162,8 +163,7 @@ def measure(path: Path) -> None:
                None)
         for label, query in QUERIES.items():
             hits = len(store.search(query))
-            report(f"search {label} ({hits} hits)", timed(lambda q=query: store.search(q), 10),
-                   100)
+            report(f"search {label} ({hits} hits)", timed(partial(store.search, query), 10), 100)
 
         conversation = store.create_conversation("bench scratch")
         report("append a message (+FTS, +touch)",

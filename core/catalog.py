@@ -21,10 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, NoReturn
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
 from mixtral_desk.core.errors import CatalogError, NotFoundError
 from mixtral_desk.core.hardware import Hardware
 from mixtral_desk.core.units import format_memory
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -43,7 +43,9 @@ class TurnResult:
     interrupted: bool
 
 
-def history_for(store: Store, conversation_id: str, leaf_id: str | None = None) -> list[ChatMessage]:
+def history_for(
+    store: Store, conversation_id: str, leaf_id: str | None = None
+) -> list[ChatMessage]:
     """The conversation as the engine sees it: system prompt, then the branch up to ``leaf_id``.
 
     Messages that failed (status ``error``) and empty replies are left out.

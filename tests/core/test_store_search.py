@@ -136,10 +136,10 @@ def test_limit(store: Store) -> None:
 
 def test_cjk_index_text() -> None:
     assert cjk_index_text("plain English") is None
-    assert cjk_index_text("鲁迅为什么打周树人").split() == [
+    assert (cjk_index_text("鲁迅为什么打周树人") or "").split() == [
         "鲁迅", "迅为", "为什", "什么", "么打", "打周", "周树", "树人", "人"]
-    assert cjk_index_text("我用Python写代码").split() == ["我用", "用", "Python", "写代", "代码",
-                                                            "码"]
+    assert (cjk_index_text("我用Python写代码") or "").split() == [
+        "我用", "用", "Python", "写代", "代码", "码"]
 
 
 def test_chinese_words_are_found_inside_a_run(store: Store) -> None:

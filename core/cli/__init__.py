@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Mixtral and other GGUF models on your own machine, offline.",
     )
     parser.add_argument("--version", action="version", version=f"mixtral-desk {__version__}")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check this installation headless in a temporary folder, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     info_commands.register(commands)
     chat_commands.register(commands)
@@ -39,11 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _self_test(args: argparse.Namespace) -> int:
+    from mixtral_desk.core.cli.self_test import run_self_test
+
+    return run_self_test()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if args.self_test:
+        handler = _self_test
     if handler is None:
         parser.print_help()
         return 0

@@ -159,3 +159,11 @@ def test_real_weights_complete_the_eiffel_tower(gemma_model: Path) -> None:
                  "--temperature", "0", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+
+
+def test_self_test_runs_in_a_temporary_folder(data_home: DataPaths) -> None:
+    result = cli("--self-test")
+    assert result.returncode == 0, result.stderr
+    assert "self-test passed" in result.stdout
+    assert "backend: CPU" in result.stdout
+    assert not data_home.database.exists(), "the self-test touched the user's data folder"

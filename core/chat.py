@@ -17,17 +17,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from mixtral_desk.core.engine import (
     ChatMessage,
     DoneEvent,
-    EngineHost,
     ReplyStats,
     SamplingOptions,
     TokenEvent,
 )
 from mixtral_desk.core.errors import EngineError
 from mixtral_desk.core.store import Message, Store
+
+if TYPE_CHECKING:  # the engine interface (local EngineHost or RemoteEngine); no httpx at runtime
+    from mixtral_desk.core.remote import ChatEngine
 
 SAVE_INTERVAL_S = 0.5
 
@@ -81,7 +84,7 @@ def _path_to(store: Store, message_id: str) -> list[Message]:
 
 def send(
     store: Store,
-    engine: EngineHost,
+    engine: ChatEngine,
     conversation_id: str,
     text: str,
     sampling: SamplingOptions,
@@ -102,7 +105,7 @@ def send(
 
 def regenerate(
     store: Store,
-    engine: EngineHost,
+    engine: ChatEngine,
     conversation_id: str,
     sampling: SamplingOptions,
     *,
@@ -126,7 +129,7 @@ def regenerate(
 
 def reply(
     store: Store,
-    engine: EngineHost,
+    engine: ChatEngine,
     conversation_id: str,
     sampling: SamplingOptions,
     *,
@@ -152,7 +155,7 @@ def reply(
 
 def continue_reply(
     store: Store,
-    engine: EngineHost,
+    engine: ChatEngine,
     message_id: str,
     sampling: SamplingOptions,
     *,

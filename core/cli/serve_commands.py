@@ -1,0 +1,178 @@
+"""``serve`` (the local OpenAI-compatible API) and ``chat --remote`` (a remote engine).
+
+``serve`` loads the model like ``chat`` does (same ``--model``/``--gpu-layers``/``--ctx``
+options) and serves it until Ctrl-C. ``chat --remote URL [--remote-model NAME]
+[--remote-key KEY]`` talks to an OpenAI-compatible server instead of a local model; the
+conversation is stored exactly like a local one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from mixtral_desk.core import chat
+from mixtral_desk.core.cli import chat_commands
+from mixtral_desk.core.engine import EngineHost
+from mixtral_desk.core.errors import DeskError
+from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.remote import ChatEngine, RemoteEngine, save_key, stored_key
+from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind
+from mixtral_desk.core.settings import load_settings
+from mixtral_desk.core.store import Store
+
+API_KEY_ENV = "MIXTRAL_DESK_API_KEY"
+
+
+class RemoteOptionsError(DeskError, ValueError):
+    """Raised when ``chat`` gets neither ``--model`` nor ``--remote``, or both."""
+
+
+# --- serve -------------------------------------------------------------------------------------
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve`` to the CLI."""
+    serve = commands.add_parser(
+        "serve", help="serve a model over an OpenAI-compatible API (/v1/chat/completions …)")
+    chat_commands._model_arguments(serve)
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default {DEFAULT_HOST}; any other address "
+                            "needs --api-key)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--api-key", metavar="KEY",
+                       help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+    serve.add_argument("--model-id", metavar="NAME",
+                       help="the model's name in /v1/models (default: the file name)")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Load the model and serve it until Ctrl-C (exit code 0)."""
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    check_bind(args.host, key)  # before the (possibly long) model load
+    model_id = args.model_id or args.model.name.removesuffix(".gguf")
+    with EngineHost() as engine:
+        chat_commands._load(engine, args)
+        server = ApiServer(engine, model_id, host=args.host, port=args.port, api_key=key,
+                           sampling=load_settings().sampling)
+        server.start()
+        print(f"Serving {model_id} at {server.base_url}"
+              f"{' (API key required)' if key else ''}. Ctrl-C stops.", file=sys.stderr)
+        try:
+            while not server.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            print("\nStopping the server.", file=sys.stderr)
+        finally:
+            server.stop()
+    return 0
+
+
+# --- chat --remote -----------------------------------------------------------------------------
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--remote``, ``--remote-model``, ``--remote-key`` to ``chat``; ``--model`` becomes
+    optional (:func:`uses_remote` checks that exactly one of them is given)."""
+    group = parser.add_argument_group("remote engine (instead of --model)")
+    group.add_argument("--remote", metavar="URL",
+                       help="an OpenAI-compatible server, e.g. http://gpu-box:8000/v1")
+    group.add_argument("--remote-model", metavar="NAME",
+                       help="the model's name on that server (default: the first it lists)")
+    group.add_argument("--remote-key", metavar="KEY",
+                       help="its API key (default: the saved key for URL, else "
+                            "$MIXTRAL_DESK_REMOTE_KEY)")
+    group.add_argument("--save-remote-key", action="store_true",
+                       help="remember --remote-key for this URL (a file only you can read)")
+    for action in parser._actions:  # argparse has no public way to relax an existing option
+        if "--model" in action.option_strings:
+            action.required = False
+
+
+def uses_remote(args: argparse.Namespace) -> bool:
+    """Whether ``chat`` runs against ``--remote``.
+
+    Raises:
+        RemoteOptionsError: neither or both of ``--model`` and ``--remote`` were given.
+    """
+    remote = getattr(args, "remote", None)
+    if remote and args.model is not None:
+        raise RemoteOptionsError("Use either --model PATH (a local model) or --remote URL.")
+    if not remote and args.model is None:
+        raise RemoteOptionsError("chat needs --model PATH (a local model) or --remote URL "
+                                 "(an OpenAI-compatible server).")
+    return bool(remote)
+
+
+@contextmanager
+def _ctrl_c_stops(engine: ChatEngine) -> Iterator[None]:
+    pressed = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal pressed
+        if pressed:
+            raise KeyboardInterrupt
+        pressed = True
+        engine.stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def remote_chat_command(args: argparse.Namespace) -> int:
+    """``chat`` against a remote engine: one turn with ``--prompt``, else interactive.
+
+    Raises:
+        RemoteEngineError (and subclasses): the server is unreachable, refuses the key or fails.
+    """
+    if args.remote_key and args.save_remote_key:
+        save_key(args.remote, args.remote_key)
+    key = args.remote_key or stored_key(args.remote)
+    with Store.open(data_paths().ensure().database) as store, \
+            RemoteEngine(args.remote, args.remote_model or "", key) as engine:
+        if not engine.model:
+            models = engine.list_models()
+            if not models:
+                raise RemoteOptionsError(f"{engine.base_url} lists no models; "
+                                         "name one with --remote-model.")
+            engine.model = models[0]
+        if args.conversation:
+            conversation = store.get_conversation(args.conversation)
+        else:
+            title = (args.prompt or "New chat")[:chat_commands.TITLE_LENGTH]
+            conversation = store.create_conversation(title, model=engine.model,
+                                                     system_prompt=args.system)
+        sampling = chat_commands._sampling(args)
+
+        def turn(text: str) -> bool:
+            with _ctrl_c_stops(engine):
+                result = chat.send(store, engine, conversation.id, text, sampling,
+                                   on_token=chat_commands._print_token, model_name=engine.model)
+            print()
+            chat_commands._print_stats(result.stats, result.interrupted)
+            return result.interrupted
+
+        if args.prompt is not None:
+            print(f"conversation {conversation.id}", file=sys.stderr)
+            return 130 if turn(args.prompt) else 0
+        print(f"Chatting with {engine.model} at {engine.base_url} (conversation "
+              f"{conversation.id}). Ctrl-C stops a reply; Ctrl-D or /exit leaves.",
+              file=sys.stderr)
+        while True:
+            try:
+                text = input("> ")
+            except EOFError:
+                print(file=sys.stderr)
+                return 0
+            if text.strip() in {"/exit", "/quit"}:
+                return 0
+            if text.strip():
+                turn(text)

@@ -42,8 +42,6 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
-#: Fraction of a GPU's usable memory a model may fill (the rest: compute buffers, display).
-GPU_HEADROOM = 0.9
 
 
 class CatalogEntry(BaseModel):
@@ -386,28 +384,31 @@ class FitHint(NamedTuple):
     reason: str
 
 
-def fit_hint(entry: CatalogEntry, hardware: Hardware) -> FitHint:
-    """A simple rule (until a real planner exists) for whether ``entry`` runs here.
+#: How the planner's verdicts show as catalog fit hints.
+PLAN_FIT: dict[str, FitVerdict] = {"gpu": "fits-gpu", "gpu+cpu-experts": "fits-gpu",
+                                   "partial": "tight", "cpu": "fits-ram",
+                                   "too-large": "too-large"}
 
-    ``fits-gpu``: the whole model fits the best GPU (90 % of its free memory, or of Metal's
-    working set on Apple Silicon). ``fits-ram``: it fits the RAM available now, on the CPU.
-    ``tight``: only with partial GPU offload, or after closing other programs.
-    ``too-large``: more than RAM and GPU together. Raises nothing.
+
+def fit_hint(entry: CatalogEntry, hardware: Hardware) -> FitHint:
+    """Whether ``entry`` runs here, from the offload planner (:mod:`.planner`) working on the
+    entry's figures (size, layers, experts, memory at its default context).
+
+    ``fits-gpu``: all layers on the GPU (possibly with the experts of some layers in RAM).
+    ``fits-ram``: on the CPU in the RAM available now. ``tight``: only some layers on the GPU, or
+    only after closing other programs (it would fit the machine's total RAM). ``too-large``:
+    more than RAM and GPU together. The reason is the plan's explanation. Raises nothing.
     """
-    need = entry.memory_bytes
-    gpu = hardware.best_gpu
-    gpu_room = int(gpu.usable_bytes * GPU_HEADROOM) if gpu else 0
-    need_text = f"needs about {format_memory(need)}"
-    if gpu is not None and need <= gpu_room:
-        return FitHint("fits-gpu", f"{need_text}; {gpu.name} has {format_memory(gpu_room)} to use")
-    if need <= hardware.ram_available:
-        return FitHint("fits-ram", f"{need_text}; {format_memory(hardware.ram_available)} of RAM "
-                                   "is free (runs on the CPU)")
-    split_room = hardware.ram_available + (0 if gpu is None or gpu.unified_memory else gpu_room)
-    if need <= max(split_room, hardware.ram_total):
-        how = "split between GPU and RAM" if split_room >= need else "after closing other programs"
-        return FitHint("tight", f"{need_text}; fits only {how} "
-                                f"({format_memory(hardware.ram_available)} of RAM free)")
-    return FitHint("too-large", f"{need_text}; this machine has {format_memory(hardware.ram_total)}"
-                                " of RAM" + (f" and {format_memory(gpu_room)} on its GPU"
-                                             if gpu is not None and not gpu.unified_memory else ""))
+    from mixtral_desk.core.planner import machine_from_hardware, plan_for_catalog_entry
+
+    plan = plan_for_catalog_entry(entry, machine_from_hardware(hardware))
+    if plan.fits:
+        return FitHint(PLAN_FIT[plan.verdict], f"{plan.verdict}: {plan.explanation}")
+    if hardware.ram_total > hardware.ram_available:
+        roomy = plan_for_catalog_entry(entry, machine_from_hardware(hardware,
+                                                                    ram=hardware.ram_total))
+        if roomy.fits:
+            return FitHint("tight", f"fits only after closing other programs "
+                                    f"({format_memory(hardware.ram_available)} of RAM free): "
+                                    f"{roomy.verdict}: {roomy.explanation}")
+    return FitHint("too-large", f"too-large: {plan.explanation}")

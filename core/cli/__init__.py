@@ -18,6 +18,8 @@ from mixtral_desk.core.cli import (
     conversation_commands,
     download_commands,
     info_commands,
+    plan_commands,
+    serve_commands,
 )
 from mixtral_desk.core.errors import DeskError
 
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat_commands.register(commands)
     conversation_commands.register(commands)
     download_commands.register(commands)
+    plan_commands.register(commands)
+    serve_commands.register(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from mixtral_desk.core import chat
+from mixtral_desk.core import planner as planning
 from mixtral_desk.core.engine import (
     DoneEvent,
     EngineHost,
@@ -23,6 +24,8 @@ from mixtral_desk.core.engine import (
     ReplyStats,
     SamplingOptions,
 )
+from mixtral_desk.core.hardware import detect_hardware
+from mixtral_desk.core.memory_model import memory_model_from_facts
 from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
@@ -39,6 +42,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     chat_parser.add_argument("--prompt", help="send one message, stream the reply and exit")
     chat_parser.add_argument("--conversation", metavar="ID", help="continue this conversation")
     _sampling_arguments(chat_parser)
+    from mixtral_desk.core.cli import serve_commands  # lazy: it imports this module
+
+    serve_commands.add_remote_arguments(chat_parser)
     chat_parser.set_defaults(handler=chat_command)
 
     complete = commands.add_parser("complete", help="raw text completion (no chat template)")
@@ -50,10 +56,36 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="path to a .gguf file")
-    parser.add_argument("--gpu-layers", type=int, metavar="N",
-                        help="layers to offload to the GPU (-1 = all)")
+    parser.add_argument("--gpu-layers", type=_gpu_layers, metavar="N|auto",
+                        help="layers to offload to the GPU (-1 = all; auto = plan GPU layers and "
+                             "expert placement for this machine, see `plan`)")
+    parser.add_argument("--cpu-moe", type=_count, metavar="N",
+                        help="keep the expert tensors of the first N layers in RAM (MoE models)")
     parser.add_argument("--ctx", type=int, metavar="N", help="context length in tokens")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+
+
+def _gpu_layers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of layers or 'auto'") \
+            from None
+    if value < -1:
+        raise argparse.ArgumentTypeError("use -1 for all layers, 0 or more, or 'auto'")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of layers (0 or more)")
+    return value
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,9 +96,11 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_options(args: argparse.Namespace) -> LoadOptions:
     defaults = load_settings().load
+    manual = args.gpu_layers if isinstance(args.gpu_layers, int) else None
     return LoadOptions(
         model_path=args.model,
-        n_gpu_layers=defaults.n_gpu_layers if args.gpu_layers is None else args.gpu_layers,
+        n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,
+        n_cpu_moe=getattr(args, "cpu_moe", None) or 0,
         n_ctx=defaults.n_ctx if args.ctx is None else args.ctx,
         n_threads=defaults.n_threads if args.threads is None else args.threads,
         n_batch=defaults.n_batch,
@@ -87,9 +121,26 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
     return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
+def _say(text: str) -> None:
+    print(f"\nnote: {text}" if sys.stderr.isatty() else f"note: {text}", file=sys.stderr)
+
+
 def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
-    """Check the file (clear errors before llama.cpp sees it), then load it with progress."""
-    inspect_model(args.model)
+    """Check the file (clear errors before llama.cpp sees it), plan the placement with
+    ``--gpu-layers auto``, load with progress (once more with a safer plan after running out of
+    memory), then warn where llama.cpp did not do what the plan expected.
+
+    Raises:
+        DeskError: the file is not a usable model, or the engine cannot load it.
+    """
+    facts = inspect_model(args.model)
+    options = _load_options(args)
+    auto = args.gpu_layers == "auto"
+    gpu_offload = engine.backend_info().gpu_offload
+    machine = planning.machine_from_hardware(detect_hardware(probe_gpus=gpu_offload),
+                                             gpu_offload=gpu_offload)
+    model = memory_model_from_facts(facts, options.n_ctx, options.kv_type,
+                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch)
     show = sys.stderr.isatty()
 
     def progress(fraction: float) -> None:
@@ -97,9 +148,26 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
             print(f"\rLoading {args.model.name}: {fraction:4.0%}", end="", file=sys.stderr,
                   flush=True)
 
-    info = engine.load(_load_options(args), on_progress=progress)
+    def load(load_options: LoadOptions) -> ModelInfo:
+        return engine.load(load_options, on_progress=progress)
+
+    if auto:
+        plan = planning.plan_offload(model, machine)
+        if args.cpu_moe is not None and plan.fits:
+            plan = planning.plan_for_settings(model, machine, plan.n_gpu_layers, args.cpu_moe)
+        if not plan.fits:
+            _say(f"{facts.path.name} {plan.explanation}; trying on the CPU anyway")
+            plan = planning.plan_for_settings(model, machine, 0, 0)
+        else:
+            _say(f"plan ({plan.verdict}): {plan.explanation}")
+        info, plan = planning.load_with_fallback(load, options, plan, model, machine, _say)
+    else:
+        plan = planning.plan_for_settings(model, machine, options.n_gpu_layers, options.n_cpu_moe)
+        info = load(options)
     if show:
         print(file=sys.stderr)
+    for warning in planning.compare_with_actual(plan, info):
+        print(f"warning: {warning}", file=sys.stderr)
     if info.template_source == "fallback":
         print("note: this model has no chat template; using the plain fallback format.",
               file=sys.stderr)
@@ -145,6 +213,10 @@ def _print_stats(stats: ReplyStats | None, interrupted: bool) -> None:
 
 def chat_command(args: argparse.Namespace) -> int:
     """One streamed turn with ``--prompt``; otherwise an interactive chat."""
+    from mixtral_desk.core.cli import serve_commands
+
+    if serve_commands.uses_remote(args):
+        return serve_commands.remote_chat_command(args)
     with Store.open(data_paths().ensure().database) as store, EngineHost() as engine:
         if args.conversation:
             conversation = store.get_conversation(args.conversation)

@@ -54,6 +54,8 @@ class ModelInfo:
     layers to GPU"; 0 on the CPU). ``template_source``: ``"model"`` when the GGUF's own chat
     template is used, ``"fallback"`` for the plain ``### User:`` format. ``overridden_tensors``:
     expert tensors kept in CPU memory by ``n_cpu_moe`` (counted from llama.cpp's log).
+    ``buffers``: ``(device, kind, bytes)`` per buffer llama.cpp logged, e.g. ``("CUDA0", "model",
+    645_682_463)``; kinds ``model``, ``KV``, ``compute``, ``output``.
     """
 
     path: str
@@ -66,6 +68,7 @@ class ModelInfo:
     template_source: TemplateSource
     load_seconds: float
     overridden_tensors: int
+    buffers: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Every line llama.cpp (and ggml) logs, debug level included, is appended to the engine log file
 (``DataPaths.engine_log``) with a timestamp and level. The last lines are also kept in memory to
 explain a failed load, and two facts are counted from them: how many layers llama.cpp offloaded
-("offloaded X/Y layers to GPU") and how many tensors a buffer-type override moved ("tensor … buffer
-type overridden to CPU").
+("offloaded X/Y layers to GPU"), how many tensors a buffer-type override moved ("tensor … buffer
+type overridden to CPU"), and the buffers llama.cpp allocated ("CUDA0 model buffer size = … MiB").
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ MAX_LOG_BYTES = 8 * 1024 * 1024
 LEVELS = {0: "NONE", 1: "DEBUG", 2: "INFO", 3: "WARN", 4: "ERROR", 5: "CONT"}
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 _OVERRIDDEN = re.compile(r"tensor \S+ .*buffer type overridden to")
+# "CUDA0 model buffer size =   615.77 MiB", "CPU_Mapped model buffer size = …", "CUDA0 KV buffer
+# size = …", "CUDA_Host compute buffer size = …", "CPU  output buffer size = …".
+_BUFFER = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s*MiB")
 
 
 def rotate_if_large(path: Path, limit: int = MAX_LOG_BYTES) -> None:
@@ -65,6 +68,7 @@ class EngineLog:
         self.recent: deque[str] = deque(maxlen=keep)
         self.offloaded_layers: int | None = None
         self.overridden_tensors = 0
+        self.buffers: list[tuple[str, str, int]] = []
 
     def write(self, level: int, text: str) -> None:
         """Add a chunk of log text at ggml log ``level``."""
@@ -89,6 +93,9 @@ class EngineLog:
             self.offloaded_layers = int(match.group(1))
         if _OVERRIDDEN.search(line):
             self.overridden_tensors += 1
+        if match := _BUFFER.search(line):
+            self.buffers.append((match.group(1), match.group(2),
+                                 round(float(match.group(3)) * 1024 * 1024)))
         self.recent.append(line)
         self._emit(LEVELS.get(self._level, str(self._level)), line)
 
@@ -105,6 +112,7 @@ class EngineLog:
             self.recent.clear()
             self.offloaded_layers = None
             self.overridden_tensors = 0
+            self.buffers = []
 
     def explain(self, n: int = 8) -> str:
         """The last ``n`` warning/error-looking lines (or plain last lines), one string."""

@@ -344,6 +344,7 @@ class Worker:
             template_source=formatter.source,
             load_seconds=seconds,
             overridden_tensors=self.log.overridden_tensors,
+            buffers=tuple(self.log.buffers),
         )
         self.model = _Loaded(llama, options, formatter, info, overrides)
         self.log.note(f"loaded {path.name} in {seconds:.2f} s: {info}")

@@ -235,19 +235,25 @@ def nvidia(total: float, free: float | None = None) -> GPU:
                free_bytes=None if free is None else int(free * GiB))
 
 
-@pytest.mark.parametrize(("hardware", "verdict"), [
-    (machine(64, 60, (nvidia(80, 79),)), "fits-gpu"),
-    (machine(64, 60, (nvidia(24, 23),)), "fits-ram"),
-    (machine(32, 20, (nvidia(24, 23),)), "tight"),
-    (machine(32, 20), "tight"),
-    (machine(16, 14, (nvidia(8, 7),)), "too-large"),
-    (machine(16, 14), "too-large"),
-    (machine(64, 50, (GPU("Apple M3 Max", "apple", int(48 * GiB), None, True),)), "fits-gpu"),
+@pytest.mark.parametrize(("hardware", "verdict", "plan"), [
+    (machine(64, 60, (nvidia(80, 79),)), "fits-gpu", "gpu"),
+    (machine(64, 60, (nvidia(24, 23),)), "fits-gpu", "gpu+cpu-experts"),
+    (machine(32, 20, (nvidia(24, 23),)), "fits-gpu", "gpu+cpu-experts"),
+    (machine(32, 30), "fits-ram", "cpu"),
+    (machine(32, 20), "tight", "cpu"),  # only after closing other programs
+    (machine(32, 20, (nvidia(8, 7),)), "tight", "partial"),
+    (machine(16, 14, (nvidia(8, 7),)), "too-large", "too-large"),
+    (machine(16, 14), "too-large", "too-large"),
+    (machine(64, 50, (GPU("Apple M3 Max", "apple", int(48 * GiB), None, True),)), "fits-gpu",
+     "gpu"),
 ])
-def test_fit_hint_rules(hardware: Hardware, verdict: str) -> None:
+def test_fit_hint_comes_from_the_planner(hardware: Hardware, verdict: str, plan: str) -> None:
     entry = load_catalog().get("mixtral-8x7b-instruct-q4_k_m")  # ~27 GiB
     hint = fit_hint(entry, hardware)
     assert hint.verdict == verdict
-    assert "needs about 27.0 GiB" in hint.reason and "\n" not in hint.reason
+    assert f"{plan}: " in hint.reason and "\n" not in hint.reason
+    if plan != "too-large":
+        assert "tok/s by memory bandwidth" in hint.reason
+        assert "estimated from the catalog" in hint.reason
     got_verdict, reason = hint  # unpacks like a tuple
     assert got_verdict == verdict and reason

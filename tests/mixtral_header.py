@@ -1,0 +1,122 @@
+"""A Mixtral-8x7B-Instruct Q4_K_M-shaped GGUF: real tensor names, shapes and types, no data.
+
+The header is written with ``gguf.GGUFWriter`` (tensor infos only) and the file is extended to its
+full size as a sparse hole (the approach of tests/core/test_model_file.py), so a 26.4 GB model
+takes a megabyte of disk. Types follow llama.cpp's Q4_K_M recipe for an 8-expert model: Q4_K
+weights, ``attn_k``/``attn_v`` Q8_0 (its 8-expert rule), Q6_K output, F32 norms and router; the
+file then weighs 26.44 GB like TheBloke's mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf (but with the
+merged ``ffn_*_exps`` experts of current conversions).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+Q = gguf.GGMLQuantizationType
+TensorSpec = tuple[str, Sequence[int], gguf.GGMLQuantizationType]  # numpy order (rows, row length)
+
+N_LAYERS, N_EMBD, N_FF, N_EXPERT, N_KV_EMBD, N_VOCAB = 32, 4096, 14336, 8, 1024, 32000
+
+MIXTRAL_KV: dict[str, Any] = {
+    "general.name": "Mixtral-8x7B-Instruct-v0.1", "llama.context_length": 32768,
+    "llama.embedding_length": N_EMBD, "llama.block_count": N_LAYERS,
+    "llama.feed_forward_length": N_FF, "llama.attention.head_count": 32,
+    "llama.attention.head_count_kv": 8, "llama.expert_count": N_EXPERT,
+    "llama.expert_used_count": 2, "llama.rope.dimension_count": 128,
+    "general.file_type": int(gguf.LlamaFileType.MOSTLY_Q4_K_M),
+}
+
+
+def n_bytes(shape: Sequence[int], qtype: gguf.GGMLQuantizationType) -> int:
+    """Bytes of a tensor of ``shape`` (numpy order) stored as ``qtype``."""
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    return int(np.prod(shape)) // block * size
+
+
+def mixtral_q4_k_m_tensors() -> list[TensorSpec]:
+    """The 323 tensors of Mixtral-8x7B Q4_K_M in file order."""
+    e, f, x, kv, v = N_EMBD, N_FF, N_EXPERT, N_KV_EMBD, N_VOCAB
+    tensors: list[TensorSpec] = [("token_embd.weight", (v, e), Q.Q4_K)]
+    for i in range(N_LAYERS):
+        p = f"blk.{i}."
+        tensors += [(p + "attn_norm.weight", (e,), Q.F32),
+                    (p + "attn_q.weight", (e, e), Q.Q4_K), (p + "attn_k.weight", (kv, e), Q.Q8_0),
+                    (p + "attn_v.weight", (kv, e), Q.Q8_0),
+                    (p + "attn_output.weight", (e, e), Q.Q4_K),
+                    (p + "ffn_norm.weight", (e,), Q.F32),
+                    (p + "ffn_gate_inp.weight", (x, e), Q.F32),
+                    (p + "ffn_gate_exps.weight", (x, f, e), Q.Q4_K),
+                    (p + "ffn_up_exps.weight", (x, f, e), Q.Q4_K),
+                    (p + "ffn_down_exps.weight", (x, e, f), Q.Q4_K)]
+    return [*tensors, ("output_norm.weight", (e,), Q.F32), ("output.weight", (v, e), Q.Q6_K)]
+
+
+def write_header_model(path: Path, tensors: Sequence[TensorSpec], kv: dict[str, Any],
+                       *, arch: str = "llama", vocab: int = 0) -> Path:
+    """Write a GGUF header with ``tensors`` and a sparse hole for the data; returns ``path``."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    for key, value in kv.items():
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        else:
+            writer.add_uint32(key, value)
+    if vocab:
+        writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(vocab - 3)])
+        writer.add_token_scores([0.0] * vocab)
+        writer.add_token_types([1] * vocab)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+    for name, shape, qtype in tensors:
+        writer.add_tensor_info(name, shape, np.dtype(np.float32), n_bytes(shape, qtype),
+                               raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    data = sum(-(-n_bytes(s, q) // 32) * 32 for _, s, q in tensors)
+    with path.open("r+b") as f:
+        f.seek(0, os.SEEK_END)
+        f.truncate(-(-f.tell() // 32) * 32 + data)
+    return path
+
+
+def write_mixtral_q4_k_m(path: Path) -> Path:
+    """The Mixtral-8x7B-Instruct Q4_K_M-shaped sparse file at ``path``."""
+    return write_header_model(path, mixtral_q4_k_m_tensors(), MIXTRAL_KV, vocab=N_VOCAB)
+
+
+def bench_tensors(n_layers: int = 8, e: int = 1024, kv: int = 256, f: int = 2816, x: int = 8,
+                  v: int = 32000) -> list[TensorSpec]:
+    """The tensors of core/synthetic.py's BENCH model (Q8_0; norms and router F32)."""
+    tensors: list[TensorSpec] = [("token_embd.weight", (v, e), Q.Q8_0)]
+    for i in range(n_layers):
+        p = f"blk.{i}."
+        tensors += [(p + "attn_norm.weight", (e,), Q.F32), (p + "attn_q.weight", (e, e), Q.Q8_0),
+                    (p + "attn_k.weight", (kv, e), Q.Q8_0), (p + "attn_v.weight", (kv, e), Q.Q8_0),
+                    (p + "attn_output.weight", (e, e), Q.Q8_0),
+                    (p + "ffn_norm.weight", (e,), Q.F32),
+                    (p + "ffn_gate_inp.weight", (x, e), Q.F32),
+                    (p + "ffn_gate_exps.weight", (x, f, e), Q.Q8_0),
+                    (p + "ffn_up_exps.weight", (x, f, e), Q.Q8_0),
+                    (p + "ffn_down_exps.weight", (x, e, f), Q.Q8_0)]
+    return [*tensors, ("output_norm.weight", (e,), Q.F32), ("output.weight", (v, e), Q.Q8_0)]
+
+
+BENCH_KV: dict[str, Any] = {
+    "general.name": "synthetic-mixtral", "llama.context_length": 32768,
+    "llama.embedding_length": 1024, "llama.block_count": 8, "llama.feed_forward_length": 2816,
+    "llama.attention.head_count": 16, "llama.attention.head_count_kv": 4,
+    "llama.expert_count": 8, "llama.expert_used_count": 2,
+    "general.file_type": int(gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+
+def write_bench_header(path: Path) -> Path:
+    """A sparse file with the header of the ~0.7 GB BENCH model (bench/GPU_CHECK.md)."""
+    return write_header_model(path, bench_tensors(), BENCH_KV, vocab=32000)

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     """Open the window, or run one CLI command; returns the exit code."""
     multiprocessing.freeze_support()  # the engine process is spawned; frozen apps need this
     args = sys.argv[1:] if argv is None else argv
-    if not args or args == ["gui"]:
+    if not args or args[0] in ("gui", "--exit-after-paint"):
         return _open_window()
     from mixtral_desk.core.cli import main as cli_main
 

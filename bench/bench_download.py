@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.hub_server, the loopback Hub
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "0"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -36,7 +36,7 @@ REPO, NAME = "bench/big", "big-Q4_K_M.gguf"
 
 def serve(path: Path) -> None:
     """Serve one repo holding ``path`` on the loopback Hub; print the URL; stop when stdin ends."""
-    from hub_server import LoopbackHub, RemoteFile
+    from tests.hub_server import LoopbackHub, RemoteFile
 
     with LoopbackHub() as hub:
         hub.add_repo(REPO, {NAME: RemoteFile(path=path)})
@@ -73,7 +73,7 @@ def main() -> int:
         serve(args.serve)
         return 0
 
-    from hub_server import make_random_file
+    from tests.hub_server import make_random_file
 
     size = args.size_mib * 1024 * 1024
     source = make_random_file(Path(tempfile.gettempdir()) / f"mixtral-desk-bench-{args.size_mib}"

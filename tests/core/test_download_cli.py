@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hub_server import LoopbackHub, make_bytes
 
 from mixtral_desk.core.cli import main
 from mixtral_desk.core.paths import DataPaths
+from tests.hub_server import LoopbackHub, make_bytes
 
 MB = 1_000_000
 DATA = make_bytes(4 * MB, seed=7)

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import huggingface_hub.constants
 import pytest
-from hub_server import LoopbackHub, make_bytes
 
 from mixtral_desk.core.downloads.errors import (
     HubAccessError,
@@ -27,6 +26,7 @@ from mixtral_desk.core.downloads.hub import HubClient
 from mixtral_desk.core.downloads.manager import DownloadManager
 from mixtral_desk.core.downloads.transfer import RetryPolicy
 from mixtral_desk.core.paths import DataPaths
+from tests.hub_server import LoopbackHub, make_bytes
 
 DATA = make_bytes(200_000, seed=5)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from hub_server import LoopbackHub
 
 from mixtral_desk.core.downloads.errors import LocalModelNotFoundError
 from mixtral_desk.core.downloads.jobs import JobStore
@@ -18,6 +17,7 @@ from mixtral_desk.core.downloads.local import (
 )
 from mixtral_desk.core.errors import GGUFError
 from mixtral_desk.core.paths import DataPaths
+from tests.hub_server import LoopbackHub
 
 
 def test_linked_import_is_listed_and_delete_keeps_the_users_file(

@@ -18,7 +18,6 @@ from typing import Any
 
 import huggingface_hub.constants
 import pytest
-from hub_server import Fault, LoopbackHub, RemoteFile, make_bytes
 
 from mixtral_desk.core.catalog import CatalogEntry
 from mixtral_desk.core.downloads.errors import (
@@ -37,6 +36,7 @@ from mixtral_desk.core.downloads.local import list_local_models
 from mixtral_desk.core.downloads.manager import DownloadManager
 from mixtral_desk.core.downloads.transfer import RetryPolicy
 from mixtral_desk.core.paths import DataPaths
+from tests.hub_server import Fault, LoopbackHub, RemoteFile, make_bytes
 
 MB = 1_000_000
 FAST = RetryPolicy(max_attempts=6, base_delay=0.02, max_delay=0.2, stall_timeout=1.0)

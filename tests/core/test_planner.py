@@ -8,12 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from mixtral_header import (
-    mixtral_q4_k_m_tensors,
-    write_bench_header,
-    write_header_model,
-    write_mixtral_q4_k_m,
-)
 
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.engine import BackendInfo, LoadOptions, ModelInfo
@@ -43,6 +37,12 @@ from mixtral_desk.core.planner import (
 )
 from mixtral_desk.core.synthetic import TINY
 from mixtral_desk.core.units import GiB, MiB, format_memory
+from tests.mixtral_header import (
+    mixtral_q4_k_m_tensors,
+    write_bench_header,
+    write_header_model,
+    write_mixtral_q4_k_m,
+)
 
 MACHINES: dict[str, Machine] = {
     "cpu-only 32 GB": simulated_machine(ram=32 * GiB),
@@ -132,7 +132,7 @@ def test_mixtral_memory_model_from_its_header(mixtral: MemoryModel) -> None:
 
 
 def _tensor_bytes() -> list[int]:
-    from mixtral_header import n_bytes
+    from tests.mixtral_header import n_bytes
 
     return [n_bytes(shape, qtype) for _, shape, qtype in mixtral_q4_k_m_tensors()]
 

@@ -13,8 +13,6 @@ from typing import Any
 
 import huggingface_hub.constants
 import pytest
-from hub_server import LoopbackHub, RemoteFile, make_bytes
-from mixtral_header import write_mixtral_q4_k_m
 
 from mixtral_desk.core.downloads.hub import HubClient
 from mixtral_desk.core.errors import GGUFError
@@ -28,6 +26,8 @@ from mixtral_desk.core.remote_header import (
     read_remote_facts,
 )
 from mixtral_desk.core.units import GiB
+from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
+from tests.mixtral_header import write_mixtral_q4_k_m
 
 REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"
 FILE = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"  # the catalog's mixtral-8x7b-instruct-q4_k_m

@@ -1,0 +1,1 @@
+"""The chat screen: the message list, the composer and the per-conversation settings."""

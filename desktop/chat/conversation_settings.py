@@ -1,0 +1,95 @@
+"""The per-conversation dialog: system prompt and generation settings that override the defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QPlainTextEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from mixtral_desk.core.engine import SamplingOptions
+
+SAMPLING_KEY = "sampling"
+
+
+def sampling_for(defaults: SamplingOptions,
+                 conversation_settings: dict[str, Any]) -> SamplingOptions:
+    """The app's default sampling with this conversation's overrides applied (bad ones ignored)."""
+    overrides = conversation_settings.get(SAMPLING_KEY)
+    if not isinstance(overrides, dict) or not overrides:
+        return defaults
+    try:
+        return SamplingOptions(**{**defaults.model_dump(), **overrides})
+    except ValueError:
+        return defaults
+
+
+class ConversationSettingsDialog(QDialog):
+    """Edits one conversation's system prompt and sampling overrides.
+
+    Signals: none (``exec()`` it, then read :meth:`values`).
+    """
+
+    def __init__(self, system_prompt: str | None, settings: dict[str, Any],
+                 defaults: SamplingOptions, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Conversation settings")
+        self.setMinimumWidth(460)
+        overrides = settings.get(SAMPLING_KEY) or {}
+        current = sampling_for(defaults, settings)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("System prompt (instructions the model follows in this chat):"))
+        self.system_prompt = QPlainTextEdit(system_prompt or "")
+        self.system_prompt.setPlaceholderText(
+            "e.g. You are a concise assistant. Answer in English.")
+        layout.addWidget(self.system_prompt)
+        self.custom = QCheckBox("Use custom generation settings for this conversation")
+        self.custom.setChecked(bool(overrides))
+        layout.addWidget(self.custom)
+        form_widget = QWidget()
+        form = QFormLayout(form_widget)
+        self.temperature = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=2.0, singleStep=0.05)
+        self.temperature.setValue(current.temperature)
+        self.top_p = QDoubleSpinBox(decimals=2, minimum=0.01, maximum=1.0, singleStep=0.05)
+        self.top_p.setValue(current.top_p)
+        self.max_tokens = QSpinBox(minimum=1, maximum=32768)
+        self.max_tokens.setValue(current.max_tokens or 1024)
+        self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setValue(-1 if current.seed is None else current.seed)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Seed", self.seed)
+        form_widget.setEnabled(self.custom.isChecked())
+        self.custom.toggled.connect(form_widget.setEnabled)
+        layout.addWidget(form_widget)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def values(self) -> tuple[str | None, dict[str, Any]]:
+        """The system prompt (None when blank) and the conversation's new ``settings`` dict."""
+        prompt = self.system_prompt.toPlainText().strip() or None
+        if not self.custom.isChecked():
+            return prompt, {}
+        sampling: dict[str, Any] = {
+            "temperature": round(self.temperature.value(), 2),
+            "top_p": round(self.top_p.value(), 2),
+            "max_tokens": self.max_tokens.value(),
+        }
+        if self.seed.value() >= 0:
+            sampling["seed"] = self.seed.value()
+        return prompt, {SAMPLING_KEY: sampling}

@@ -1,0 +1,147 @@
+"""The toolbar's model picker: local models, Load/Unload, and load progress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QWidget,
+)
+
+from mixtral_desk.core.units import format_bytes
+
+from .signals import emit
+
+
+def find_local_models(models_dir: Path, extra: list[Path]) -> list[tuple[str, Path, int]]:
+    """(name, path, size) of the models the app knows: the models folder and ``extra`` files.
+
+    Uses the download manager's registry where available (it lists only verified files), else
+    every ``*.gguf`` under the models folder. Runs on a worker thread (it reads the disk).
+    """
+    found: dict[Path, tuple[str, Path, int]] = {}
+    try:
+        from mixtral_desk.core.downloads.local import list_local_models
+
+        for model in list_local_models(models_dir):
+            found[model.path] = (model.name, model.path, model.size)
+    except ImportError:  # pragma: no cover - the download manager is optional here
+        pass
+    if models_dir.is_dir() and not found:
+        for path in sorted(models_dir.rglob("*.gguf")):
+            found[path] = (path.stem, path, path.stat().st_size)
+    for path in extra:
+        if path.is_file() and path not in found:
+            found[path] = (path.stem, path, path.stat().st_size)
+    return sorted(found.values(), key=lambda m: m[0].lower())
+
+
+class ModelPicker(QWidget):
+    """A combo box of models and a Load / Unload button; shows progress while loading.
+
+    Signals:
+        load_requested(object): load this model file (a Path).
+        unload_requested(): unload the model.
+        stop_load_requested(): cancel the load in progress.
+    """
+
+    load_requested = Signal(object)
+    unload_requested = Signal()
+    stop_load_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setMinimumContentsLength(28)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setPlaceholderText("No model yet")
+        self.combo.setToolTip("Models on this computer")
+        self.open_button = QPushButton("Open…")
+        self.open_button.setToolTip("Open a .gguf file from anywhere on this computer")
+        self.open_button.clicked.connect(self._browse)
+        self.load_button = QPushButton("Load")
+        self.load_button.clicked.connect(self._load_clicked)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setFixedWidth(120)
+        self.progress.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.progress.hide()
+        layout.addWidget(self.combo)
+        layout.addWidget(self.open_button)
+        layout.addWidget(self.load_button)
+        layout.addWidget(self.progress)
+        self.state = "empty"  # empty | loading | loaded
+        self._update()
+
+    def set_models(self, models: list[tuple[str, Path, int]], current: Path | None) -> None:
+        """Fill the list; select ``current`` (the loaded or last used model) when present."""
+        previous = self.combo.currentData()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        for name, path, size in models:
+            self.combo.addItem(f"{name}  ({format_bytes(size)})", str(path))
+            self.combo.setItemData(self.combo.count() - 1, str(path),
+                                   Qt.ItemDataRole.ToolTipRole)
+        index = self.combo.findData(str(current)) if current is not None else -1
+        if index < 0 and previous is not None:
+            index = self.combo.findData(previous)
+        self.combo.setCurrentIndex(max(index, 0) if self.combo.count() else -1)
+        self.combo.blockSignals(False)
+        self._update()
+
+    def selected(self) -> Path | None:
+        """The model chosen in the list."""
+        data = self.combo.currentData()
+        return Path(data) if data else None
+
+    def add_and_select(self, path: Path) -> None:
+        """Add a file (from Open…) and select it."""
+        index = self.combo.findData(str(path))
+        if index < 0:
+            self.combo.addItem(path.stem, str(path))
+            index = self.combo.count() - 1
+            self.combo.setItemData(index, str(path), Qt.ItemDataRole.ToolTipRole)
+        self.combo.setCurrentIndex(index)
+        self._update()
+
+    def set_state(self, state: str) -> None:
+        """``empty`` (nothing loaded), ``loading`` or ``loaded``."""
+        self.state = state
+        if state == "loading":
+            self.progress.setValue(0)
+        self.progress.setVisible(state == "loading")
+        self._update()
+
+    def set_progress(self, fraction: float) -> None:
+        """Loading progress, 0.0 to 1.0."""
+        self.progress.setValue(int(fraction * 100))
+
+    def _update(self) -> None:
+        self.load_button.setText({"loading": "Cancel", "loaded": "Unload"}.get(self.state, "Load"))
+        self.load_button.setEnabled(self.state != "empty" or self.combo.count() > 0)
+        self.combo.setEnabled(self.state != "loading")
+
+    def _load_clicked(self) -> None:
+        if self.state == "loading":
+            emit(self.stop_load_requested)
+        elif self.state == "loaded":
+            emit(self.unload_requested)
+        elif self.selected() is not None:
+            emit(self.load_requested, self.selected())
+
+    def _browse(self) -> None:
+        name, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
+                                              "GGUF models (*.gguf);;All files (*)")
+        if name:
+            path = Path(name)
+            self.add_and_select(path)
+            emit(self.load_requested, path)

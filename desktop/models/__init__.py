@@ -1,0 +1,1 @@
+"""The Models screen: catalog, downloads, local models, Hugging Face cache, Hub settings."""

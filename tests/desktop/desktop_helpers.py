@@ -1,0 +1,50 @@
+"""Helpers shared by the desktop tests (import them as tests.desktop.desktop_helpers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QWidget
+from pytestqt.qtbot import QtBot
+
+from mixtral_desk.desktop.main_window import MainWindow
+
+LOAD_TIMEOUT_MS = 60_000
+REPLY_TIMEOUT_MS = 30_000
+
+
+def use_sampling(window: MainWindow, **values: object) -> None:
+    """Set the window's default sampling for this session (not saved)."""
+    settings = window.settings
+    sampling = settings.sampling.model_copy(update=values)
+    window.settings = settings.model_copy(update={"sampling": sampling})
+
+
+def load_model(qtbot: QtBot, window: MainWindow, path: Path) -> None:
+    """Load ``path`` in the window and wait until it is loaded."""
+    with qtbot.waitSignal(window.engine.model_loaded, timeout=LOAD_TIMEOUT_MS):
+        window.load_model(path)
+
+
+def send(qtbot: QtBot, window: MainWindow, text: str) -> None:
+    """Type ``text`` and press Enter in the composer; wait for the reply to end and be shown."""
+    page = window.chat_page
+    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS), \
+            qtbot.waitSignal(page.turn_finished, timeout=REPLY_TIMEOUT_MS):
+        page.view.composer.setPlainText(text)
+        QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
+
+
+def shoot(widget: QWidget, name: str) -> Path | None:
+    """Save a PNG of ``widget`` into ``$MIXTRAL_DESK_SCREENSHOTS`` when that is set."""
+    folder = os.environ.get("MIXTRAL_DESK_SCREENSHOTS")
+    if not folder:
+        return None
+    path = Path(folder) / f"{name}.png"
+    QApplication.processEvents()  # pending layout and show events, so the picture is current
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert widget.grab().save(str(path)), f"could not save {path}"
+    return path

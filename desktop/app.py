@@ -74,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"mixtral-desk: cannot create the data folders: {error}", file=sys.stderr)
         return 1
+    from .single_instance import SingleInstance, bring_to_front
+
+    instance = SingleInstance(paths.data_dir, app)
+    if not instance.claim():
+        return 0  # the app already running on this data folder was brought to the front
     setup_logging(paths.app_log)
     sink = ErrorSink()
     restore = install_excepthooks(sink)
@@ -84,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     if exit_after_paint:
         window.installEventFilter(_FirstPaint(started, app))
     window.show()
+    instance.activated.connect(lambda: bring_to_front(window))
     _quit_on_signals(app)
     try:
         return int(app.exec())
     finally:
         window.shutdown()
         restore()
+        instance.release()

@@ -30,6 +30,8 @@ from PySide6.QtCore import QLockFile, QObject, Qt, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QWidget
 
+from .signals import emit
+
 LOCK_NAME = "instance.lock"
 ACTIVATE = b"activate\n"
 ACK = b"ok\n"
@@ -139,7 +141,7 @@ class SingleInstance(QObject):
         if line == ACTIVATE:
             socket.write(ACK)
             socket.flush()
-            self.activated.emit()
+            emit(self.activated)
         socket.disconnectFromServer()
 
     # --- a later launch --------------------------------------------------------------------------

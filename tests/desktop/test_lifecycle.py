@@ -7,7 +7,6 @@ import signal
 import threading
 from pathlib import Path
 
-from conftest import WindowFactory
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
@@ -15,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.desktop.errors import ErrorSink, install_excepthooks
 from mixtral_desk.desktop.main_window import MainWindow
+from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import REPLY_TIMEOUT_MS, load_model, send, shoot, use_sampling
 
 

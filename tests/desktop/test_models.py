@@ -8,7 +8,6 @@ from pathlib import Path
 import huggingface_hub
 import huggingface_hub.constants
 import pytest
-from conftest import WindowFactory
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QPushButton
@@ -18,6 +17,7 @@ from mixtral_desk.core.downloads.events import JobProgress
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.models.hub_config import HubConfig
 from mixtral_desk.desktop.models.page import ModelsPage
+from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import send, shoot, use_sampling
 from tests.hub_server import LoopbackHub
 

@@ -43,9 +43,10 @@ from .units import MiB, format_memory
 
 if TYPE_CHECKING:
     from .catalog import CatalogEntry
-    from .engine import LoadOptions, ModelInfo
+    from .engine import BackendInfo, LoadOptions, ModelInfo
     from .hardware import GPU, Hardware
     from .memory_model import MemoryModel
+    from .model_file import ModelFacts
 
 Verdict = Literal["gpu", "gpu+cpu-experts", "partial", "cpu", "too-large"]
 VERDICTS: tuple[Verdict, ...] = ("gpu", "gpu+cpu-experts", "partial", "cpu", "too-large")
@@ -453,6 +454,47 @@ def load_with_fallback(load: Callable[[LoadOptions], _T], options: LoadOptions, 
         return load(apply_plan(options, safer)), safer
 
 
+def planning_inputs(options: LoadOptions, facts: ModelFacts, hardware: Hardware,
+                    backend: BackendInfo) -> tuple[MemoryModel, Machine]:
+    """The memory model of ``facts`` for ``options`` (context, KV type, flash attention, ubatch)
+    and the machine to plan for (the CPU alone when ``backend`` cannot offload). Raises nothing.
+    """
+    from .memory_model import memory_model_from_facts
+
+    machine = machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
+    model = memory_model_from_facts(facts, options.n_ctx, options.kv_type,
+                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch)
+    return model, machine
+
+
+def auto_load(load: Callable[[LoadOptions], ModelInfo], options: LoadOptions, facts: ModelFacts,
+              hardware: Hardware, backend: BackendInfo, say: Callable[[str], None], *,
+              cpu_moe: int | None = None) -> tuple[ModelInfo, Plan, list[str]]:
+    """Plan GPU layers and expert placement for this machine, say the plan, load with it (once
+    more with a safer plan after running out of memory) and compare the plan with what llama.cpp
+    did: ``chat --gpu-layers auto`` and the GUI's "Automatic" GPU layers.
+
+    ``cpu_moe`` keeps the plan's GPU layers but fixes the layers whose experts stay in RAM. A
+    model that fits nowhere is tried on the CPU anyway, after saying so. ``say`` gets sentences
+    for the user (it may be called from a worker thread). Returns the loaded model's facts, the
+    plan that was used and the plan-vs-actual warnings (empty when they agree).
+
+    Raises:
+        DeskError: the engine cannot load the model (see :func:`load_with_fallback`).
+    """
+    model, machine = planning_inputs(options, facts, hardware, backend)
+    plan = plan_offload(model, machine)
+    if cpu_moe is not None and plan.fits:
+        plan = plan_for_settings(model, machine, plan.n_gpu_layers, cpu_moe)
+    if not plan.fits:
+        say(f"{facts.path.name} {plan.explanation}; trying on the CPU anyway")
+        plan = plan_for_settings(model, machine, 0, 0)
+    else:
+        say(f"plan ({plan.verdict}): {plan.explanation}")
+    info, plan = load_with_fallback(load, options, plan, model, machine, say)
+    return info, plan, compare_with_actual(plan, info)
+
+
 def _gpu_model_buffer(buffers: Sequence[tuple[str, str, int]]) -> int | None:
     gpu = [size for device, kind, size in buffers
            if kind == "model" and not device.upper().startswith("CPU")
@@ -498,8 +540,8 @@ def verdict_rank(verdict: Verdict) -> int:
 
 __all__ = [
     "APPLE_CPU_BANDWIDTH", "CPU_BANDWIDTH", "DEFAULT_GPU_BANDWIDTH", "GPU_BANDWIDTH_TABLE",
-    "GPU_OVERHEAD", "Machine", "Placement", "Plan", "Verdict", "apply_plan",
+    "GPU_OVERHEAD", "Machine", "Placement", "Plan", "Verdict", "apply_plan", "auto_load",
     "compare_with_actual", "evaluate", "gpu_bandwidth", "is_out_of_memory", "load_with_fallback",
     "machine_from_hardware", "plan_for_catalog_entry", "plan_for_settings", "plan_offload",
-    "safer_plan", "simulated_machine", "verdict_rank",
+    "planning_inputs", "safer_plan", "simulated_machine", "verdict_rank",
 ]

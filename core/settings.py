@@ -26,6 +26,11 @@ class LoadDefaults(BaseModel):
     """How models are loaded unless a command or conversation says otherwise."""
 
     n_gpu_layers: int = Field(default=0, ge=-1)
+    #: Plan GPU layers and expert placement for this machine at each load (``n_gpu_layers`` and
+    #: ``n_cpu_moe`` are then ignored).
+    gpu_layers_auto: bool = False
+    #: Layers, counted from the first, whose expert tensors stay in RAM (MoE models).
+    n_cpu_moe: int = Field(default=0, ge=0)
     n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int = Field(default=512, ge=1)

@@ -326,15 +326,16 @@ class MainWindow(QMainWindow):
         load = self.settings.load
         try:
             options = LoadOptions(model_path=path, n_gpu_layers=load.n_gpu_layers,
-                                  n_ctx=load.n_ctx, n_threads=load.n_threads,
-                                  n_batch=load.n_batch, flash_attn=load.flash_attn,
+                                  n_cpu_moe=load.n_cpu_moe, n_ctx=load.n_ctx,
+                                  n_threads=load.n_threads, n_batch=load.n_batch,
+                                  flash_attn=load.flash_attn,
                                   kv_type=load.kv_type, use_mmap=load.use_mmap,
                                   use_mlock=load.use_mlock)
         except ValueError as error:
             self.sink.report(error, "in the load settings")
             return
         self._loaded_with = load
-        self.engine.load(options)
+        self.engine.load(options, auto=load.gpu_layers_auto)
         if self.settings.last_model != str(path):
             self.settings = self.settings.model_copy(update={"last_model": str(path)})
             self.save_settings(self.settings, quiet=True)
@@ -361,13 +362,23 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, info: ModelInfo) -> None:
         self.picker.set_state("loaded")
-        self.status.show_model(info)
+        report = self.engine.load_report
+        self.status.show_model(info, report.n_cpu_moe if report is not None else 0)
         self._memory_timer.start()
         self._poll_memory()
         if self._settings_page is not None:
             self._settings_page.model_changed(info, self._loaded_with, info.backend.gpu_offload)
-        self.sink.inform(f"Loaded {Path(info.path).name} in {info.load_seconds:.1f} s.",
-                         timeout_ms=3000)
+        text = f"Loaded {Path(info.path).name} in {info.load_seconds:.1f} s."
+        if report is None or report.plan is None:
+            self.sink.inform(text, timeout_ms=3000)
+        else:  # the plan (and any fallback) stays visible; a difference from it is a warning
+            text += " Automatic GPU layers: " + " ".join(
+                note if note.endswith(".") else note + "." for note in report.notes)
+            if report.warnings:
+                text += (" But llama.cpp did not follow the plan: " + "; ".join(report.warnings)
+                         + ".")
+            self.sink.inform(text, level="warning" if report.warnings else "info",
+                             timeout_ms=None if report.warnings else 10_000)
         if self.pages.currentWidget() is self.welcome:
             self.show_chat()
 

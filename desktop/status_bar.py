@@ -49,12 +49,20 @@ class StatusBar(QStatusBar):
             label.setContentsMargins(8, 0, 8, 0)
             self.addPermanentWidget(label)
 
-    def show_model(self, info: ModelInfo) -> None:
-        """A model was loaded."""
+    def show_model(self, info: ModelInfo, n_cpu_moe: int = 0) -> None:
+        """A model was loaded; ``n_cpu_moe`` layers were asked to keep their experts in RAM
+        (shown when llama.cpp's log confirms expert tensors were kept there)."""
         backend = info.backend.backends[0] if info.backend.backends else "CPU"
         self.backend_label.setText(f"Backend: {backend}")
-        self.layers_label.setText(f"{Path(info.path).stem} · {info.n_gpu_layers}/{info.n_layers} "
-                                  "layers on GPU")
+        # llama.cpp counts the output layer too ("offloaded 33/33 layers" for Mixtral's 32 blocks)
+        text = f"{Path(info.path).stem} · {info.n_gpu_layers}/{info.n_layers + 1} layers on GPU"
+        experts = min(n_cpu_moe, info.n_layers)
+        if experts > 0 and info.overridden_tensors > 0:
+            text += f", experts of {experts} layer{'s' if experts > 1 else ''} in RAM"
+        self.layers_label.setText(text)
+        self.layers_label.setToolTip(
+            f"{info.overridden_tensors} expert tensors kept in RAM" if info.overridden_tensors
+            else "")
 
     def clear_model(self) -> None:
         """No model is loaded."""

@@ -25,7 +25,6 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
 )
 from mixtral_desk.core.hardware import detect_hardware
-from mixtral_desk.core.memory_model import memory_model_from_facts
 from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
@@ -100,7 +99,7 @@ def _load_options(args: argparse.Namespace) -> LoadOptions:
     return LoadOptions(
         model_path=args.model,
         n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,
-        n_cpu_moe=getattr(args, "cpu_moe", None) or 0,
+        n_cpu_moe=defaults.n_cpu_moe if args.cpu_moe is None else args.cpu_moe,
         n_ctx=defaults.n_ctx if args.ctx is None else args.ctx,
         n_threads=defaults.n_threads if args.threads is None else args.threads,
         n_batch=defaults.n_batch,
@@ -135,12 +134,8 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
     """
     facts = inspect_model(args.model)
     options = _load_options(args)
-    auto = args.gpu_layers == "auto"
-    gpu_offload = engine.backend_info().gpu_offload
-    machine = planning.machine_from_hardware(detect_hardware(probe_gpus=gpu_offload),
-                                             gpu_offload=gpu_offload)
-    model = memory_model_from_facts(facts, options.n_ctx, options.kv_type,
-                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch)
+    backend = engine.backend_info()
+    hardware = detect_hardware(probe_gpus=backend.gpu_offload)
     show = sys.stderr.isatty()
 
     def progress(fraction: float) -> None:
@@ -151,22 +146,20 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
     def load(load_options: LoadOptions) -> ModelInfo:
         return engine.load(load_options, on_progress=progress)
 
+    auto = args.gpu_layers == "auto" or (args.gpu_layers is None
+                                         and load_settings().load.gpu_layers_auto)
     if auto:
-        plan = planning.plan_offload(model, machine)
-        if args.cpu_moe is not None and plan.fits:
-            plan = planning.plan_for_settings(model, machine, plan.n_gpu_layers, args.cpu_moe)
-        if not plan.fits:
-            _say(f"{facts.path.name} {plan.explanation}; trying on the CPU anyway")
-            plan = planning.plan_for_settings(model, machine, 0, 0)
-        else:
-            _say(f"plan ({plan.verdict}): {plan.explanation}")
-        info, plan = planning.load_with_fallback(load, options, plan, model, machine, _say)
+        info, _, warnings = planning.auto_load(load, options, facts, hardware, backend, _say,
+                                               cpu_moe=args.cpu_moe)
     else:
-        plan = planning.plan_for_settings(model, machine, options.n_gpu_layers, options.n_cpu_moe)
+        model, machine = planning.planning_inputs(options, facts, hardware, backend)
+        plan = planning.plan_for_settings(model, machine, options.n_gpu_layers,
+                                          options.n_cpu_moe)
         info = load(options)
+        warnings = planning.compare_with_actual(plan, info)
     if show:
         print(file=sys.stderr)
-    for warning in planning.compare_with_actual(plan, info):
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if info.template_source == "fallback":
         print("note: this model has no chat template; using the plain fallback format.",

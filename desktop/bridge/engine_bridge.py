@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +26,24 @@ from .tasks import TaskQueue
 if TYPE_CHECKING:  # the engine package is imported on first use, after the first paint
     from mixtral_desk.core import chat
     from mixtral_desk.core.engine import EngineHost, LoadOptions, ModelInfo, SamplingOptions
+    from mixtral_desk.core.planner import Plan
     from mixtral_desk.core.store import Store
 
     Turn = Callable[[EngineHost, Callable[[str], None]], chat.TurnResult]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """How the last model was loaded: ``plan`` when its placement was planned automatically
+    (the plan that worked), ``notes`` what the planner said (the plan, a fallback after running
+    out of memory), ``warnings`` where llama.cpp did not do what the plan expected, and
+    ``n_cpu_moe`` the layers whose experts were kept in RAM.
+    """
+
+    n_cpu_moe: int = 0
+    plan: Plan | None = None
+    notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
 
 class EngineBridge(QObject):
@@ -75,6 +91,8 @@ class EngineBridge(QObject):
         self._busy = False
         self._info: ModelInfo | None = None
         self.last_options: LoadOptions | None = None
+        self.last_auto = False
+        self.load_report: LoadReport | None = None
         self.tasks = TaskQueue("engine", on_error=lambda e: sink.report(e), parent=self)
 
     # --- state ---------------------------------------------------------------------------------
@@ -108,19 +126,51 @@ class EngineBridge(QObject):
 
     # --- loading -------------------------------------------------------------------------------
 
-    def load(self, options: LoadOptions) -> None:
-        """Load a model in the background (progress, then :attr:`model_loaded` or load_failed)."""
+    def load(self, options: LoadOptions, auto: bool = False) -> None:
+        """Load a model in the background (progress, then :attr:`model_loaded` or load_failed).
+
+        ``auto``: plan the GPU layers and expert placement for this machine first (on the
+        engine thread, replacing ``options``' ``n_gpu_layers`` and ``n_cpu_moe``); the plan is
+        told to the user as it is made, and :attr:`load_report` holds it when the model is
+        loaded.
+        """
         self.last_options = options
+        self.last_auto = auto
         self._info = None
+        self.load_report = None
         emit(self.load_started, str(options.model_path))
-        self.tasks.submit(
-            lambda: self._host.load(options, on_progress=partial(emit, self.load_progress)),
-            self._loaded, self._load_failed)
+        self.tasks.submit(partial(self._load_now, options, auto), self._loaded,
+                          self._load_failed)
+
+    def _load_now(self, options: LoadOptions, auto: bool) -> tuple[ModelInfo, LoadReport]:
+        """On the engine thread: load, with a plan when ``auto``."""
+        host = self._host
+
+        def load(load_options: LoadOptions) -> ModelInfo:
+            return host.load(load_options, on_progress=partial(emit, self.load_progress))
+
+        if not auto:
+            return load(options), LoadReport(n_cpu_moe=options.n_cpu_moe)
+        from mixtral_desk.core import planner
+        from mixtral_desk.core.hardware import detect_hardware
+        from mixtral_desk.core.model_file import inspect_model
+
+        notes: list[str] = []
+
+        def say(text: str) -> None:
+            notes.append(text)
+            self._sink.inform(f"Automatic GPU layers: {text}", timeout_ms=None)
+
+        facts = inspect_model(options.model_path)
+        backend = host.backend_info()
+        hardware = detect_hardware(probe_gpus=backend.gpu_offload)
+        info, plan, warnings = planner.auto_load(load, options, facts, hardware, backend, say)
+        return info, LoadReport(plan.n_cpu_moe, plan, tuple(notes), tuple(warnings))
 
     def reload(self) -> None:
         """Load the last model again with the same options (after a crash or a settings change)."""
         if self.last_options is not None:
-            self.load(self.last_options)
+            self.load(self.last_options, self.last_auto)
 
     def unload(self) -> None:
         """Free the model's memory (the engine process stays)."""
@@ -129,7 +179,8 @@ class EngineBridge(QObject):
             emit(self.model_unloaded)
         self.tasks.submit(self._host.unload, done)
 
-    def _loaded(self, info: ModelInfo) -> None:
+    def _loaded(self, result: tuple[ModelInfo, LoadReport]) -> None:
+        info, self.load_report = result
         self._info = info
         emit(self.model_loaded, info)
 

@@ -43,6 +43,7 @@ class SettingsPage(QWidget):
         self._settings = settings
         self._loaded_with: LoadDefaults | None = None
         self._max_layers = DEFAULT_MAX_LAYERS
+        self._slider_note = ""
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -68,11 +69,25 @@ class SettingsPage(QWidget):
         gpu_row.addWidget(self.gpu_slider, 1)
         gpu_row.addWidget(self.gpu_label)
         load.addRow("GPU layers", gpu_row)
+        self.gpu_auto = QCheckBox("Automatic (plan for this machine)")
+        self.gpu_auto.setToolTip(
+            "At each load, choose the GPU layers and which layers keep their experts in RAM "
+            "from the model file and this machine's free memory. Takes effect when the model "
+            "is (re)loaded.")
+        self.gpu_auto.toggled.connect(self._auto_changed)
+        load.addRow("", self.gpu_auto)
         self.gpu_note = QLabel()
         self.gpu_note.setWordWrap(True)
         self.gpu_note.setMinimumWidth(420)
         self.gpu_note.setStyleSheet("color: palette(placeholder-text);")
         load.addRow("", self.gpu_note)
+        self.cpu_moe = QSpinBox(minimum=0, maximum=DEFAULT_MAX_LAYERS)
+        self.cpu_moe.setSpecialValueText("none")
+        self.cpu_moe.setToolTip(
+            "Mixture-of-experts models: keep the expert tensors of the first N layers in RAM "
+            "(llama.cpp's --n-cpu-moe), so that more layers fit on the GPU. Takes effect when "
+            "the model is (re)loaded.")
+        load.addRow("Expert layers kept in RAM (MoE)", self.cpu_moe)
         self.n_ctx = QSpinBox(minimum=256, maximum=1_048_576, singleStep=1024)
         load.addRow("Context length (tokens)", self.n_ctx)
         self.n_threads = QSpinBox(minimum=0, maximum=1024)
@@ -154,6 +169,9 @@ class SettingsPage(QWidget):
         self.gpu_slider.setValue(self._max_layers + 1 if load.n_gpu_layers < 0
                                  else min(load.n_gpu_layers, self._max_layers + 1))
         self._gpu_text(self.gpu_slider.value())
+        self.cpu_moe.setValue(min(load.n_cpu_moe, self.cpu_moe.maximum()))
+        self.gpu_auto.setChecked(load.gpu_layers_auto)
+        self._auto_changed(load.gpu_layers_auto)
         self.n_ctx.setValue(load.n_ctx)
         self.n_threads.setValue(load.n_threads or 0)
         self.n_batch.setValue(load.n_batch)
@@ -180,6 +198,8 @@ class SettingsPage(QWidget):
         layers = self.gpu_slider.value()
         load = LoadDefaults(
             n_gpu_layers=-1 if layers > self._max_layers else layers,
+            gpu_layers_auto=self.gpu_auto.isChecked(),
+            n_cpu_moe=self.cpu_moe.value(),
             n_ctx=self.n_ctx.value(),
             n_threads=self.n_threads.value() or None,
             n_batch=self.n_batch.value(),
@@ -215,6 +235,7 @@ class SettingsPage(QWidget):
         self._set_gpu_range(self._max_layers)
         self.gpu_slider.setValue(self._max_layers + 1 if was_all else min(value, self._max_layers))
         self._gpu_text(self.gpu_slider.value())
+        self.cpu_moe.setMaximum(self._max_layers)
         note = "" if gpu_offload else ("This llama.cpp build runs on the CPU only; GPU layers "
                                        "need a CUDA, Metal or Vulkan build (see the README).")
         if info is None:
@@ -222,8 +243,8 @@ class SettingsPage(QWidget):
         else:
             note = (f"The loaded model has {info.n_layers} layers; {info.n_gpu_layers} are on "
                     f"the GPU now. " + note).strip()
-        self.gpu_note.setText(note)
-        self.gpu_note.setVisible(bool(note))
+        self._slider_note = note
+        self._update_gpu_note()
         self._update_reload_note()
 
     def _update_reload_note(self) -> None:
@@ -241,6 +262,20 @@ class SettingsPage(QWidget):
         else:
             text = f"{value} of {self._max_layers}"
         self.gpu_label.setText(text)
+
+    def _auto_changed(self, auto: bool) -> None:
+        self.gpu_slider.setEnabled(not auto)
+        self.gpu_label.setEnabled(not auto)
+        self.cpu_moe.setEnabled(not auto)
+        self._update_gpu_note()
+
+    def _update_gpu_note(self) -> None:
+        note = self._slider_note
+        if self.gpu_auto.isChecked():
+            note = ("GPU layers and expert layers in RAM are planned at each load from the model "
+                    "file and this machine's free memory; the plan is shown when the model loads.")
+        self.gpu_note.setText(note)
+        self.gpu_note.setVisible(bool(note))
 
     def _kv_enabled(self, flash: bool) -> None:
         self.kv_type.setEnabled(flash)

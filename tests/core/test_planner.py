@@ -24,6 +24,7 @@ from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.planner import (
     Machine,
     Plan,
+    auto_load,
     compare_with_actual,
     evaluate,
     gpu_bandwidth,
@@ -383,3 +384,32 @@ def test_explanations_have_no_placeholders(mixtral: MemoryModel) -> None:
     for machine in MACHINES.values():
         text = plan_offload(mixtral, machine).explanation
         assert not re.search(r"\{|\}|None|nan", text)
+
+
+def test_auto_load_plans_says_loads_and_compares(tmp_path: Path) -> None:
+    """The shared ``--gpu-layers auto`` / GUI "Automatic" path, with a fake engine."""
+    if sys.platform == "win32":
+        pytest.skip("needs sparse files")
+    facts = inspect_model(write_mixtral_q4_k_m(tmp_path / "mixtral-q4_k_m.gguf"))
+    gpu = GPU("NVIDIA GeForce RTX 4090", "nvidia", 24 * GiB, 24 * GiB)
+    hardware = Hardware(64 * GiB, 64 * GiB, 8, 16, "cpu", "Linux", "linux", "x86_64", (gpu,))
+    cuda = BackendInfo(("CUDA", "CPU"), True, "", "0.3.36")
+    options = LoadOptions(model_path=facts.path, n_ctx=4096, n_gpu_layers=0, n_cpu_moe=0)
+    tried: list[LoadOptions] = []
+    said: list[str] = []
+
+    def load(load_options: LoadOptions) -> ModelInfo:
+        tried.append(load_options)
+        return ModelInfo(str(facts.path), 4096, 32768, 32, 33, cuda, None, "model", 1.0, 0)
+
+    info, plan, warnings = auto_load(load, options, facts, hardware, cuda, said.append)
+    assert plan.verdict == "gpu+cpu-experts" and plan.n_cpu_moe > 0
+    assert len(tried) == 1 and (tried[0].n_gpu_layers, tried[0].n_cpu_moe) == (-1, plan.n_cpu_moe)
+    assert said == [f"plan (gpu+cpu-experts): {plan.explanation}"]
+    assert info.n_gpu_layers == 33
+    assert any("expert tensors in RAM" in w for w in warnings)  # the fake kept none there
+
+    cpu = BackendInfo(("CPU",), False, "", "0.3.36")
+    said.clear()
+    _, cpu_plan, _ = auto_load(load, options, facts, hardware, cpu, said.append, cpu_moe=4)
+    assert cpu_plan.verdict == "cpu" and said[0].startswith("plan (cpu): all 33 layers on the CPU")

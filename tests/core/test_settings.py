@@ -47,3 +47,26 @@ def test_bad_files_are_refused_by_name_and_left_untouched(
     assert expected in str(caught.value)
     assert str(path) in str(caught.value)
     assert path.read_text() == content
+
+
+def test_offload_settings_round_trip_and_default_for_old_files(data_home: DataPaths) -> None:
+    assert Settings().load.gpu_layers_auto is False and Settings().load.n_cpu_moe == 0
+    # A file written before these settings existed (same schema version) still reads.
+    data_home.settings_file.write_text(json.dumps(
+        {"schema_version": SCHEMA_VERSION, "load": {"n_gpu_layers": 5}}))
+    old = load_settings()
+    assert old.load.n_gpu_layers == 5
+    assert old.load.gpu_layers_auto is False and old.load.n_cpu_moe == 0
+    settings = Settings()
+    settings.load.gpu_layers_auto = True
+    settings.load.n_cpu_moe = 12
+    save_settings(settings)
+    assert load_settings().load.gpu_layers_auto is True
+    assert load_settings().load.n_cpu_moe == 12
+    assert json.loads(data_home.settings_file.read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_negative_cpu_moe_is_refused(data_home: DataPaths) -> None:
+    data_home.settings_file.write_text('{"load": {"n_cpu_moe": -1}}')
+    with pytest.raises(SettingsError, match=r"load\.n_cpu_moe"):
+        load_settings()

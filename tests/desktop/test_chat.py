@@ -46,7 +46,7 @@ def test_send_streams_renders_and_persists(chat_window: MainWindow, qtbot: QtBot
                                 for c in chat_window.chat_page.sidebar.conversations))
     assert chat_window.status.speed_label.text().startswith("Last reply:")
     assert chat_window.status.backend_label.text() == "Backend: CPU"
-    assert chat_window.status.layers_label.text().endswith("0/2 layers on GPU")
+    assert chat_window.status.layers_label.text().endswith("0/3 layers on GPU")
     qtbot.waitUntil(lambda: chat_window.status.memory_label.text().startswith("Memory: "),
                     timeout=10_000)
     assert "llama_cpp" not in sys.modules  # llama.cpp lives in the engine process only

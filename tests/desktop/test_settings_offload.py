@@ -1,0 +1,87 @@
+"""GPU layers "Automatic" and "Expert layers kept in RAM (MoE)" in the Settings page and at load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from pytestqt.qtbot import QtBot
+
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.settings import load_settings
+from mixtral_desk.desktop.main_window import MainWindow
+from tests.desktop.conftest import WindowFactory
+from tests.desktop.desktop_helpers import load_model, send, shoot, use_sampling
+
+
+def use_load(window: MainWindow, **values: object) -> None:
+    """Set the window's load settings for this session (not saved)."""
+    settings = window.settings
+    window.settings = settings.model_copy(
+        update={"load": settings.load.model_copy(update=values)})
+
+
+def test_offload_settings_are_saved_and_read_back(make_window: WindowFactory, qtbot: QtBot,
+                                                  data_home: DataPaths) -> None:
+    first = make_window()
+    first.show_settings()
+    page = first.settings_page
+    assert not page.gpu_auto.isChecked() and page.cpu_moe.value() == 0
+    assert page.gpu_slider.isEnabled() and page.cpu_moe.isEnabled()
+    page.cpu_moe.setValue(2)
+    QTest.mouseClick(page.gpu_auto, Qt.MouseButton.LeftButton)
+    assert page.gpu_auto.isChecked()
+    assert not page.gpu_slider.isEnabled() and not page.cpu_moe.isEnabled()
+    assert "planned at each load" in page.gpu_note.text()
+    shoot(first, "settings-offload")
+    with qtbot.waitSignal(first.settings_saved, timeout=5000):
+        QTest.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    saved = load_settings(data_home.settings_file).load
+    assert saved.gpu_layers_auto is True and saved.n_cpu_moe == 2
+    first.close()
+
+    second = make_window()
+    assert second.settings.load.gpu_layers_auto and second.settings.load.n_cpu_moe == 2
+    second.show_settings()
+    page = second.settings_page
+    assert page.gpu_auto.isChecked() and page.cpu_moe.value() == 2
+    assert not page.gpu_slider.isEnabled() and not page.cpu_moe.isEnabled()
+    page.gpu_auto.setChecked(False)
+    assert page.gpu_slider.isEnabled() and page.cpu_moe.isEnabled()
+    assert page.settings().load.gpu_layers_auto is False
+
+
+def test_expert_layers_in_ram_keep_six_expert_tensors_and_chat_works(
+        window: MainWindow, qtbot: QtBot, tiny_model: Path) -> None:
+    use_sampling(window, temperature=0.0, max_tokens=8, ignore_eos=True, seed=1)
+    use_load(window, n_cpu_moe=2, n_ctx=256)
+    load_model(qtbot, window, tiny_model)
+    info = window.engine.model_info
+    assert info is not None and info.overridden_tensors == 6
+    options = window.engine.last_options
+    assert options is not None and options.n_cpu_moe == 2
+    assert window.status.layers_label.text().endswith(
+        "0/3 layers on GPU, experts of 2 layers in RAM")
+    send(qtbot, window, "Hello")
+    reply = window.chat_page.view.views[-1]
+    assert reply.text.strip()
+
+
+def test_automatic_gpu_layers_tell_the_plan(window: MainWindow, qtbot: QtBot,
+                                            tiny_model: Path) -> None:
+    use_load(window, gpu_layers_auto=True, n_cpu_moe=2, n_ctx=256)
+    load_model(qtbot, window, tiny_model)
+    report = window.engine.load_report
+    assert report is not None and report.plan is not None
+    assert report.plan.verdict == "cpu" and report.warnings == ()
+    info = window.engine.model_info
+    assert info is not None and info.overridden_tensors == 0  # the plan, not the manual 2
+    texts = [notice.text for notice in window.notifications.history]
+    assert any(text.startswith("Automatic GPU layers: plan (cpu): all 3 layers on the CPU")
+               for text in texts), texts
+    shown = window.notifications.current
+    assert shown is not None and shown.level == "info"
+    assert "Loaded tiny-moe.gguf" in shown.text
+    assert report.plan.explanation in shown.text
+    assert window.status.layers_label.text().endswith("0/3 layers on GPU")

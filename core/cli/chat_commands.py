@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from mixtral_desk.core import chat
 from mixtral_desk.core import planner as planning
@@ -29,6 +30,9 @@ from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store
+
+if TYPE_CHECKING:  # the remote module imports httpx; only its Protocol is needed here
+    from mixtral_desk.core.remote import ChatEngine
 
 TITLE_LENGTH = 60
 
@@ -168,7 +172,7 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
 
 
 @contextmanager
-def _ctrl_c_stops(engine: EngineHost) -> Iterator[None]:
+def ctrl_c_stops(engine: ChatEngine) -> Iterator[None]:
     """While a reply streams, the first Ctrl-C stops it; a second one interrupts for real."""
     pressed = False
 
@@ -221,7 +225,7 @@ def chat_command(args: argparse.Namespace) -> int:
         sampling = _sampling(args)
 
         def turn(text: str) -> bool:
-            with _ctrl_c_stops(engine):
+            with ctrl_c_stops(engine):
                 result = chat.send(store, engine, conversation.id, text, sampling,
                                    on_token=_print_token, model_name=args.model.name)
             print()
@@ -250,7 +254,7 @@ def complete_command(args: argparse.Namespace) -> int:
     with EngineHost() as engine:
         _load(engine, args)
         stats: ReplyStats | None = None
-        with _ctrl_c_stops(engine):
+        with ctrl_c_stops(engine):
             for event in engine.complete(args.prompt, _sampling(args)):
                 if isinstance(event, DoneEvent):
                     stats = event.stats

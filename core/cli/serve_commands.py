@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 from mixtral_desk.core import chat
 from mixtral_desk.core.cli import chat_commands
 from mixtral_desk.core.engine import EngineHost
 from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.paths import data_paths
-from mixtral_desk.core.remote import ChatEngine, RemoteEngine, save_key, stored_key
+from mixtral_desk.core.remote import RemoteEngine, save_key, stored_key
 from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store
@@ -109,24 +105,6 @@ def uses_remote(args: argparse.Namespace) -> bool:
     return bool(remote)
 
 
-@contextmanager
-def _ctrl_c_stops(engine: ChatEngine) -> Iterator[None]:
-    pressed = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal pressed
-        if pressed:
-            raise KeyboardInterrupt
-        pressed = True
-        engine.stop()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def remote_chat_command(args: argparse.Namespace) -> int:
     """``chat`` against a remote engine: one turn with ``--prompt``, else interactive.
 
@@ -153,7 +131,7 @@ def remote_chat_command(args: argparse.Namespace) -> int:
         sampling = chat_commands._sampling(args)
 
         def turn(text: str) -> bool:
-            with _ctrl_c_stops(engine):
+            with chat_commands.ctrl_c_stops(engine):
                 result = chat.send(store, engine, conversation.id, text, sampling,
                                    on_token=chat_commands._print_token, model_name=engine.model)
             print()

@@ -13,48 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 import pytest
 
 from mixtral_desk.core.model_file import ModelFacts, inspect_model, is_expert_tensor, layer_of
 from mixtral_desk.core.synthetic import TINY, SyntheticShape, write_synthetic_model
+from tests.mixtral_header import TensorSpec, n_bytes, write_header_model
 
 Q = gguf.GGMLQuantizationType
-TensorSpec = tuple[str, Sequence[int], gguf.GGMLQuantizationType]  # numpy order (rows, row length)
-
-
-def n_bytes(shape: Sequence[int], qtype: gguf.GGMLQuantizationType) -> int:
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
-    return int(np.prod(shape)) // block * size
 
 
 def write_zero_model(path: Path, tensors: Sequence[TensorSpec], kv: dict[str, Any] | None = None,
                      *, arch: str = "llama", vocab: int = 0) -> Path:
     """Write a GGUF whose tensor data is all zeros, as a sparse file (no data is written)."""
-    writer = gguf.GGUFWriter(str(path), arch)
-    for key, value in (kv or {}).items():
-        if isinstance(value, str):
-            writer.add_string(key, value)
-        else:
-            writer.add_uint32(key, value)
-    if vocab:
-        writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(vocab - 3)])
-        writer.add_token_scores([0.0] * vocab)
-        writer.add_token_types([1] * vocab)
-        writer.add_bos_token_id(1)
-        writer.add_eos_token_id(2)
-    for name, shape, qtype in tensors:
-        writer.add_tensor_info(name, shape, np.dtype(np.float32), n_bytes(shape, qtype),
-                               raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    data = sum(-(-n_bytes(s, q) // 32) * 32 for _, s, q in tensors)
-    with path.open("r+b") as f:
-        f.seek(0, os.SEEK_END)
-        f.truncate(-(-f.tell() // 32) * 32 + data)
-    return path
+    return write_header_model(path, tensors, kv or {}, arch=arch, vocab=vocab)
 
 
 # --- the generated Mixtral-shaped models ------------------------------------------------------

@@ -40,6 +40,13 @@ class LoadDefaults(BaseModel):
     use_mlock: bool = False
 
 
+class ServerSettings(BaseModel):
+    """The local OpenAI-compatible API server the GUI's "Serve API" toggle starts."""
+
+    #: The port it listens on (on 127.0.0.1); 0 picks a free one.
+    api_port: int = Field(default=8080, ge=0, le=65535)
+
+
 class Settings(BaseModel):
     """Everything the user can set; unknown keys from hand edits are rejected."""
 
@@ -48,6 +55,7 @@ class Settings(BaseModel):
     schema_version: int = SCHEMA_VERSION
     load: LoadDefaults = Field(default_factory=LoadDefaults)
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     last_model: str | None = None
 
 

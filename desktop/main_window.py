@@ -11,6 +11,7 @@ from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QMainWindow,
+    QPushButton,
     QSizePolicy,
     QStackedWidget,
     QToolBar,
@@ -22,6 +23,7 @@ from mixtral_desk.core.errors import EngineCrashedError
 from mixtral_desk.core.paths import DataPaths, data_paths
 
 from .bridge.engine_bridge import EngineBridge
+from .bridge.server_bridge import DEFAULT_API_PORT, NETWORK_HINT, ServerBridge
 from .bridge.store_bridge import StoreBridge
 from .bridge.tasks import TaskQueue
 from .chat.page import ChatPage
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # pydantic, numpy and the engine package load after the first
 
 log = logging.getLogger(__name__)
 MEMORY_POLL_MS = 2000
+SERVER_BUSY = "The API server is answering a request"
 
 
 def warm_up() -> None:
@@ -98,6 +101,7 @@ class MainWindow(QMainWindow):
         self._conversation_count = 0
         self._closed = False
         self._loaded_with: LoadDefaults | None = None
+        self._serve_allowed = False  # a model is loaded and not on its way out
         self._extra_models: list[Path] = []
         self.catalog_path: Path | None = None  # None: the packaged models.toml
         self.setWindowTitle("Mixtral Desk")
@@ -108,6 +112,12 @@ class MainWindow(QMainWindow):
         self.io.setObjectName("io")
         self.store = StoreBridge(self.sink, self.paths.database, parent=self)
         self.engine = EngineBridge(self.sink, self.paths.engine_log, parent=self)
+        self.server = ServerBridge(self.sink, parent=self)
+        self.server.port_hint = (
+            'Stop that program, or choose another port: "server": {"api_port": 8081} in '
+            f"{self.paths.settings_file} (0 picks a free port each time).")
+        self.engine.busy_elsewhere = lambda: (
+            f"{SERVER_BUSY}; send again when it has finished." if self.server.busy else None)
 
         self._build_toolbar()
         self.notifications = NotificationBar()
@@ -187,6 +197,11 @@ class MainWindow(QMainWindow):
         bar.addWidget(spacer)
         self.picker = ModelPicker()
         bar.addWidget(self.picker)
+        self.serve_button = QPushButton("Serve API")
+        self.serve_button.setCheckable(True)
+        self.serve_button.setEnabled(False)
+        self._serve_tooltip()
+        bar.addWidget(self.serve_button)
         self.addToolBar(bar)
 
     def _build_shortcuts(self) -> None:
@@ -204,9 +219,10 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         engine, picker = self.engine, self.picker
         picker.load_requested.connect(self.load_model)
-        picker.unload_requested.connect(engine.unload)
+        picker.unload_requested.connect(self.unload_model)
         picker.stop_load_requested.connect(engine.stop)
         engine.load_started.connect(lambda _: picker.set_state("loading"))
+        engine.load_started.connect(lambda _: self._stop_serving())
         engine.load_progress.connect(picker.set_progress)
         engine.model_loaded.connect(self._model_loaded)
         engine.model_unloaded.connect(self._model_unloaded)
@@ -217,6 +233,12 @@ class MainWindow(QMainWindow):
         self.welcome.browse_requested.connect(self.show_models)
         self.welcome.open_requested.connect(picker._browse)
         self.chat_page.need_model.connect(lambda: self._model_needed())
+        server = self.server
+        self.serve_button.clicked.connect(self._serve_clicked)
+        server.started.connect(self._serving)
+        server.stopped.connect(self._not_serving)
+        server.failed.connect(lambda _: self._not_serving())
+        server.busy_changed.connect(self._server_busy)
 
     # --- pages ---------------------------------------------------------------------------------
 
@@ -272,6 +294,8 @@ class MainWindow(QMainWindow):
         self.settings = settings
         if self._settings_page is not None:
             self._settings_page.set_settings(settings)
+        if not self.server.is_running:
+            self._serve_tooltip()
         self._settings_read = True
         self.refresh_models()
 
@@ -360,8 +384,16 @@ class MainWindow(QMainWindow):
     def _gpu_offload(info: ModelInfo | None) -> bool:
         return True if info is None else info.backend.gpu_offload
 
+    def unload_model(self) -> None:
+        """Stop the API server (if it serves), then unload the model."""
+        self._serve_allowed = False
+        self._set_serve_button(enabled=False, checked=False)
+        self.server.stop(then=self.engine.unload)
+
     def _model_loaded(self, info: ModelInfo) -> None:
         self.picker.set_state("loaded")
+        self._serve_allowed = True
+        self._set_serve_button(enabled=True, checked=False)
         report = self.engine.load_report
         self.status.show_model(info, report.n_cpu_moe if report is not None else 0)
         self._memory_timer.start()
@@ -384,10 +416,63 @@ class MainWindow(QMainWindow):
 
     def _model_unloaded(self) -> None:
         self.picker.set_state("empty")
+        self._stop_serving()
         self.status.clear_model()
         self._memory_timer.stop()
         if self._settings_page is not None:
             self._settings_page.model_changed(None, None, True)
+
+    # --- the API server --------------------------------------------------------------------------
+
+    def _serve_tooltip(self, url: str | None = None) -> None:
+        port = (self.settings.server.api_port if self._settings is not None
+                else DEFAULT_API_PORT)
+        where = url or f"http://127.0.0.1:{port or 'a free port'}/v1"
+        self.serve_button.setToolTip(
+            f"Serve the loaded model over an OpenAI-compatible API at {where}, for programs on "
+            f"this computer only (no key needed). {NETWORK_HINT}")
+
+    def _set_serve_button(self, *, enabled: bool, checked: bool) -> None:
+        self.serve_button.setEnabled(enabled)
+        self.serve_button.setChecked(checked)
+
+    def _serve_clicked(self, checked: bool) -> None:
+        """The Serve API toggle: start the server on 127.0.0.1 (port from the settings) or stop
+        it; the button is disabled until that is done."""
+        self.serve_button.setEnabled(False)
+        if not checked:
+            self.server.stop()
+            return
+        name = self.engine.model_name()
+        if not self._serve_allowed or name is None:
+            self._set_serve_button(enabled=False, checked=False)
+            return
+        self.server.start(self.engine.host, name, self.settings.server.api_port,
+                          sampling=self.settings.sampling)
+
+    def _stop_serving(self) -> None:
+        """The model goes away (unloaded, crashed, another one loads): stop serving it."""
+        self._serve_allowed = False
+        self._set_serve_button(enabled=False, checked=False)
+        if not self._closed:
+            self.server.stop()
+
+    def _serving(self, url: str) -> None:
+        self.status.show_api(url)
+        self._serve_tooltip(url)
+        self._set_serve_button(enabled=self._serve_allowed, checked=True)
+        self.sink.inform(f"Serving the model at {url} (this computer only).", timeout_ms=6000)
+
+    def _not_serving(self) -> None:
+        self.status.show_api(None)
+        self._serve_tooltip()
+        self._server_busy(False)
+        self._set_serve_button(enabled=self._serve_allowed, checked=False)
+
+    def _server_busy(self, busy: bool) -> None:
+        send = self.chat_page.view.send_button
+        send.setEnabled(not busy)
+        send.setToolTip(SERVER_BUSY if busy else "")
 
     def _engine_crashed(self, error: EngineCrashedError) -> None:
         self.sink.report(error, actions=(Action("Reload model", self.reload_model),))
@@ -458,6 +543,7 @@ class MainWindow(QMainWindow):
         self.chat_page.sidebar.commit_all()
         if self._models_page is not None:
             self._models_page.shutdown()
+        self.server.close()
         self.engine.close()
         self.store.close()
         self.io.close()

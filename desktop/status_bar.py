@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QStatusBar, QWidget
 
 from mixtral_desk.core.units import format_memory
@@ -44,8 +45,11 @@ class StatusBar(QStatusBar):
         self.memory_label.setToolTip("Memory used by the engine process")
         self.speed_label = QLabel("")
         self.speed_label.setToolTip("Decoding speed of the last reply")
+        self.api_label = QLabel("")
+        self.api_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.api_label.hide()
         for label in (self.backend_label, self.layers_label, self.memory_label,
-                      self.speed_label):
+                      self.speed_label, self.api_label):
             label.setContentsMargins(8, 0, 8, 0)
             self.addPermanentWidget(label)
 
@@ -68,6 +72,14 @@ class StatusBar(QStatusBar):
         """No model is loaded."""
         self.layers_label.setText("No model loaded")
         self.memory_label.setText("")
+
+    def show_api(self, url: str | None) -> None:
+        """The API server's base URL while it serves (``None``: it does not)."""
+        self.api_label.setText(f"API: {url}" if url else "")
+        self.api_label.setToolTip(
+            f"OpenAI-compatible API of the loaded model; clients use the base URL {url}"
+            if url else "")
+        self.api_label.setVisible(bool(url))
 
     def show_reply(self, result: TurnResult) -> None:
         """A reply finished: show its decoding speed."""

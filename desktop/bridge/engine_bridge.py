@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal
 
-from mixtral_desk.core.errors import EngineCrashedError
+from mixtral_desk.core.errors import EngineBusyError, EngineCrashedError
 
 from ..errors import ErrorSink
 from ..signals import emit
@@ -93,6 +93,9 @@ class EngineBridge(QObject):
         self.last_options: LoadOptions | None = None
         self.last_auto = False
         self.load_report: LoadReport | None = None
+        #: Why another user of the same engine host (the API server) keeps it busy, or None;
+        #: the window sets it. A turn is not started while it gives a reason.
+        self.busy_elsewhere: Callable[[], str | None] = lambda: None
         self.tasks = TaskQueue("engine", on_error=lambda e: sink.report(e), parent=self)
 
     # --- state ---------------------------------------------------------------------------------
@@ -111,6 +114,12 @@ class EngineBridge(QObject):
     def pid(self) -> int | None:
         """The engine process id while it runs."""
         return self._host_object.pid if self._host_object is not None else None
+
+    @property
+    def host(self) -> EngineHost:
+        """The engine host (created on first use), for other users of the same engine (the API
+        server); they get :class:`EngineBusyError` while a chat turn runs, and vice versa."""
+        return self._host
 
     @property
     def _host(self) -> EngineHost:
@@ -269,6 +278,9 @@ class EngineBridge(QObject):
             emit(self.model_unloaded)
             emit(self.engine_crashed, error)
             return
+        reason = self.busy_elsewhere() if isinstance(error, EngineBusyError) else None
+        if reason:  # the API server took the engine just before this turn
+            error = EngineBusyError(reason)
         self._sink.report(error, "while generating the reply")
         emit(self.reply_failed, error)
 

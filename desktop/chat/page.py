@@ -138,6 +138,10 @@ class ChatPage(QWidget):
             return None
         if self.engine.busy or self._creating or store is None:
             return None
+        reason = self.engine.busy_elsewhere()
+        if reason:
+            self.sink.inform(reason, level="warning", timeout_ms=4000)
+            return None
         return store
 
     def _sampling(self) -> SamplingOptions:

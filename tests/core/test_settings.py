@@ -70,3 +70,22 @@ def test_negative_cpu_moe_is_refused(data_home: DataPaths) -> None:
     data_home.settings_file.write_text('{"load": {"n_cpu_moe": -1}}')
     with pytest.raises(SettingsError, match=r"load\.n_cpu_moe"):
         load_settings()
+
+
+def test_server_settings_round_trip_and_default_for_old_files(data_home: DataPaths) -> None:
+    assert Settings().server.api_port == 8080
+    # A file written before the server section existed (same schema version) still reads.
+    data_home.settings_file.write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
+    assert load_settings().server.api_port == 8080
+    settings = Settings()
+    settings.server.api_port = 8123
+    save_settings(settings)
+    assert load_settings().server.api_port == 8123
+    assert json.loads(data_home.settings_file.read_text())["schema_version"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_out_of_range_api_port_is_refused(data_home: DataPaths, port: int) -> None:
+    data_home.settings_file.write_text(json.dumps({"server": {"api_port": port}}))
+    with pytest.raises(SettingsError, match=r"server\.api_port"):
+        load_settings()

@@ -1,0 +1,175 @@
+"""The "Serve API" toggle's worker: the OpenAI-compatible server over the GUI's own engine.
+
+:class:`~mixtral_desk.core.server.ApiServer` is started and stopped on the ``server`` task queue
+(``start()`` blocks until the port listens), never on the GUI thread. The server uses the same
+:class:`~mixtral_desk.core.engine.EngineHost` as the chat page, so while it answers a request the
+GUI cannot start a turn (the engine generates one reply at a time): :attr:`ServerBridge.busy`
+says so, and :attr:`ServerBridge.busy_changed` lets the window disable Send meanwhile.
+
+The GUI serves this computer only (127.0.0.1, no key); serving the network is the command line's
+job (``mixtral-desk serve --host 0.0.0.0 --api-key KEY``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from ..errors import ErrorSink
+from ..signals import emit
+from .tasks import TaskQueue
+
+if TYPE_CHECKING:  # uvicorn and Starlette are imported on first use
+    from mixtral_desk.core.engine import EngineHost, SamplingOptions
+    from mixtral_desk.core.server import ApiServer
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8080  # as core.settings.ServerSettings (not imported before the first paint)
+BUSY_POLL_MS = 250
+NETWORK_HINT = ("To serve other computers on the network, use the command line: "
+                "mixtral-desk serve --host 0.0.0.0 --api-key KEY")
+
+
+class ServerBridge(QObject):
+    """Starts and stops the local API server on the ``server`` thread; reports on the GUI thread.
+
+    Signals:
+        started(str): the server listens; carries its OpenAI base URL
+            (``http://127.0.0.1:PORT/v1``).
+        stopped(): the server stopped (toggled off, the model went away, the window closed).
+        failed(str): the server could not start (the port is taken…); carries the message,
+            which was already reported to the error sink.
+        busy_changed(bool): the server began (True) or finished (False) answering requests
+            (polled while it runs).
+    """
+
+    started = Signal(str)
+    stopped = Signal()
+    failed = Signal(str)
+    busy_changed = Signal(bool)
+
+    def __init__(self, sink: ErrorSink, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._sink = sink
+        self._live: ApiServer | None = None  # set on the server thread (close(): once it ended)
+        self._url: str | None = None
+        self._busy = False
+        self._closed = False
+        #: Said after "another program uses this port" (the window names its settings file).
+        self.port_hint = "Stop that program, or choose another port in the settings."
+        self.tasks = TaskQueue("server", on_error=lambda e: sink.report(e), parent=self)
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(BUSY_POLL_MS)
+        self._poll_timer.timeout.connect(self._poll)
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str | None:
+        """The base URL while serving (as last reported on the GUI thread), else ``None``."""
+        return self._url
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server listens (as last reported on the GUI thread)."""
+        return self._url is not None
+
+    @property
+    def api_server(self) -> ApiServer | None:
+        """The running :class:`ApiServer` (``None`` when none runs); any thread may read it."""
+        return self._live
+
+    @property
+    def busy(self) -> bool:
+        """Whether the server is answering a request (read live; requests waiting behind it keep
+        it busy). Only the flag is read here: the queue's waiters belong to the server's loop."""
+        server = self._live
+        return server is not None and server.api.replies.queue.busy
+
+    # --- start and stop ------------------------------------------------------------------------
+
+    def start(self, engine: EngineHost, model_id: str, port: int,
+              sampling: SamplingOptions | None = None) -> None:
+        """Serve ``engine``'s loaded model as ``model_id`` on 127.0.0.1:``port`` (0: any free
+        port), in the background: :attr:`started` or :attr:`failed` follows."""
+        def start_now() -> str:
+            from mixtral_desk.core.server import ApiServer, ServerStartError
+
+            if self._live is not None:
+                return self._live.base_url
+            server = ApiServer(engine, model_id, host=LOCAL_HOST, port=port, sampling=sampling)
+            try:
+                server.start()
+            except ServerStartError as error:  # its hint names the command line's --port
+                cause = error.__cause__
+                if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+                    raise ServerStartError(
+                        f"Cannot serve the API on {LOCAL_HOST}:{port}: another program uses "
+                        f"this port. {self.port_hint}") from error
+                raise
+            self._live = server
+            return server.base_url
+        self.tasks.submit(start_now, self._started, self._start_failed)
+
+    def stop(self, then: Callable[[], None] | None = None) -> None:
+        """Stop serving in the background (:attr:`stopped` follows if it ran); ``then`` runs on
+        the GUI thread afterwards (also when nothing was served)."""
+        def done(was_running: bool) -> None:
+            if was_running or self._url is not None:
+                self._set_stopped()
+            if then is not None:
+                then()
+        if self._closed:
+            return
+        self.tasks.submit(self._stop_now, done)
+
+    def _stop_now(self) -> bool:  # on the server thread
+        server, self._live = self._live, None
+        if server is None:
+            return False
+        server.stop()
+        return True
+
+    def _started(self, url: str) -> None:
+        self._url = url
+        self._poll_timer.start()
+        emit(self.started, url)
+
+    def _start_failed(self, error: BaseException) -> None:
+        self._sink.report(error, "while starting the API server")
+        emit(self.failed, str(error))
+
+    def _set_stopped(self) -> None:
+        self._url = None
+        self._poll_timer.stop()
+        self._set_busy(False)
+        emit(self.stopped)
+
+    def _poll(self) -> None:
+        self._set_busy(self.busy)
+
+    def _set_busy(self, busy: bool) -> None:
+        if busy != self._busy:
+            self._busy = busy
+            emit(self.busy_changed, busy)
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the server (waits for it) and the worker thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._poll_timer.stop()
+        self.tasks.submit(self._stop_now)
+        self.tasks.close(timeout=15)
+        server, self._live = self._live, None
+        if server is not None:  # the worker did not get to it in time
+            server.stop()
+        self._url = None

@@ -216,37 +216,54 @@ def chat_command(args: argparse.Namespace) -> int:
         return serve_commands.remote_chat_command(args)
     with Store.open(data_paths().ensure().database) as store, EngineHost() as engine:
         if args.conversation:
-            conversation = store.get_conversation(args.conversation)
-        else:
-            title = (args.prompt or "New chat")[:TITLE_LENGTH]
-            conversation = store.create_conversation(title, model=args.model.name,
-                                                     system_prompt=args.system)
+            store.get_conversation(args.conversation)  # an unknown id fails before the load
         _load(engine, args)
-        sampling = _sampling(args)
+        return converse(store, engine, args, model_name=args.model.name,
+                        where=args.model.name)
 
-        def turn(text: str) -> bool:
-            with ctrl_c_stops(engine):
-                result = chat.send(store, engine, conversation.id, text, sampling,
-                                   on_token=_print_token, model_name=args.model.name)
-            print()
-            _print_stats(result.stats, result.interrupted)
-            return result.interrupted
 
-        if args.prompt is not None:
-            print(f"conversation {conversation.id}", file=sys.stderr)
-            return 130 if turn(args.prompt) else 0
-        print(f"Chatting with {args.model.name} (conversation {conversation.id})."
-              " Ctrl-C stops a reply; Ctrl-D or /exit leaves.", file=sys.stderr)
-        while True:
-            try:
-                text = input("> ")
-            except EOFError:
-                print(file=sys.stderr)
-                return 0
-            if text.strip() in {"/exit", "/quit"}:
-                return 0
-            if text.strip():
-                turn(text)
+def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, model_name: str,
+             where: str) -> int:
+    """Continue ``--conversation`` or start one, then send ``--prompt`` or chat interactively.
+
+    Shared by the local and the remote ``chat``; returns the exit code (130 when a reply of
+    ``--prompt`` was interrupted).
+
+    Raises:
+        NotFoundError: ``--conversation`` names no conversation.
+        EngineError: the engine failed; the reply so far is stored as interrupted.
+    """
+    if args.conversation:
+        conversation = store.get_conversation(args.conversation)
+    else:
+        title = (args.prompt or "New chat")[:TITLE_LENGTH]
+        conversation = store.create_conversation(title, model=model_name,
+                                                 system_prompt=args.system)
+    sampling = _sampling(args)
+
+    def turn(text: str) -> bool:
+        with ctrl_c_stops(engine):
+            result = chat.send(store, engine, conversation.id, text, sampling,
+                               on_token=_print_token, model_name=model_name)
+        print()
+        _print_stats(result.stats, result.interrupted)
+        return result.interrupted
+
+    if args.prompt is not None:
+        print(f"conversation {conversation.id}", file=sys.stderr)
+        return 130 if turn(args.prompt) else 0
+    print(f"Chatting with {where} (conversation {conversation.id})."
+          " Ctrl-C stops a reply; Ctrl-D or /exit leaves.", file=sys.stderr)
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if text.strip() in {"/exit", "/quit"}:
+            return 0
+        if text.strip():
+            turn(text)
 
 
 def complete_command(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-from mixtral_desk.core import chat
 from mixtral_desk.core.cli import chat_commands
 from mixtral_desk.core.engine import EngineHost
 from mixtral_desk.core.errors import DeskError
@@ -122,35 +121,5 @@ def remote_chat_command(args: argparse.Namespace) -> int:
                 raise RemoteOptionsError(f"{engine.base_url} lists no models; "
                                          "name one with --remote-model.")
             engine.model = models[0]
-        if args.conversation:
-            conversation = store.get_conversation(args.conversation)
-        else:
-            title = (args.prompt or "New chat")[:chat_commands.TITLE_LENGTH]
-            conversation = store.create_conversation(title, model=engine.model,
-                                                     system_prompt=args.system)
-        sampling = chat_commands._sampling(args)
-
-        def turn(text: str) -> bool:
-            with chat_commands.ctrl_c_stops(engine):
-                result = chat.send(store, engine, conversation.id, text, sampling,
-                                   on_token=chat_commands._print_token, model_name=engine.model)
-            print()
-            chat_commands._print_stats(result.stats, result.interrupted)
-            return result.interrupted
-
-        if args.prompt is not None:
-            print(f"conversation {conversation.id}", file=sys.stderr)
-            return 130 if turn(args.prompt) else 0
-        print(f"Chatting with {engine.model} at {engine.base_url} (conversation "
-              f"{conversation.id}). Ctrl-C stops a reply; Ctrl-D or /exit leaves.",
-              file=sys.stderr)
-        while True:
-            try:
-                text = input("> ")
-            except EOFError:
-                print(file=sys.stderr)
-                return 0
-            if text.strip() in {"/exit", "/quit"}:
-                return 0
-            if text.strip():
-                turn(text)
+        return chat_commands.converse(store, engine, args, model_name=engine.model,
+                                      where=f"{engine.model} at {engine.base_url}")

@@ -38,6 +38,8 @@ class LoadDefaults(BaseModel):
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     use_mmap: bool = True
     use_mlock: bool = False
+    #: Unload a model nobody has used for this many minutes, giving its memory back (0: never).
+    idle_unload_minutes: int = Field(default=30, ge=0, le=10_080)
 
 
 class ServerSettings(BaseModel):
@@ -45,6 +47,22 @@ class ServerSettings(BaseModel):
 
     #: The port it listens on (on 127.0.0.1); 0 picks a free one.
     api_port: int = Field(default=8080, ge=0, le=65535)
+
+
+class InterfaceSettings(BaseModel):
+    """How the desktop app looks and which language it speaks."""
+
+    #: ``"system"`` follows the system locale; else a key of :data:`mixtral_desk.core.i18n.LANGUAGES`.
+    language: Literal["system", "en", "zh_CN"] = "system"
+    #: ``"system"`` follows the system's light or dark appearance.
+    theme: Literal["system", "light", "dark"] = "system"
+
+
+class NetworkSettings(BaseModel):
+    """What may use the network. Chatting, searching and exporting never do."""
+
+    #: Offline mode: no network at all (downloads, Hub search and remote headers say they need it).
+    offline: bool = False
 
 
 class Settings(BaseModel):
@@ -56,6 +74,10 @@ class Settings(BaseModel):
     load: LoadDefaults = Field(default_factory=LoadDefaults)
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    interface: InterfaceSettings = Field(default_factory=InterfaceSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    #: The first-run questions (recommended model, Hub mirror) were answered or dismissed.
+    first_run_done: bool = False
     last_model: str | None = None
 
 

@@ -42,4 +42,6 @@ class BuildPyWithCatalogs(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithCatalogs})
+# setuptools runs this file as __main__; packaging/translations.py imports it.
+if __name__ == "__main__":
+    setup(cmdclass={"build_py": BuildPyWithCatalogs})

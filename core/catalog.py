@@ -23,8 +23,9 @@ from typing import Any, ClassVar, Literal, NamedTuple, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from mixtral_desk.core.errors import CatalogError, NotFoundError
+from mixtral_desk.core.errors import CatalogError, NotFoundError, UserText
 from mixtral_desk.core.hardware import Hardware
+from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.units import format_memory
 
 if sys.version_info >= (3, 11):
@@ -275,8 +276,10 @@ class Catalog(BaseModel):
             if entry.id == model_id:
                 return entry
         close = difflib.get_close_matches(model_id.lower(), self.ids, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise NotFoundError(f"No model {model_id!r} in the catalog.{hint}")
+        if close:
+            raise NotFoundError(N_("No model {id} in the catalog. Did you mean: {close}?"),
+                                id=repr(model_id), close=", ".join(close))
+        raise NotFoundError(N_("No model {id} in the catalog."), id=repr(model_id))
 
     def family(self, family: str) -> list[CatalogEntry]:
         """Entries of one family (e.g. every Mixtral-8x7B-Instruct quant), in file order."""
@@ -290,24 +293,29 @@ def _packaged_catalog() -> tuple[str, str]:
     return str(resource), resource.read_text(encoding="utf-8")
 
 
-def _entry_label(index: int, raw: object) -> str:
+def _entry_label(index: int, raw: object) -> UserText:
     if isinstance(raw, Mapping):
         model_id = raw.get("id")
         if isinstance(model_id, str) and model_id.strip():
-            return f"entry {model_id.strip()!r}"
-    return f"entry #{index + 1}"
+            return UserText(N_("entry {id}"), id=repr(model_id.strip()))
+    return UserText(N_("entry #{number}"), number=index + 1)
 
 
 def _field_label(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(entry)"
 
 
-def _raise_validation(source: str, label: str, error: ValidationError) -> NoReturn:
+def _raise_validation(source: str, label: UserText, error: ValidationError) -> NoReturn:
     problems = error.errors(include_url=False)
     first = problems[0]
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-    raise CatalogError(f"{source}: {label}: {_field_label(first['loc'])}: {message}{more}")
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's words: English
+    if len(problems) > 1:
+        raise CatalogError(N_("{source}: {entry}: {field}: {problem} (and {more} more "
+                              "problem(s))"), source=source, entry=label,
+                           field=_field_label(first["loc"]), problem=message,
+                           more=len(problems) - 1)
+    raise CatalogError(N_("{source}: {entry}: {field}: {problem}"), source=source, entry=label,
+                       field=_field_label(first["loc"]), problem=message)
 
 
 def parse_catalog(text: str, source: str = "models.toml") -> Catalog:
@@ -320,21 +328,26 @@ def parse_catalog(text: str, source: str = "models.toml") -> Catalog:
     try:
         document: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise CatalogError(f"{source}: not valid TOML: {error}") from error
+        raise CatalogError(N_("{source}: not valid TOML: {error}"), source=source,
+                           error=str(error)) from error
 
     version = document.get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version < 1:
-        raise CatalogError(f"{source}: schema_version: must be a positive integer")
+        raise CatalogError(N_("{source}: schema_version: must be a positive integer"),
+                           source=source)
     if version > SCHEMA_VERSION:
         raise CatalogError(
-            f"{source}: schema_version: {version} is newer than this Mixtral Desk reads "
-            f"({SCHEMA_VERSION}); update the app")
+            N_("{source}: schema_version: {version} is newer than this Mixtral Desk reads "
+               "({newest}); update the app"), source=source, version=version,
+            newest=SCHEMA_VERSION)
     unknown = sorted(set(document) - {"schema_version", "models"})
     if unknown:
-        raise CatalogError(f"{source}: {unknown[0]}: unknown top-level key")
+        raise CatalogError(N_("{source}: {key}: unknown top-level key"), source=source,
+                           key=unknown[0])
     raw_entries = document.get("models")
     if not isinstance(raw_entries, list) or not raw_entries:
-        raise CatalogError(f"{source}: models: expected one or more [[models]] tables")
+        raise CatalogError(N_("{source}: models: expected one or more [[models]] tables"),
+                           source=source)
 
     entries: list[CatalogEntry] = []
     first_index: dict[str, int] = {}
@@ -346,8 +359,8 @@ def parse_catalog(text: str, source: str = "models.toml") -> Catalog:
             _raise_validation(source, label, error)
         if entry.id in first_index:
             raise CatalogError(
-                f"{source}: {label}: id: duplicate id, already used by entry "
-                f"#{first_index[entry.id] + 1}")
+                N_("{source}: {entry}: id: duplicate id, already used by entry #{number}"),
+                source=source, entry=label, number=first_index[entry.id] + 1)
         first_index[entry.id] = index
         entries.append(entry)
     return Catalog(entries=tuple(entries), source=source)
@@ -364,14 +377,15 @@ def load_catalog(path: Path | None = None) -> Catalog:
         try:
             source, text = _packaged_catalog()
         except (OSError, ModuleNotFoundError) as error:
-            raise CatalogError(f"models.toml: cannot read the packaged catalog: {error}") \
-                from error
+            raise CatalogError(N_("models.toml: cannot read the packaged catalog: {error}"),
+                               error=str(error)) from error
     else:
         source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise CatalogError(f"{source}: cannot read: {error}") from error
+            raise CatalogError(N_("{source}: cannot read: {error}"), source=source,
+                               error=str(error)) from error
     return parse_catalog(text, source)
 
 
@@ -408,7 +422,8 @@ def fit_hint(entry: CatalogEntry, hardware: Hardware) -> FitHint:
         roomy = plan_for_catalog_entry(entry, machine_from_hardware(hardware,
                                                                     ram=hardware.ram_total))
         if roomy.fits:
-            return FitHint("tight", f"fits only after closing other programs "
-                                    f"({format_memory(hardware.ram_available)} of RAM free): "
-                                    f"{roomy.verdict}: {roomy.explanation}")
+            return FitHint("tight", tr("fits only after closing other programs ({free} of RAM "
+                                       "free): {verdict}: {explanation}",
+                                       free=format_memory(hardware.ram_available),
+                                       verdict=roomy.verdict, explanation=roomy.explanation))
     return FitHint("too-large", f"too-large: {plan.explanation}")

@@ -5,6 +5,13 @@ newer version) is a :class:`DeskError`. Its ``str()`` is one complete sentence f
 the CLI prints it on one line and exits non-zero, the GUI shows it in a notification. Anything that
 is not a ``DeskError`` is a bug and gets a traceback in the log.
 
+Messages are translatable: raise with an ``N_()``-marked text and its values as named
+placeholders, ``NotFoundError(N_("No conversation with id {id}"), id=conversation_id)``. The text
+is translated each time it is shown (``str(error)``), in the language of that moment, and
+:attr:`DeskError.english` gives the English text (for logs, and for the API server's answers,
+which programs read). A message that is already a finished string (llama.cpp's words, a message
+translated elsewhere) passes through unchanged.
+
 Each class also inherits the builtin it resembles, so callers that only know Python's own
 exceptions (``except FileNotFoundError``) still catch it.
 """
@@ -12,10 +19,83 @@ exceptions (``except FileNotFoundError``) still catch it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from .i18n import N_, tr
+
+
+class UserText:
+    """A message to show later: an ``N_()``-marked text and the values of its placeholders.
+
+    ``str()`` translates it into the current language; :meth:`english` gives the source text.
+    A value may itself be a :class:`UserText` (a whole sentence placed into a template), rendered
+    in the same language. Without values the text is used as is (braces need no escaping).
+    """
+
+    def __init__(self, text: str, /, **values: object) -> None:
+        self.text = text
+        self.values = values
+
+    def __str__(self) -> str:
+        if not self.values:
+            return tr(self.text)
+        return tr(self.text, **{name: str(value) if isinstance(value, UserText) else value
+                                for name, value in self.values.items()})
+
+    def english(self) -> str:
+        """The message in English (the source language)."""
+        if not self.values:
+            return self.text
+        return self.text.format(**{name: value.english() if isinstance(value, UserText) else value
+                                   for name, value in self.values.items()})
+
+    def __repr__(self) -> str:
+        return f"UserText({self.english()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, UserText) and other.text == self.text
+                and other.values == self.values)
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _restore(cls: type[DeskError], args: tuple[Any, ...], state: dict[str, Any]) -> DeskError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class DeskError(Exception):
-    """Base of every error a user may see; ``str(error)`` is the message to show."""
+    """Base of every error a user may see; ``str(error)`` is the message to show.
+
+    ``message``: an ``N_()``-marked text whose ``{placeholders}`` ``values`` fill, a
+    :class:`UserText`, or a finished string. ``args[0]`` is the English text.
+    """
+
+    def __init__(self, message: str | UserText = "", /, **values: object) -> None:
+        self.user_message = (message if isinstance(message, UserText)
+                             else UserText(message, **values))
+        super().__init__(self.user_message.english())
+
+    def __str__(self) -> str:
+        message: UserText | None = self.__dict__.get("user_message")
+        if message is None:  # built without __init__ (e.g. by a subclass that skips it)
+            return str(self.args[0]) if self.args else ""
+        return str(message)
+
+    @property
+    def english(self) -> str:
+        """The message in English, whatever the current language."""
+        message: UserText | None = self.__dict__.get("user_message")
+        if message is None:
+            return str(self.args[0]) if self.args else ""
+        return message.english()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other constructor arguments than ``args``; rebuild from the state.
+        return _restore, (type(self), self.args, dict(self.__dict__))
 
 
 # --- files and models --------------------------------------------------------------------------
@@ -25,19 +105,22 @@ class ModelFileNotFoundError(DeskError, FileNotFoundError):
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        super().__init__(f"Model file not found: {self.path}")
-
-    def __str__(self) -> str:
-        return f"Model file not found: {self.path}"
+        super().__init__(N_("Model file not found: {path}"), path=str(self.path))
 
 
 class GGUFError(DeskError, ValueError):
-    """Raised when a file is not a usable GGUF model; names the file and the problem."""
+    """Raised when a file is not a usable GGUF model; names the file and the problem.
 
-    def __init__(self, path: Path | str, problem: str) -> None:
+    ``problem``: an ``N_()``-marked text (a predicate about the file: "is a LoRA adapter, …")
+    whose placeholders ``values`` fill, or a :class:`UserText`.
+    """
+
+    def __init__(self, path: Path | str, problem: str | UserText, /, **values: object) -> None:
         self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        problem_message = problem if isinstance(problem, UserText) else UserText(problem, **values)
+        self.problem = problem_message.english()
+        super().__init__(UserText(N_("{path}: {problem}"), path=str(self.path),
+                                 problem=problem_message))
 
 
 class CatalogError(DeskError, ValueError):
@@ -65,9 +148,10 @@ class GPUOffloadUnavailableError(EngineError):
 class EngineCrashedError(EngineError):
     """Raised when the engine process died (abort, segfault, out-of-memory kill)."""
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str | UserText, /, exit_code: int | None = None,
+                 **values: object) -> None:
         self.exit_code = exit_code
-        super().__init__(message)
+        super().__init__(message, **values)
 
 
 class EngineBusyError(EngineError):
@@ -92,11 +176,14 @@ class CorruptDatabaseError(StoreError):
     """Raised when the database file is not a readable SQLite database."""
 
 
+NOT_FOUND = N_("Not found")
+
+
 class NotFoundError(DeskError, KeyError):
     """Raised when a conversation, message or catalog entry id does not exist."""
 
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "Not found"
+    def __init__(self, message: str | UserText = NOT_FOUND, /, **values: object) -> None:
+        super().__init__(message, **values)  # DeskError's __str__: KeyError's would quote it
 
 
 class SearchQueryError(StoreError, ValueError):

@@ -25,7 +25,8 @@ from typing import BinaryIO, TypeAlias
 
 import gguf
 
-from .errors import GGUFError, ModelFileNotFoundError
+from .errors import GGUFError, ModelFileNotFoundError, UserText
+from .i18n import N_
 from .units import format_bytes
 
 HEADER_SIZE = 24  # magic, version (u32), tensor count (u64), metadata count (u64)
@@ -93,7 +94,14 @@ def _q(text: str) -> str:
 
 
 class _ProblemError(Exception):
-    """A problem with the file; becomes ``GGUFError(path, str(self))``."""
+    """A problem with the file; becomes ``GGUFError(path, self.problem)``.
+
+    ``problem``: an ``N_()``-marked predicate about the file and its placeholders' values.
+    """
+
+    def __init__(self, problem: str | UserText, /, **values: object) -> None:
+        self.problem = problem if isinstance(problem, UserText) else UserText(problem, **values)
+        super().__init__(self.problem.english())
 
 
 class _EndOfFileError(Exception):
@@ -150,13 +158,14 @@ class _Source:
             raise _EndOfFileError
         self.pos += n
 
-    def string(self, what: str) -> str:
+    def string(self, what: UserText) -> str:
         n = self.u64()
         if n > MAX_STRING_BYTES:
-            raise _ProblemError(f"corrupt header: {what} claims a string of {n:,} bytes")
+            raise _ProblemError(N_("corrupt header: {what} claims a string of {size:,} bytes"),
+                                what=what, size=n)
         return self.raw(n).decode("utf-8", errors="replace")
 
-    def strings(self, count: int, keep: bool, what: str) -> list[str]:
+    def strings(self, count: int, keep: bool, what: UserText) -> list[str]:
         """Read (``keep``) or skip ``count`` strings; the hot loop of big vocabularies."""
         items: list[str] = []
         pos, base, buf = self.pos, self._base, self._buf
@@ -167,8 +176,8 @@ class _Source:
             n = _U64.unpack_from(buf, pos - base)[0]
             pos += 8
             if n > MAX_STRING_BYTES:
-                raise _ProblemError(f"corrupt header: item {i} of {what} claims a string of "
-                                    f"{n:,} bytes")
+                raise _ProblemError(N_("corrupt header: item {index} of {what} claims a string "
+                                       "of {size:,} bytes"), index=i, what=what, size=n)
             end = pos + n
             if end > self.size:
                 raise _EndOfFileError
@@ -187,17 +196,17 @@ class _HeaderParser:
 
     def __init__(self, source: _Source, decode_string_arrays: frozenset[str]) -> None:
         self.src = source
-        self.where = "the file header"
+        self.where = UserText(N_("the file header"))
         self.decode_string_arrays = decode_string_arrays
 
     def value(self, key: str, vtype: int) -> MetadataValue:
         try:
             t = gguf.GGUFValueType(vtype)
         except ValueError:
-            raise _ProblemError(f"corrupt header: metadata key {_q(key)} has unknown value type "
-                                f"{vtype}") from None
+            raise _ProblemError(N_("corrupt header: metadata key {key} has unknown value type "
+                                   "{type}"), key=_q(key), type=vtype) from None
         if t == gguf.GGUFValueType.STRING:
-            return self.src.string(f"metadata key {_q(key)}")
+            return self.src.string(_metadata_key(key))
         if t == gguf.GGUFValueType.ARRAY:
             return self.array(key)
         return self.src.unpack(_SCALAR_FORMATS[t])[0]
@@ -205,16 +214,17 @@ class _HeaderParser:
     def array(self, key: str) -> GGUFArray:
         item_raw, count = self.src.u32(), self.src.u64()
         if count > MAX_ARRAY_ITEMS:
-            raise _ProblemError(f"corrupt header: metadata key {_q(key)} claims an array of "
-                                f"{count:,} items (more than {MAX_ARRAY_ITEMS:,})")
+            raise _ProblemError(N_("corrupt header: metadata key {key} claims an array of "
+                                   "{count:,} items (more than {limit:,})"),
+                                key=_q(key), count=count, limit=MAX_ARRAY_ITEMS)
         try:
             item = gguf.GGUFValueType(item_raw)
         except ValueError:
-            raise _ProblemError(f"corrupt header: metadata key {_q(key)} is an array of unknown "
-                                f"type {item_raw}") from None
+            raise _ProblemError(N_("corrupt header: metadata key {key} is an array of unknown "
+                                   "type {type}"), key=_q(key), type=item_raw) from None
         if item == gguf.GGUFValueType.ARRAY:
-            raise _ProblemError(f"metadata key {_q(key)} nests arrays, which llama.cpp does not "
-                                f"read")
+            raise _ProblemError(N_("metadata key {key} nests arrays, which llama.cpp does not "
+                                   "read"), key=_q(key))
         if item == gguf.GGUFValueType.STRING:
             return self.string_array(key, count)
         fmt = _SCALAR_FORMATS[item]
@@ -225,31 +235,35 @@ class _HeaderParser:
 
     def string_array(self, key: str, count: int) -> GGUFArray:
         keep = key in self.decode_string_arrays
-        items = self.src.strings(count, keep, f"metadata key {_q(key)}")
+        items = self.src.strings(count, keep, _metadata_key(key))
         return GGUFArray(gguf.GGUFValueType.STRING.name, count, tuple(items) if keep else None)
 
     def metadata(self, n_kv: int) -> dict[str, MetadataValue]:
         kv: dict[str, MetadataValue] = {}
         for i in range(n_kv):
-            self.where = f"metadata entry {i + 1} of {n_kv}"
+            self.where = UserText(N_("metadata entry {number} of {count}"), number=i + 1,
+                                  count=n_kv)
             key = self.src.string(self.where)
-            self.where = f"metadata key {_q(key)}"
+            self.where = _metadata_key(key)
             if key in kv:
-                raise _ProblemError(f"corrupt header: metadata key {_q(key)} appears twice")
+                raise _ProblemError(N_("corrupt header: metadata key {key} appears twice"),
+                                    key=_q(key))
             kv[key] = self.value(key, self.src.u32())
         return kv
 
     def tensor_info(self, i: int, n_tensors: int) -> tuple[str, tuple[int, ...], int, int]:
-        self.where = f"tensor info {i + 1} of {n_tensors}"
+        self.where = UserText(N_("tensor info {number} of {count}"), number=i + 1,
+                              count=n_tensors)
         name = self.src.string(self.where)
-        self.where = f"the tensor info of {_q(name)}"
+        self.where = UserText(N_("the tensor info of {name}"), name=_q(name))
         if len(name.encode()) > MAX_TENSOR_NAME:
-            raise _ProblemError(f"tensor name {_q(name)} is longer than llama.cpp's limit of "
-                                f"{MAX_TENSOR_NAME} bytes")
+            raise _ProblemError(N_("tensor name {name} is longer than llama.cpp's limit of "
+                                   "{limit} bytes"), name=_q(name), limit=MAX_TENSOR_NAME)
         n_dims = self.src.u32()
         if n_dims > MAX_DIMS:
-            raise _ProblemError(f"corrupt tensor table: tensor {_q(name)} claims {n_dims} "
-                                f"dimensions (at most {MAX_DIMS})")
+            raise _ProblemError(N_("corrupt tensor table: tensor {name} claims {count} "
+                                   "dimensions (at most {limit})"),
+                                name=_q(name), count=n_dims, limit=MAX_DIMS)
         dims = tuple(int(d) for d in self.src.unpack(f"{n_dims}Q"))
         raw_type = self.src.u32()
         offset = self.src.u64()
@@ -258,30 +272,35 @@ class _HeaderParser:
 
 # --- checks -----------------------------------------------------------------------------------
 
-def _not_gguf_problem(head: bytes) -> str:
+def _metadata_key(key: str) -> UserText:
+    return UserText(N_("metadata key {key}"), key=_q(key))
+
+
+def _not_gguf_problem(head: bytes) -> UserText:
     """Explain what a file with the wrong magic most likely is."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:1024]:
-        return ("is a web page (HTML) saved instead of a model, likely a failed download "
-                "(an error or login page); download the model again")
+        return UserText(N_("is a web page (HTML) saved instead of a model, likely a failed "
+                           "download (an error or login page); download the model again"))
     if text.startswith(b"version https://git-lfs"):
-        return ("is a Git LFS pointer (a small text file that stands in for the real model), "
-                "not the model itself; fetch the real file (git lfs pull, or the Hub's download "
-                "link)")
+        return UserText(N_("is a Git LFS pointer (a small text file that stands in for the real "
+                           "model), not the model itself; fetch the real file (git lfs pull, or "
+                           "the Hub's download link)"))
     if text.startswith((b"{", b"[")):
         first = text[:120].decode("utf-8", errors="replace").splitlines()[0]
-        return (f"contains JSON text ({first!r}), not a model; likely an error response saved by "
-                f"a failed download")
+        return UserText(N_("contains JSON text ({text}), not a model; likely an error response "
+                           "saved by a failed download"), text=repr(first))
     if head[:4] in (b"lmgg", b"fmgg", b"tjgg", b"algg"):
-        return ("is an old GGML/GGJT model from before GGUF (August 2023); llama.cpp only loads "
-                "GGUF files now, so download a GGUF version")
+        return UserText(N_("is an old GGML/GGJT model from before GGUF (August 2023); llama.cpp "
+                           "only loads GGUF files now, so download a GGUF version"))
     if head[:4] == b"PK\x03\x04":
-        return "is a ZIP archive (perhaps a PyTorch checkpoint), not a GGUF model"
+        return UserText(N_("is a ZIP archive (perhaps a PyTorch checkpoint), not a GGUF model"))
     if len(head) >= 9 and head[8:9] == b"{":
-        return ("looks like a safetensors file (Hugging Face weights), not GGUF; download a GGUF "
-                "version or convert it with llama.cpp's convert_hf_to_gguf.py")
-    return (f"is not a GGUF file: it starts with bytes {head[:4].hex(' ')} instead of the "
-            f"GGUF signature 47 47 55 46 ('GGUF')")
+        return UserText(N_("looks like a safetensors file (Hugging Face weights), not GGUF; "
+                           "download a GGUF version or convert it with llama.cpp's "
+                           "convert_hf_to_gguf.py"))
+    return UserText(N_("is not a GGUF file: it starts with bytes {bytes} instead of the GGUF "
+                       "signature 47 47 55 46 ('GGUF')"), bytes=head[:4].hex(" "))
 
 
 def _check_fixed_header(head: bytes, file_size: int) -> tuple[int, int, int]:
@@ -293,32 +312,35 @@ def _check_fixed_header(head: bytes, file_size: int) -> tuple[int, int, int]:
     if head[:4] != b"GGUF" and not (len(head) < 4 and b"GGUF".startswith(head)):
         raise _ProblemError(_not_gguf_problem(head))
     if file_size < HEADER_SIZE:
-        raise _ProblemError(f"is too short to be a GGUF model: {file_size} bytes, while the header "
-                            f"alone takes {HEADER_SIZE}; the download is incomplete")
+        raise _ProblemError(N_("is too short to be a GGUF model: {size} bytes, while the header "
+                               "alone takes {header}; the download is incomplete"),
+                            size=file_size, header=HEADER_SIZE)
     version, n_tensors, n_kv = struct.unpack_from("<IQQ", head, 4)
     if version not in SUPPORTED_VERSIONS:
         swapped = struct.unpack(">I", head[4:8])[0]
         if swapped in SUPPORTED_VERSIONS:
-            raise _ProblemError("is a big-endian GGUF file (made for IBM s390x); llama.cpp on this "
-                                "computer cannot load it")
+            raise _ProblemError(N_("is a big-endian GGUF file (made for IBM s390x); llama.cpp on "
+                                   "this computer cannot load it"))
         if version == 1:
-            raise _ProblemError("is GGUF version 1 (from August 2023), which llama.cpp no longer "
-                                "loads; download a newer conversion")
-        raise _ProblemError(f"has unsupported GGUF version {version} (this app reads versions "
-                            f"2 and 3); the file is corrupt or newer than this app")
+            raise _ProblemError(N_("is GGUF version 1 (from August 2023), which llama.cpp no "
+                                   "longer loads; download a newer conversion"))
+        raise _ProblemError(N_("has unsupported GGUF version {version} (this app reads versions "
+                               "2 and 3); the file is corrupt or newer than this app"),
+                            version=version)
     if n_tensors > MAX_TENSORS:
-        raise _ProblemError(f"corrupt header: it claims {n_tensors:,} tensors (more than "
-                            f"{MAX_TENSORS:,})")
+        raise _ProblemError(N_("corrupt header: it claims {count:,} tensors (more than "
+                               "{limit:,})"), count=n_tensors, limit=MAX_TENSORS)
     if n_kv > MAX_KV:
-        raise _ProblemError(f"corrupt header: it claims {n_kv:,} metadata entries (more than "
-                            f"{MAX_KV:,})")
+        raise _ProblemError(N_("corrupt header: it claims {count:,} metadata entries (more than "
+                               "{limit:,})"), count=n_kv, limit=MAX_KV)
     return int(version), int(n_tensors), int(n_kv)
 
 
 def _alignment(metadata: dict[str, MetadataValue]) -> int:
     value = metadata.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value & (value - 1):
-        raise _ProblemError(f"corrupt header: general.alignment is {value!r}, not a power of two")
+        raise _ProblemError(N_("corrupt header: general.alignment is {value}, not a power of "
+                               "two"), value=repr(value))
     return value
 
 
@@ -328,17 +350,19 @@ def _tensor(name: str, dims: tuple[int, ...], raw_type: int, offset: int) -> Raw
         qtype = gguf.GGMLQuantizationType(raw_type)
         block, type_size = gguf.GGML_QUANT_SIZES[qtype]
     except (ValueError, KeyError):
-        raise _ProblemError(f"tensor {_q(name)} has unknown ggml type {raw_type}; the file is "
-                            f"corrupt or needs a newer version of llama.cpp") from None
+        raise _ProblemError(N_("tensor {name} has unknown ggml type {type}; the file is corrupt "
+                               "or needs a newer version of llama.cpp"),
+                            name=_q(name), type=raw_type) from None
     n_elements = 1
     for d in dims:
         n_elements *= d
     if n_elements >= 1 << 62:
-        raise _ProblemError(f"corrupt tensor table: tensor {_q(name)} has impossible shape "
-                            f"{list(dims)}")
+        raise _ProblemError(N_("corrupt tensor table: tensor {name} has impossible shape "
+                               "{shape}"), name=_q(name), shape=str(list(dims)))
     if dims and dims[0] % block:
-        raise _ProblemError(f"corrupt tensor table: tensor {_q(name)} has rows of {dims[0]} "
-                            f"values, not a multiple of the {qtype.name} block size {block}")
+        raise _ProblemError(N_("corrupt tensor table: tensor {name} has rows of {values} values, "
+                               "not a multiple of the {type} block size {block}"),
+                            name=_q(name), values=dims[0], type=qtype.name, block=block)
     return RawTensor(name, dims, qtype.name, n_elements, n_elements // block * type_size, offset)
 
 
@@ -353,11 +377,13 @@ def _place_tensors(infos: list[RawTensor], data_offset: int, alignment: int) -> 
     placed = []
     for t in infos:
         if t.name in seen:
-            raise _ProblemError(f"corrupt tensor table: tensor {_q(t.name)} appears twice")
+            raise _ProblemError(N_("corrupt tensor table: tensor {name} appears twice"),
+                                name=_q(t.name))
         seen.add(t.name)
         if t.offset != expected:
-            raise _ProblemError(f"corrupt tensor table: tensor {_q(t.name)} has data offset "
-                                f"{t.offset:,} where {expected:,} was expected")
+            raise _ProblemError(N_("corrupt tensor table: tensor {name} has data offset "
+                                   "{offset:,} where {expected:,} was expected"),
+                                name=_q(t.name), offset=t.offset, expected=expected)
         expected += -(-t.n_bytes // alignment) * alignment
         placed.append(RawTensor(t.name, t.dims, t.ggml_type, t.n_elements, t.n_bytes,
                                 data_offset + t.offset))
@@ -369,14 +395,16 @@ def _check_complete(tensors: list[RawTensor], file_size: int) -> None:
     needed = max((t.offset + t.n_bytes for t in tensors), default=0)
     if needed > file_size:
         missing = needed - file_size
-        raise _ProblemError(f"truncated: {format_bytes(file_size)} of {format_bytes(needed)} "
-                            f"present ({missing:,} bytes missing); the download is incomplete")
+        raise _ProblemError(N_("truncated: {present} of {needed} present ({missing:,} bytes "
+                               "missing); the download is incomplete"),
+                            present=format_bytes(file_size), needed=format_bytes(needed),
+                            missing=missing)
 
 
 def _parse(file: BinaryIO, path: Path, size: int,
            decode_string_arrays: frozenset[str]) -> GGUFHeader:
     if size == 0:
-        raise _ProblemError("is empty (0 bytes); the download or copy did not complete")
+        raise _ProblemError(N_("is empty (0 bytes); the download or copy did not complete"))
     src = _Source(file, size)
     head = src.raw(min(size, 1024))
     version, n_tensors, n_kv = _check_fixed_header(head, size)
@@ -386,9 +414,9 @@ def _parse(file: BinaryIO, path: Path, size: int,
         metadata = parser.metadata(n_kv)
         infos = [_tensor(*parser.tensor_info(i, n_tensors)) for i in range(n_tensors)]
     except _EndOfFileError:
-        raise _ProblemError(f"truncated: the file ends inside its header (while reading "
-                            f"{parser.where}) after {size:,} bytes; the download is incomplete or "
-                            f"the file is corrupt") from None
+        raise _ProblemError(N_("truncated: the file ends inside its header (while reading "
+                               "{where}) after {size:,} bytes; the download is incomplete or the "
+                               "file is corrupt"), where=parser.where, size=size) from None
     alignment = _alignment(metadata)
     data_offset = -(-src.pos // alignment) * alignment
     tensors = _place_tensors(infos, data_offset, alignment)
@@ -418,16 +446,18 @@ def read_header(path: Path | str,
             size = os.fstat(file.fileno()).st_size
             return _parse(file, path, size, decode_string_arrays)
     except _ProblemError as problem:
-        raise GGUFError(path, str(problem)) from None
+        raise GGUFError(path, problem.problem) from None
     except PermissionError:
-        raise GGUFError(path, "cannot be read: permission denied") from None
+        raise GGUFError(path, N_("cannot be read: permission denied")) from None
     except OSError as error:
-        raise GGUFError(path, f"cannot be read: {error.strerror or error}") from None
+        raise GGUFError(path, N_("cannot be read: {error}"),
+                        error=str(error.strerror or error)) from None
 
 
-def _folder_problem(path: Path) -> str:
+def _folder_problem(path: Path) -> UserText:
     found = sorted(p.name for p in path.glob("*.gguf"))
     if not found:
-        return "is a folder, not a GGUF model file"
+        return UserText(N_("is a folder, not a GGUF model file"))
     listed = ", ".join(found[:3]) + (", …" if len(found) > 3 else "")
-    return f"is a folder, not a GGUF model file; pick one of the files in it ({listed})"
+    return UserText(N_("is a folder, not a GGUF model file; pick one of the files in it "
+                       "({files})"), files=listed)

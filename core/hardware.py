@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 import psutil
 
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.units import GiB, MiB, format_memory
 
 GPUVendor = Literal["nvidia", "apple", "amd", "intel", "unknown"]
@@ -94,36 +95,41 @@ class Hardware:
 
     def summary_lines(self) -> list[str]:
         """Short human-readable lines for ``mixtral-desk doctor``."""
-        cores = f"{self.cpu_logical_cores} logical"
         if self.cpu_physical_cores is not None:
-            cores = f"{self.cpu_physical_cores} physical / {cores}"
+            cores = tr("{physical} physical / {logical} logical cores",
+                       physical=self.cpu_physical_cores, logical=self.cpu_logical_cores)
+        else:
+            cores = tr("{logical} logical cores", logical=self.cpu_logical_cores)
         lines = [
-            f"OS: {self.os_platform} ({self.machine})",
-            f"CPU: {self.cpu_name} ({cores} cores)",
-            f"RAM: {format_memory(self.ram_total)} total, "
-            f"{format_memory(self.ram_available)} available",
+            tr("OS: {system} ({machine})", system=self.os_platform, machine=self.machine),
+            tr("CPU: {name} ({cores})", name=self.cpu_name, cores=cores),
+            tr("RAM: {total} total, {available} available", total=format_memory(self.ram_total),
+               available=format_memory(self.ram_available)),
         ]
         if not self.gpus:
-            lines.append("GPU: none detected")
+            lines.append(tr("GPU: none detected"))
         for index, gpu in enumerate(self.gpus):
-            lines.append(f"GPU {index}: {_describe_gpu(gpu)}")
-        lines.extend(f"Note: {note}" for note in self.notes)
+            lines.append(tr("GPU {index}: {description}", index=index,
+                            description=_describe_gpu(gpu)))
+        lines.extend(tr("Note: {note}", note=note) for note in self.notes)
         return lines
 
 
 def _describe_gpu(gpu: GPU) -> str:
-    memory = f"{format_memory(gpu.total_bytes)} total"
+    values = {"total": format_memory(gpu.total_bytes), "free": format_memory(gpu.free_bytes)}
     if gpu.unified_memory:
-        memory = f"{format_memory(gpu.total_bytes)} usable of unified memory"
-    if gpu.free_bytes is not None:
-        memory += f", {format_memory(gpu.free_bytes)} free"
-    extras = [f"driver {gpu.driver}" if gpu.driver else "",
-              f"compute {gpu.compute_capability}" if gpu.compute_capability else ""]
+        memory = (tr("{total} usable of unified memory, {free} free", **values)
+                  if gpu.free_bytes is not None else
+                  tr("{total} usable of unified memory", **values))
+    else:
+        memory = (tr("{total} total, {free} free", **values) if gpu.free_bytes is not None
+                  else tr("{total} total", **values))
+    extras = [tr("driver {version}", version=gpu.driver) if gpu.driver else "",
+              tr("compute {capability}", capability=gpu.compute_capability)
+              if gpu.compute_capability else ""]
     extra = "".join(f", {item}" for item in extras if item)
     return f"{gpu.name} ({gpu.vendor}): {memory}{extra}"
 
-
-# --- pure parsers and rules --------------------------------------------------------------------
 
 def _parse_mib(value: str) -> int | None:
     value = value.strip()

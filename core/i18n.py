@@ -51,7 +51,8 @@ def normalize_language(tag: str | None) -> str:
 
 
 def system_language() -> str:
-    """The language the environment asks for (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``, ``LANG``)."""
+    """The language the environment asks for (``LANGUAGE``, ``LC_ALL``, ``LC_MESSAGES``,
+    ``LANG``)."""
     for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         value = os.environ.get(variable, "")
         for tag in value.split(":"):
@@ -79,7 +80,8 @@ def catalog_path(language: str) -> Path:
 
 
 def set_language(language: str) -> str:
-    """Translate from now on into ``language`` (a key of :data:`LANGUAGES`); returns the language in use.
+    """Translate from now on into ``language`` (a key of :data:`LANGUAGES`); returns the language
+    in use.
 
     A language whose compiled catalog is missing (a source checkout that was never built) falls back
     to English with a logged warning, so that the caller can still say which language is shown.
@@ -107,7 +109,7 @@ def current_language() -> str:
 
 
 def tr(message: str, /, **values: object) -> str:
-    """``message`` in the current language, with ``{name}`` placeholders filled from ``values``.
+    """``message`` in the current language, ``{name}`` placeholders filled from ``values``.
 
     Without ``values`` the text is returned as is (braces in it need no escaping).
     """
@@ -116,10 +118,10 @@ def tr(message: str, /, **values: object) -> str:
 
 
 def ntr(singular: str, plural: str, count: int, /, **values: object) -> str:
-    """The form of ``singular``/``plural`` for ``count``, with ``{count}`` and ``values`` filled in."""
+    """The form of ``singular``/``plural`` for ``count``, ``{count}`` and ``values`` filled."""
     return _translations.ngettext(singular, plural, count).format(count=count, **values)
 
 
 def N_(message: str) -> str:  # noqa: N802 (the conventional gettext marker name)
-    """Mark ``message`` for translation without translating it now (translate it with :func:`tr`)."""
+    """Mark ``message`` for translation without translating it now (see :func:`tr`)."""
     return message

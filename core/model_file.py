@@ -11,6 +11,7 @@ the problem. No tensor data is read, so a 26 GB model inspects in milliseconds.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import gguf
 # mixtral_desk.core.* as untyped.
 from .errors import GGUFError, ModelFileNotFoundError
 from .gguf_validation import GGUFArray, GGUFHeader, MetadataValue, read_header
+from .i18n import N_, ntr, tr
 from .units import format_bytes
 
 __all__ = [
@@ -191,34 +193,63 @@ class ModelFacts:
         return d
 
     def summary_lines(self) -> list[str]:
-        """Human-readable lines for the CLI ``inspect`` command."""
-        parts = "1 file" if self.split_count == 1 else f"{self.split_count} parts"
-        lines = [
-            f"File:          {self.path} ({format_bytes(self.file_size)}, {parts})",
-            f"Model:         {self.name or '(unnamed)'} — {self.architecture}, "
-            f"GGUF v{self.gguf_version}",
-            f"Parameters:    {_format_count(self.n_params)}"
-            + (f" ({_format_count(self.active_params)} active per token)" if self.is_moe else ""),
-            f"Quantization:  {self.quantization} ({self.bits_per_weight:.2f} bits per weight)",
-            f"Context:       {self.context_length:,} tokens (training)",
-            f"Layers:        {self.n_layers}; embedding {self.n_embd}, {self.n_head} heads "
-            f"({self.n_head_kv} KV), feed-forward {self.n_ff}",
-        ]
+        """Human-readable lines for the CLI ``inspect`` command (in the current language)."""
+        parts = (tr("1 file") if self.split_count == 1
+                 else ntr("{count} part", "{count} parts", self.split_count))
+        name = self.name or tr("(unnamed)")
         if self.is_moe:
-            lines.append(f"Experts:       {self.expert_count}, {self.expert_used_count} used per "
-                         f"token; expert weights {format_bytes(self.expert_bytes_total)} of "
-                         f"{format_bytes(self.tensor_bytes)}")
+            parameters = tr("{count} ({active} active per token)",
+                            count=_format_count(self.n_params),
+                            active=_format_count(self.active_params))
+            experts = tr("{count}, {used} used per token; expert weights {size} of {total}",
+                         count=self.expert_count, used=self.expert_used_count,
+                         size=format_bytes(self.expert_bytes_total),
+                         total=format_bytes(self.tensor_bytes))
         else:
-            lines.append("Experts:       none (dense model)")
+            parameters = _format_count(self.n_params)
+            experts = tr("none (dense model)")
         special = ", ".join(f"{k} {v}" for k, v in (("BOS", self.bos_token),
                                                     ("EOS", self.eos_token)) if v is not None)
-        lines.append(f"Vocabulary:    {self.vocab_size:,} tokens" + (f" ({special})" if special
-                                                                     else ""))
-        lines.append("Chat template: " + (f"yes ({len(self.chat_template):,} characters)"
-                                          if self.chat_template else "none (a base model?)"))
+        vocabulary = (tr("{count} tokens ({special})", count=format(self.vocab_size, ","),
+                         special=special) if special
+                      else tr("{count} tokens", count=format(self.vocab_size, ",")))
+        template = (tr("yes ({count} characters)", count=format(len(self.chat_template), ","))
+                    if self.chat_template else tr("none (a base model?)"))
         types = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.bytes_by_ggml_type().items())
-        lines.append(f"Tensors:       {len(self.tensors):,} ({types})")
-        return lines
+        return aligned_lines([
+            (tr("File:"), tr("{path} ({size}, {parts})", path=str(self.path),
+                             size=format_bytes(self.file_size), parts=parts)),
+            (tr("Model:"), tr("{name} — {architecture}, GGUF v{version}", name=name,
+                              architecture=self.architecture, version=self.gguf_version)),
+            (tr("Parameters:"), parameters),
+            (tr("Quantization:"), tr("{quantization} ({bits} bits per weight)",
+                                     quantization=self.quantization,
+                                     bits=format(self.bits_per_weight, ".2f"))),
+            (tr("Context:"), tr("{count} tokens (training)",
+                                count=format(self.context_length, ","))),
+            (tr("Layers:"), tr("{layers}; embedding {embedding}, {heads} heads ({kv_heads} KV), "
+                               "feed-forward {feed_forward}", layers=self.n_layers,
+                               embedding=self.n_embd, heads=self.n_head,
+                               kv_heads=self.n_head_kv, feed_forward=self.n_ff)),
+            (tr("Experts:"), experts),
+            (tr("Vocabulary:"), vocabulary),
+            (tr("Chat template:"), template),
+            (tr("Tensors:"), tr("{count} ({types})", count=format(len(self.tensors), ","),
+                                types=types)),
+        ])
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes (East Asian wide characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def aligned_lines(rows: list[tuple[str, str]], min_width: int = 0) -> list[str]:
+    """``label value`` lines with the values lined up one column after the longest label (or
+    after ``min_width`` columns)."""
+    width = max((display_width(label) for label, _ in rows), default=min_width)
+    width = max(width, min_width)
+    return [f"{label}{' ' * (width - display_width(label) + 1)}{value}" for label, value in rows]
 
 
 def _format_count(n: int) -> str:
@@ -242,7 +273,8 @@ def split_part_paths(path: Path | str) -> tuple[Path, ...]:
         return (path,)
     no, count = int(m["no"]), int(m["count"])
     if not 1 <= no <= count:
-        raise GGUFError(path, f"its name says part {no} of {count}, which cannot be")
+        raise GGUFError(path, N_("its name says part {number} of {count}, which cannot be"),
+                        number=no, count=count)
     return tuple(path.with_name(f"{m['stem']}-{i:05d}-of-{count:05d}{m['ext']}")
                  for i in range(1, count + 1))
 
@@ -257,19 +289,22 @@ def _find_parts(path: Path) -> tuple[Path, ...]:
     if not path.exists():
         raise ModelFileNotFoundError(path)
     if _PIECE_NAME.search(path.name) and not path.is_dir():
-        raise GGUFError(path, "is one piece of a model that was cut into pieces with a plain "
-                              "file splitter; join the pieces into one .gguf file first (e.g. "
-                              "`cat x.gguf.part1of2 x.gguf.part2of2 > x.gguf`, on Windows "
-                              "`copy /b x.gguf.part1of2 + x.gguf.part2of2 x.gguf`)")
+        raise GGUFError(path, N_("is one piece of a model that was cut into pieces with a plain "
+                                 "file splitter; join the pieces into one .gguf file first (e.g. "
+                                 "`cat x.gguf.part1of2 x.gguf.part2of2 > x.gguf`, on Windows "
+                                 "`copy /b x.gguf.part1of2 + x.gguf.part2of2 x.gguf`)"))
     parts = split_part_paths(path)
     if len(parts) == 1:
         return parts
     missing = [(i, p) for i, p in enumerate(parts, 1) if not p.is_file()]
     if missing:
         i, p = missing[0]
-        more = f" ({len(missing) - 1} more parts are missing too)" if len(missing) > 1 else ""
-        raise GGUFError(path, f"part {i} of {len(parts)} is missing: {p.name} (expected next to "
-                              f"this file){more}")
+        if len(missing) > 1:
+            raise GGUFError(path, N_("part {number} of {count} is missing: {name} (expected next "
+                                     "to this file) ({more} more parts are missing too)"),
+                            number=i, count=len(parts), name=p.name, more=len(missing) - 1)
+        raise GGUFError(path, N_("part {number} of {count} is missing: {name} (expected next to "
+                                 "this file)"), number=i, count=len(parts), name=p.name)
     return parts
 
 
@@ -289,25 +324,29 @@ def _check_split(parts: tuple[Path, ...], headers: list[GGUFHeader]) -> None:
     if n == 1:
         no, count, _ = _split_keys(headers[0])
         if count is not None and count > 1:
-            raise GGUFError(parts[0], f"is part {(no or 0) + 1} of {count} of a split model, but "
-                                      f"its name does not end in '-0000N-of-{count:05d}.gguf', "
-                                      f"so the other parts cannot be found; give the parts "
-                                      f"their original names")
+            raise GGUFError(parts[0], N_("is part {number} of {count} of a split model, but its "
+                                         "name does not end in '{suffix}', so the other parts "
+                                         "cannot be found; give the parts their original "
+                                         "names"),
+                            number=(no or 0) + 1, count=count, suffix=f"-0000N-of-{count:05d}.gguf")
         return
     for i, (part, header) in enumerate(zip(parts, headers, strict=True)):
         no, count, _ = _split_keys(header)
         if no is None or count is None:
-            raise GGUFError(part, f"is named as part {i + 1} of {n} but has no split metadata "
-                                  f"(split.no / split.count); it is not a llama.cpp split part")
+            raise GGUFError(part, N_("is named as part {number} of {count} but has no split "
+                                     "metadata (split.no / split.count); it is not a llama.cpp "
+                                     "split part"), number=i + 1, count=n)
         if (no, count) != (i, n):
-            raise GGUFError(part, f"is named as part {i + 1} of {n} but its header says part "
-                                  f"{no + 1} of {count}; the parts come from different "
-                                  f"downloads or were renamed")
+            raise GGUFError(part, N_("is named as part {number} of {count} but its header says "
+                                     "part {header_number} of {header_count}; the parts come "
+                                     "from different downloads or were renamed"),
+                            number=i + 1, count=n, header_number=no + 1, header_count=count)
     expected = _split_keys(headers[0])[2]
     found = sum(len(h.tensors) for h in headers)
     if expected is not None and expected != found:
-        raise GGUFError(parts[0], f"the {n} parts hold {found:,} tensors but part 1 says the "
-                                  f"model has {expected:,}; a part is from another download")
+        raise GGUFError(parts[0], N_("the {count} parts hold {found:,} tensors but part 1 says "
+                                     "the model has {expected:,}; a part is from another "
+                                     "download"), count=n, found=found, expected=expected)
 
 
 # --- facts ------------------------------------------------------------------------------------
@@ -367,13 +406,15 @@ def _architecture(header: GGUFHeader) -> str:
     md = header.metadata
     arch = _str_or_none(md.get("general.architecture"))
     if not arch:
-        raise GGUFError(header.path, "has no general.architecture key, so llama.cpp cannot tell "
-                                     "what model it is; the file is not a complete model")
+        raise GGUFError(header.path, N_("has no general.architecture key, so llama.cpp cannot "
+                                        "tell what model it is; the file is not a complete "
+                                        "model"))
     if md.get("general.type") == "adapter":
-        raise GGUFError(header.path, "is a LoRA adapter, not a model; load a base model and "
-                                     "apply the adapter to it")
+        raise GGUFError(header.path, N_("is a LoRA adapter, not a model; load a base model and "
+                                        "apply the adapter to it"))
     if arch == "clip":
-        raise GGUFError(header.path, "is a multimodal projector (mmproj), not a language model")
+        raise GGUFError(header.path, N_("is a multimodal projector (mmproj), not a language "
+                                        "model"))
     return arch
 
 
@@ -393,7 +434,8 @@ def _facts(parts: tuple[Path, ...], headers: list[GGUFHeader]) -> ModelFacts:
     md = first.metadata
     tensors = _collect_tensors(headers)
     if not tensors:
-        raise GGUFError(first.path, "contains no tensors (a vocabulary-only file?), not a model")
+        raise GGUFError(first.path, N_("contains no tensors (a vocabulary-only file?), not a "
+                                       "model"))
 
     def num(key: str, default: int = 0) -> int:
         value = _int_or_none(md.get(f"{arch}.{key}"))

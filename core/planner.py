@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .errors import EngineCrashedError, ModelLoadError
+from .i18n import tr
 from .units import MiB, format_memory
 
 if TYPE_CHECKING:
@@ -135,12 +136,14 @@ class Machine:
 
     def describe(self) -> str:
         """``RTX 4090 (nvidia, 23.5 GiB free), 60.0 GiB RAM`` or ``no GPU, 30.0 GiB RAM``."""
-        ram = f"{format_memory(self.ram_bytes)} RAM"
+        ram = format_memory(self.ram_bytes)
         if not self.has_gpu:
-            return f"no GPU, {ram}"
-        kind = "unified memory working set" if self.unified_memory else "free"
-        return (f"{self.gpu_name or 'GPU'} ({self.gpu_vendor}, {format_memory(self.vram_bytes)} "
-                f"{kind}), {ram}")
+            return tr("no GPU, {ram} RAM", ram=ram)
+        values = {"gpu": self.gpu_name or "GPU", "vendor": self.gpu_vendor,
+                  "vram": format_memory(self.vram_bytes), "ram": ram}
+        if self.unified_memory:
+            return tr("{gpu} ({vendor}, {vram} unified memory working set), {ram} RAM", **values)
+        return tr("{gpu} ({vendor}, {vram} free), {ram} RAM", **values)
 
 
 def simulated_machine(*, ram: int, vram: int = 0, gpu_name: str | None = None,
@@ -168,8 +171,8 @@ def machine_from_hardware(hardware: Hardware, *, vram: int | None = None, ram: i
     if vram is not None:
         vram_bytes = vram
     elif gpu is not None and not gpu_offload:
-        notes.append(f"this llama.cpp build cannot offload to {gpu.name}; planning for the CPU "
-                     "(install a GPU build of llama-cpp-python to use it)")
+        notes.append(tr("this llama.cpp build cannot offload to {gpu}; planning for the CPU "
+                        "(install a GPU build of llama-cpp-python to use it)", gpu=gpu.name))
         vram_bytes = 0
     vendor = gpu.vendor if gpu is not None else "nvidia"
     apple = gpu is not None and gpu.vendor == "apple"
@@ -342,37 +345,52 @@ def _verdict(model: MemoryModel, p: Placement) -> Verdict:
 def _explain(model: MemoryModel, machine: Machine, p: Placement, verdict: Verdict,
              tps: float) -> str:
     total = model.n_layers + 1
-    memory = (f"{format_memory(p.vram_bytes)} VRAM of {format_memory(machine.vram_budget)} "
-              f"usable, {format_memory(p.ram_bytes)} RAM of {format_memory(machine.ram_budget)}")
-    speed = f"about {tps:.1f} tok/s by memory bandwidth"
+    values = {"total": total, "layers": model.n_layers, "gpu_layers": p.n_gpu_layers,
+              "cpu_layers": total - p.n_gpu_layers, "expert_layers": p.cpu_expert_layers,
+              "vram": format_memory(p.vram_bytes),
+              "vram_budget": format_memory(machine.vram_budget),
+              "ram": format_memory(p.ram_bytes),
+              "ram_budget": format_memory(machine.ram_budget),
+              "speed": f"{tps:.1f}"}
     if verdict == "gpu":
-        where = f"all {total} layers on the GPU"
+        text = tr("all {total} layers on the GPU; {vram} VRAM of {vram_budget} usable, {ram} RAM "
+                  "of {ram_budget}; about {speed} tok/s by memory bandwidth", **values)
     elif verdict == "gpu+cpu-experts":
-        where = (f"all {total} layers on the GPU, experts of {p.cpu_expert_layers} of "
-                 f"{model.n_layers} layers in RAM")
+        text = tr("all {total} layers on the GPU, experts of {expert_layers} of {layers} layers "
+                  "in RAM; {vram} VRAM of {vram_budget} usable, {ram} RAM of {ram_budget}; "
+                  "about {speed} tok/s by memory bandwidth", **values)
+    elif verdict == "partial" and p.cpu_expert_layers:
+        text = tr("{gpu_layers} of {total} layers on the GPU, the other {cpu_layers} on the CPU, "
+                  "experts of {expert_layers} GPU layers in RAM; {vram} VRAM of {vram_budget} "
+                  "usable, {ram} RAM of {ram_budget}; about {speed} tok/s by memory bandwidth",
+                  **values)
     elif verdict == "partial":
-        where = (f"{p.n_gpu_layers} of {total} layers on the GPU, the other "
-                 f"{total - p.n_gpu_layers} on the CPU")
-        if p.cpu_expert_layers:
-            where += f", experts of {p.cpu_expert_layers} GPU layers in RAM"
+        text = tr("{gpu_layers} of {total} layers on the GPU, the other {cpu_layers} on the CPU; "
+                  "{vram} VRAM of {vram_budget} usable, {ram} RAM of {ram_budget}; about {speed} "
+                  "tok/s by memory bandwidth", **values)
+    elif machine.has_gpu:
+        text = tr("all {total} layers on the CPU; {ram} RAM of {ram_budget}; about {speed} tok/s "
+                  "by memory bandwidth", **values)
     else:
-        memory = f"{format_memory(p.ram_bytes)} RAM of {format_memory(machine.ram_budget)}"
-        where = (f"all {total} layers on the CPU" + ("" if machine.has_gpu else " (no GPU)"))
-    text = f"{where}; {memory}; {speed}"
-    return text if model.exact else text + " (estimated from the catalog, not the file's header)"
+        text = tr("all {total} layers on the CPU (no GPU); {ram} RAM of {ram_budget}; about "
+                  "{speed} tok/s by memory bandwidth", **values)
+    if model.exact:
+        return text
+    return tr("{plan} (estimated from the catalog, not the file's header)", plan=text)
 
 
 def _too_large(model: MemoryModel, machine: Machine) -> str:
     cpu = evaluate(model, machine, 0, 0)
-    text = (f"does not fit: on the CPU alone it needs {format_memory(cpu.ram_bytes)} RAM, and "
-            f"this machine has {format_memory(machine.ram_budget)} usable")
+    values = {"needed": format_memory(cpu.ram_bytes), "ram": format_memory(machine.ram_budget)}
     if machine.has_gpu and not machine.unified_memory:
         least = min(c.ram_bytes + c.vram_bytes for c in _candidates(model, machine)
                      if c.n_gpu_layers > 0)
-        text += (f"; split between GPU and RAM it needs at least {format_memory(least)} in all, "
-                 f"and this machine has {format_memory(machine.vram_budget)} VRAM + "
-                 f"{format_memory(machine.ram_budget)} RAM usable")
-    return text
+        return tr("does not fit: on the CPU alone it needs {needed} RAM, and this machine has "
+                  "{ram} usable; split between GPU and RAM it needs at least {least} in all, and "
+                  "this machine has {vram} VRAM + {ram} RAM usable", least=format_memory(least),
+                  vram=format_memory(machine.vram_budget), **values)
+    return tr("does not fit: on the CPU alone it needs {needed} RAM, and this machine has {ram} "
+              "usable", **values)
 
 
 def _plan_from(model: MemoryModel, machine: Machine, p: Placement | None) -> Plan:
@@ -448,9 +466,10 @@ def load_with_fallback(load: Callable[[LoadOptions], _T], options: LoadOptions, 
         safer = safer_plan(model, machine, plan)
         if safer is None:
             raise
-        say(f"Loading ran out of memory with {plan.n_gpu_layers} layers on the GPU and the "
-            f"experts of {plan.n_cpu_moe} layers in RAM ({format_memory(plan.vram_bytes)} "
-            f"VRAM planned); trying once more with a safer plan: {safer.explanation}")
+        say(tr("Loading ran out of memory with {gpu_layers} layers on the GPU and the experts "
+               "of {expert_layers} layers in RAM ({vram} VRAM planned); trying once more with a "
+               "safer plan: {plan}", gpu_layers=plan.n_gpu_layers, expert_layers=plan.n_cpu_moe,
+               vram=format_memory(plan.vram_bytes), plan=safer.explanation))
         return load(apply_plan(options, safer)), safer
 
 
@@ -487,10 +506,11 @@ def auto_load(load: Callable[[LoadOptions], ModelInfo], options: LoadOptions, fa
     if cpu_moe is not None and plan.fits:
         plan = plan_for_settings(model, machine, plan.n_gpu_layers, cpu_moe)
     if not plan.fits:
-        say(f"{facts.path.name} {plan.explanation}; trying on the CPU anyway")
+        say(tr("{name} {plan}; trying on the CPU anyway", name=facts.path.name,
+               plan=plan.explanation))
         plan = plan_for_settings(model, machine, 0, 0)
     else:
-        say(f"plan ({plan.verdict}): {plan.explanation}")
+        say(tr("plan ({verdict}): {plan}", verdict=plan.verdict, plan=plan.explanation))
     info, plan = load_with_fallback(load, options, plan, model, machine, say)
     return info, plan, compare_with_actual(plan, info)
 
@@ -510,17 +530,21 @@ def compare_with_actual(plan: Plan, info: ModelInfo) -> list[str]:
     offload = info.backend.gpu_offload
     expected_layers = plan.n_gpu_layers if offload else 0
     if info.n_gpu_layers != expected_layers:
-        warnings.append(f"the plan put {expected_layers} layers on the GPU, but llama.cpp "
-                        f"offloaded {info.n_gpu_layers} of {info.n_layers + 1}")
+        warnings.append(tr("the plan put {expected} layers on the GPU, but llama.cpp offloaded "
+                           "{actual} of {total}", expected=expected_layers,
+                           actual=info.n_gpu_layers, total=info.n_layers + 1))
     if info.overridden_tensors != plan.overridden_tensors:
-        warnings.append(f"the plan keeps {plan.overridden_tensors} expert tensors in RAM, but "
-                        f"llama.cpp's log shows {info.overridden_tensors} moved there")
+        warnings.append(tr("the plan keeps {expected} expert tensors in RAM, but llama.cpp's log "
+                           "shows {actual} moved there", expected=plan.overridden_tensors,
+                           actual=info.overridden_tensors))
     actual = _gpu_model_buffer(info.buffers)
     if offload and actual is not None and plan.n_gpu_layers > 0:
         tolerance = max(64 * MiB, int(plan.gpu_weight_bytes * 0.05))
         if abs(actual - plan.gpu_weight_bytes) > tolerance:
-            warnings.append(f"the plan expected {format_memory(plan.gpu_weight_bytes)} of weights "
-                            f"on the GPU, but llama.cpp allocated {format_memory(actual)}")
+            warnings.append(tr("the plan expected {expected} of weights on the GPU, but "
+                               "llama.cpp allocated {actual}",
+                               expected=format_memory(plan.gpu_weight_bytes),
+                               actual=format_memory(actual)))
     return warnings
 
 

@@ -13,6 +13,9 @@ OpenAI-compatible endpoint::
 Stats come from the server's ``usage`` (prompt and completion tokens) and ``timings`` (decode
 speed, where sent), and from the clock here (time to first token), so stored replies look the
 same as local ones.
+A server on this computer (127.0.0.1, ``localhost``) is always allowed; any other host is refused
+at once in Offline mode (:class:`RemoteOfflineError`), and an unreachable one fails within the
+short connect timeout of :mod:`.network`.
 API keys are kept like the Hugging Face token: ``--remote-key``, the environment variable
 ``MIXTRAL_DESK_REMOTE_KEY``, or a per-URL key file readable only by the user (:func:`save_key`).
 """
@@ -40,10 +43,16 @@ from mixtral_desk.core.engine import (
     TokenEvent,
 )
 from mixtral_desk.core.errors import ContextOverflowError, EngineBusyError, EngineError
+from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.network import (
+    CONNECT_TIMEOUT_S,
+    OfflineError,
+    is_loopback_host,
+    require_network,
+)
 from mixtral_desk.core.paths import data_paths
 
 KEY_ENV = "MIXTRAL_DESK_REMOTE_KEY"
-CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0  # a big model's prompt processing can be slow before the first token
 
 ReplyEvent = TokenEvent | DoneEvent
@@ -96,6 +105,10 @@ class RemoteAuthError(RemoteEngineError, PermissionError):
     """Raised when the remote server rejects the API key (HTTP 401/403)."""
 
 
+class RemoteOfflineError(RemoteConnectionError, OfflineError):
+    """Raised before connecting when Offline mode is on and the server is not on this computer."""
+
+
 # --- the engine --------------------------------------------------------------------------------
 
 def normalize_base_url(url: str) -> str:
@@ -136,12 +149,24 @@ class RemoteEngine:
         self._lock = threading.Lock()
         self._active: RemoteReplyStream | None = None
 
+    def require_network(self) -> None:
+        """Raise :class:`RemoteOfflineError` when Offline mode is on and the server is elsewhere.
+
+        Raises:
+            RemoteOfflineError: as said.
+        """
+        host = httpx.URL(self.base_url).host
+        if not is_loopback_host(host):
+            require_network(tr("Chatting with the remote engine at {url}", url=self.base_url),
+                            RemoteOfflineError)
+
     def list_models(self) -> list[str]:
         """The model ids the server offers (a quick connection and key check).
 
         Raises:
-            RemoteConnectionError, RemoteAuthError, RemoteEngineError.
+            RemoteOfflineError, RemoteConnectionError, RemoteAuthError, RemoteEngineError.
         """
+        self.require_network()
         try:
             response = self._client.get("models")
         except httpx.HTTPError as error:
@@ -151,8 +176,8 @@ class RemoteEngine:
         try:
             return [str(item["id"]) for item in response.json()["data"]]
         except (ValueError, KeyError, TypeError) as error:
-            raise RemoteEngineError(f"{self.base_url}/models did not answer with a model list."
-                                    ) from error
+            raise RemoteEngineError(tr("{url}/models did not answer with a model list.",
+                                       url=self.base_url)) from error
 
     def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions
              ) -> RemoteReplyStream:
@@ -216,7 +241,8 @@ class RemoteEngine:
     def _start(self, path: str, payload: dict[str, Any], *, chat: bool) -> RemoteReplyStream:
         with self._lock:
             if self._active is not None:
-                raise EngineBusyError("A reply is being generated; stop it or wait for it to end.")
+                raise EngineBusyError(tr("A reply is being generated; stop it or wait for it "
+                                         "to end."))
             stream = RemoteReplyStream(self, path, payload, chat=chat)
             self._active = stream
             return stream
@@ -227,7 +253,8 @@ class RemoteEngine:
                 self._active = None
 
     def _unreachable(self, error: Exception) -> str:
-        return f"Cannot reach the remote engine at {self.base_url}: {error or type(error).__name__}"
+        return tr("Cannot reach the remote engine at {url}: {reason}", url=self.base_url,
+                  reason=error or type(error).__name__)
 
 
 def _status_error(base_url: str, status: int, body: str) -> EngineError:
@@ -239,10 +266,12 @@ def _status_error(base_url: str, status: int, body: str) -> EngineError:
             message = error
         else:
             message, code = str(error.get("message") or message), str(error.get("code") or "")
-    text = f"The remote engine at {base_url} answered HTTP {status}: {message}"
+    text = tr("The remote engine at {url} answered HTTP {status}: {message}", url=base_url,
+              status=status, message=message)
     if status in (401, 403):
-        return RemoteAuthError(f"The remote engine at {base_url} rejected the API key "
-                               f"(HTTP {status}): {message}")
+        return RemoteAuthError(tr("The remote engine at {url} rejected the API key "
+                                  "(HTTP {status}): {message}", url=base_url, status=status,
+                                  message=message))
     if code == "context_length_exceeded":
         return ContextOverflowError(text)
     return RemoteEngineError(text)
@@ -317,6 +346,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
 
     def _open(self) -> Iterator[str]:
         engine = self._engine
+        engine.require_network()
         request = engine._client.build_request("POST", self._path, json=self._payload)
         try:
             response = engine._client.send(request, stream=True)
@@ -357,16 +387,17 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
                     line = next(self._lines)
                 except StopIteration:
                     if self._finish_reason is None:
-                        raise RemoteConnectionError(
-                            f"The remote engine at {self._engine.base_url} ended the reply "
-                            "without finishing it.") from None
+                        raise RemoteConnectionError(tr(
+                            "The remote engine at {url} ended the reply without finishing it.",
+                            url=self._engine.base_url)) from None
                     return self._done()
                 except (httpx.HTTPError, OSError) as error:
                     if self._cancelled.is_set():
                         return self._done("cancelled")
-                    raise RemoteConnectionError(
-                        f"The connection to the remote engine at {self._engine.base_url} broke: "
-                        f"{error or type(error).__name__}") from error
+                    raise RemoteConnectionError(tr(
+                        "The connection to the remote engine at {url} broke: {reason}",
+                        url=self._engine.base_url,
+                        reason=error or type(error).__name__)) from error
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, event names
                 data = line[5:].strip()
@@ -384,8 +415,9 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
         try:
             chunk = json.loads(data)
         except ValueError as error:
-            raise RemoteEngineError(f"The remote engine at {self._engine.base_url} sent a chunk "
-                                    f"that is not JSON: {data[:120]!r}") from error
+            raise RemoteEngineError(tr("The remote engine at {url} sent a chunk that is not "
+                                       "JSON: {data!r}", url=self._engine.base_url,
+                                       data=data[:120])) from error
         if not isinstance(chunk, dict):
             return ""
         if "error" in chunk:
@@ -464,6 +496,7 @@ __all__ = [
     "RemoteConnectionError",
     "RemoteEngine",
     "RemoteEngineError",
+    "RemoteOfflineError",
     "RemoteReplyStream",
     "ReplyEvents",
     "key_file",

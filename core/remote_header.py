@@ -8,8 +8,10 @@ longer (a Llama-3 vocabulary takes several megabytes), up to :data:`MAX_HEADER_B
 that ignores the range and streams the whole file is read only up to N bytes, then dropped.
 Every part of a split model has its own header; all are read.
 
-Offline mode (``HF_HUB_OFFLINE``) or an unreachable Hub raises :class:`RemoteHeaderError` saying
-so; nothing is ever written to disk.
+Offline mode (the setting, ``--offline`` or ``HF_HUB_OFFLINE``) raises
+:class:`RemoteHeaderOfflineError` at once, before any connection; an unreachable Hub raises
+:class:`RemoteHeaderError` within the short connect timeout (:mod:`.network`). Nothing is ever
+written to disk.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pathlib import Path, PurePosixPath
 import httpx2
 from huggingface_hub import constants, get_session
 
+from . import network
 from .downloads.errors import DownloadError, HubUnavailableError
 from .downloads.hub import HubClient
 from .errors import DeskError, GGUFError
 from .gguf_validation import GGUFHeader, _parse, _ProblemError
+from .i18n import tr
 from .model_file import ModelFacts, _check_split, _facts
 
 FIRST_READ = 2 * 1024 * 1024
@@ -35,6 +39,10 @@ _TOKENS_KEY = "tokenizer.ggml.tokens"
 
 class RemoteHeaderError(DeskError, RuntimeError):
     """Raised when a remote header cannot be read (offline, unreachable, refused, not GGUF)."""
+
+
+class RemoteHeaderOfflineError(RemoteHeaderError, network.OfflineError):
+    """Raised at once, before any connection, when Offline mode is on."""
 
 
 class _Prefix(io.RawIOBase):
@@ -93,7 +101,8 @@ def _read_prefix(client: httpx2.Client, url: str, headers: dict[str, str], n: in
     """
     request_headers = {**headers, "Range": f"bytes=0-{n - 1}"}
     out = bytearray()
-    with client.stream("GET", url, headers=request_headers, timeout=READ_TIMEOUT_S,
+    timeout = httpx2.Timeout(READ_TIMEOUT_S, connect=network.CONNECT_TIMEOUT_S)
+    with client.stream("GET", url, headers=request_headers, timeout=timeout,
                        follow_redirects=True) as response:
         response.raise_for_status()
         for chunk in response.iter_raw():
@@ -104,18 +113,27 @@ def _read_prefix(client: httpx2.Client, url: str, headers: dict[str, str], n: in
 
 
 def _hub_error(display: str, error: DownloadError) -> RemoteHeaderError:
+    if isinstance(error, network.OfflineError):
+        return _offline_error(display)
     if isinstance(error, HubUnavailableError):
-        return RemoteHeaderError(f"Cannot read the header of {display}: {error} Download the "
-                                 "model first, or plan with a local file.")
-    return RemoteHeaderError(f"Cannot read the header of {display}: {error}")
+        return RemoteHeaderError(tr("Cannot read the header of {name}: {reason} Download the "
+                                    "model first, or plan with a local file.",
+                                    name=display, reason=error))
+    return RemoteHeaderError(tr("Cannot read the header of {name}: {reason}",
+                                name=display, reason=error))
+
+
+def _offline_error(display: str) -> RemoteHeaderOfflineError:
+    return RemoteHeaderOfflineError(tr(
+        "Cannot read the header of {name} from the Hub: offline mode is on (the setting, "
+        "--offline or HF_HUB_OFFLINE). Download the model first, or plan with a local file.",
+        name=display))
 
 
 def _check_online(display: str) -> None:
-    """Raise :class:`RemoteHeaderError` when huggingface_hub's offline mode is on."""
-    if constants.HF_HUB_OFFLINE:
-        raise RemoteHeaderError(
-            f"Cannot read the header of {display} from the Hub: offline mode is on "
-            "(HF_HUB_OFFLINE). Download the model first, or plan with a local file.")
+    """Raise :class:`RemoteHeaderOfflineError` at once when Offline mode is on."""
+    if network.is_offline():
+        raise _offline_error(display)
 
 
 def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: str | None = None,
@@ -123,8 +141,9 @@ def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: st
     """The header of one remote GGUF file, reading as few bytes as the header needs.
 
     Raises:
-        RemoteHeaderError: offline mode, the Hub unreachable, access refused, or the header longer
-            than :data:`MAX_HEADER_BYTES`; the message says which.
+        RemoteHeaderOfflineError: Offline mode is on (at once, nothing sent).
+        RemoteHeaderError: the Hub unreachable, access refused, or the header longer than
+            :data:`MAX_HEADER_BYTES`; the message says which.
         GGUFError: the file is not a well-formed GGUF file.
     """
     display = f"{repo_id}/{filename}"
@@ -134,7 +153,7 @@ def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: st
     except DownloadError as error:
         raise _hub_error(display, error) from error
     if where.size is None:
-        raise RemoteHeaderError(f"The Hub did not say how large {display} is.")
+        raise RemoteHeaderError(tr("The Hub did not say how large {name} is.", name=display))
     decode = frozenset({_TOKENS_KEY}) if keep_tokens else frozenset()
     n = max(1024, first_read)
     client = get_session()
@@ -143,13 +162,15 @@ def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: st
         try:
             prefix = _read_prefix(client, where.url, where.headers, n)
         except (httpx2.HTTPError, OSError) as error:
-            raise RemoteHeaderError(f"Cannot read the header of {display}: {error}") from error
+            raise RemoteHeaderError(tr("Cannot read the header of {name}: {reason}",
+                                       name=display, reason=error)) from error
         header = parse_header_prefix(prefix, where.size, display, decode)
         if header is not None:
             return header
         if len(prefix) < n or n >= min(where.size, MAX_HEADER_BYTES):
-            raise RemoteHeaderError(f"The header of {display} is longer than "
-                                    f"{len(prefix):,} bytes; it cannot be read remotely.")
+            raise RemoteHeaderError(tr("The header of {name} is longer than {size} bytes; it "
+                                       "cannot be read remotely.",
+                                       name=display, size=format(len(prefix), ",")))
         n *= 4
 
 

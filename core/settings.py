@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mixtral_desk.core.engine.options import SamplingOptions
 from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import data_paths
 
 SCHEMA_VERSION = 1
@@ -31,7 +32,9 @@ class LoadDefaults(BaseModel):
     gpu_layers_auto: bool = False
     #: Layers, counted from the first, whose expert tensors stay in RAM (MoE models).
     n_cpu_moe: int = Field(default=0, ge=0)
-    n_ctx: int = Field(default=4096, ge=256, le=1_048_576)
+    #: Context length in tokens; ``None``: the longest that fits this machine with the model
+    #: (see :mod:`mixtral_desk.core.context_size`).
+    n_ctx: int | None = Field(default=None, ge=256, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int = Field(default=512, ge=1)
     flash_attn: bool = False
@@ -52,7 +55,8 @@ class ServerSettings(BaseModel):
 class InterfaceSettings(BaseModel):
     """How the desktop app looks and which language it speaks."""
 
-    #: ``"system"`` follows the system locale; else a key of :data:`mixtral_desk.core.i18n.LANGUAGES`.
+    #: ``"system"`` follows the system locale; else a key of
+    #: :data:`mixtral_desk.core.i18n.LANGUAGES`.
     language: Literal["system", "en", "zh_CN"] = "system"
     #: ``"system"`` follows the system's light or dark appearance.
     theme: Literal["system", "light", "dark"] = "system"
@@ -76,8 +80,6 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     interface: InterfaceSettings = Field(default_factory=InterfaceSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
-    #: The first-run questions (recommended model, Hub mirror) were answered or dismissed.
-    first_run_done: bool = False
     last_model: str | None = None
 
 
@@ -94,25 +96,30 @@ def load_settings(path: Path | None = None) -> Settings:
     except FileNotFoundError:
         return Settings()
     except OSError as error:
-        raise SettingsError(f"Cannot read the settings file {path}: {error.strerror}") from error
+        raise SettingsError(tr("Cannot read the settings file {path}: {problem}", path=path,
+                               problem=error.strerror)) from error
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
-        raise SettingsError(f"The settings file {path} is not valid JSON (line {error.lineno},"
-                            f" column {error.colno}: {error.msg}).") from error
+        raise SettingsError(tr("The settings file {path} is not valid JSON (line {line}, column "
+                               "{column}: {problem}).", path=path, line=error.lineno,
+                               column=error.colno, problem=error.msg)) from error
     if not isinstance(raw, dict):
-        raise SettingsError(f"The settings file {path} does not hold a JSON object.")
+        raise SettingsError(tr("The settings file {path} does not hold a JSON object.",
+                               path=path))
     found = raw.get("schema_version", SCHEMA_VERSION)
     if isinstance(found, int) and found > SCHEMA_VERSION:
-        raise SettingsError(f"The settings file {path} was written by a newer Mixtral Desk"
-                            f" (settings version {found}; this version knows {SCHEMA_VERSION}).")
+        raise SettingsError(tr("The settings file {path} was written by a newer Mixtral Desk "
+                               "(settings version {found}; this version knows {known}).",
+                               path=path, found=found, known=SCHEMA_VERSION))
     try:
         return Settings.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise SettingsError(f"The settings file {path} has an invalid value for {field}:"
-                            f" {first['msg']}.") from error
+        raise SettingsError(tr("The settings file {path} has an invalid value for {field}: "
+                               "{problem}.", path=path, field=field,
+                               problem=first["msg"])) from error
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
@@ -132,4 +139,5 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     except OSError as error:
         with contextlib.suppress(NameError, OSError):
             temporary.unlink(missing_ok=True)
-        raise SettingsError(f"Cannot save the settings to {path}: {error.strerror}") from error
+        raise SettingsError(tr("Cannot save the settings to {path}: {problem}", path=path,
+                               problem=error.strerror)) from error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .i18n import tr
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -26,7 +28,7 @@ def format_bytes(n: int | float) -> str:
 def format_memory(count: int | None) -> str:
     """``25.0 GiB``-style text (binary units, as systems show RAM); ``unknown`` for None."""
     if count is None:
-        return "unknown"
+        return tr("unknown")
     if count >= GiB:
         return f"{count / GiB:.1f} GiB"
     return f"{count / MiB:.0f} MiB"
@@ -41,5 +43,6 @@ def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a size; use bytes or a unit like 24GiB, 16GB, 512MiB")
+        raise ValueError(tr("{text} is not a size; use bytes or a unit like 24GiB, 16GB, 512MiB",
+                            text=repr(text)))
     return int(float(match.group(1)) * _UNITS[unit])

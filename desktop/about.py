@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from html import escape
 from importlib import metadata
 from pathlib import Path
 
@@ -35,8 +36,13 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from mixtral_desk import __version__
+from mixtral_desk.core.i18n import N_, tr
+
+from .i18n import keep_translated
 
 THIRD_PARTY = "third-party"
+#: The licence of a distribution whose metadata names none in a line (translated where shown).
+SEE_LICENCE_FILES = N_("see its licence files")
 _LICENCE_NAME = re.compile(r"^(licen[cs]e|copying|notice|authors)", re.IGNORECASE)
 
 
@@ -51,9 +57,17 @@ class Component:
     url: str = ""
     note: str = ""
 
+    def licence_label(self) -> str:
+        """The licence in the current language (an SPDX expression stays as it is)."""
+        return tr(SEE_LICENCE_FILES) if self.licence == SEE_LICENCE_FILES else self.licence
+
     def text(self) -> str:
-        """The licence text(s) with a short header, or a line saying where to find them."""
-        head = [f"{self.name} {self.version}".strip(), f"Licence: {self.licence}"]
+        """The licence text(s) with a short header, or a line saying where to find them.
+
+        The header is in the current language; the licence texts are shown as they are.
+        """
+        head = [f"{self.name} {self.version}".strip(),
+                tr("Licence: {licence}", licence=self.licence_label())]
         if self.url:
             head.append(self.url)
         if self.note:
@@ -64,9 +78,10 @@ class Component:
                 body = path.read_text(encoding="utf-8", errors="replace")
                 parts.append(f"--- {path.name} ---\n{body}")
             except OSError as error:
-                parts.append(f"--- {path.name}: cannot be read ({error.strerror}) ---")
+                parts.append("--- " + tr("{file}: cannot be read ({reason})", file=path.name,
+                                         reason=error.strerror) + " ---")
         if not self.texts:
-            parts.append("(The licence text is in this package's distribution metadata.)")
+            parts.append(tr("(The licence text is in this package's distribution metadata.)"))
         return "\n\n".join(parts)
 
 
@@ -192,7 +207,7 @@ def _licence_of(name: str) -> str:
     try:
         return _licence_expression(metadata.distribution(name))
     except metadata.PackageNotFoundError:
-        return "see its licence files"
+        return SEE_LICENCE_FILES
 
 
 def _licence_expression(dist: metadata.Distribution) -> str:
@@ -200,7 +215,7 @@ def _licence_expression(dist: metadata.Distribution) -> str:
     expression = meta["License-Expression"] or meta["License"] or ""
     if expression and len(expression) < 80 and "\n" not in expression:
         return str(expression)
-    return "see its licence files"
+    return SEE_LICENCE_FILES
 
 
 class AboutDialog(QDialog):
@@ -211,16 +226,11 @@ class AboutDialog(QDialog):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("About Mixtral Desk")
         self.resize(820, 560)
         folder = licence_dir()
-        header = QLabel(
-            f"<h2>Mixtral Desk {__version__}</h2>"
-            "<p>Run Mixtral-8x7B-Instruct and other GGUF models on your own machine, offline."
-            "<br>Made with llama.cpp, Qt for Python and the open-source components below; "
-            "select one to read its licence.</p>")
-        header.setTextFormat(Qt.TextFormat.RichText)
-        header.setWordWrap(True)
+        self.header = QLabel()
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setWordWrap(True)
         self.list = QListWidget()
         self.list.setObjectName("about-components")
         self.text = QPlainTextEdit()
@@ -231,9 +241,8 @@ class AboutDialog(QDialog):
         others = third_party(folder)
         headline = {_key(c.name) for c in self._entries}
         self._entries += [c for c in others if _key(c.name) not in headline]
-        for index, component in enumerate(self._entries):
-            label = f"{component.name} {component.version}".strip() + f" — {component.licence}"
-            item = QListWidgetItem(label)
+        for index in range(len(self._entries)):
+            item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, index)
             self.list.addItem(item)
         self.list.currentRowChanged.connect(self._show)
@@ -244,11 +253,31 @@ class AboutDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(header)
+        layout.addWidget(self.header)
         layout.addWidget(splitter, 1)
         layout.addWidget(buttons)
+        keep_translated(self.retranslate)
         if self._entries:
             self.list.setCurrentRow(0)
+
+    def retranslate(self) -> None:
+        """Set the texts in the current language (the licence texts themselves stay as they are)."""
+        self.setWindowTitle(tr("About Mixtral Desk"))
+        self.header.setText(
+            f"<h2>Mixtral Desk {escape(__version__)}</h2><p>"
+            + tr("Run Mixtral-8x7B-Instruct and other GGUF models on your own machine, offline."
+                 "<br>Made with llama.cpp, Qt for Python and the open-source components below; "
+                 "select one to read its licence.")
+            + "</p>")
+        self.list.setAccessibleName(tr("Components"))
+        self.list.setAccessibleDescription(tr("Select a component to read its licence"))
+        self.text.setAccessibleName(tr("Licence text"))
+        for row, component in enumerate(self._entries):
+            item = self.list.item(row)
+            if item is not None:
+                item.setText(f"{component.name} {component.version}".strip()
+                             + f" — {component.licence_label()}")
+        self._show(self.list.currentRow())
 
     def entries(self) -> list[Component]:
         """What the list shows, in order."""

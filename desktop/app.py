@@ -16,6 +16,7 @@ from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
 EXIT_AFTER_PAINT = "--exit-after-paint"
+OFFLINE = "--offline"
 
 
 class _FirstPaint(QObject):
@@ -51,15 +52,16 @@ def _quit_on_signals(app: QApplication) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Open the window and run until it closes; returns the exit code.
 
-    ``--exit-after-paint`` prints ``first-paint <seconds>`` when the window first paints and
-    quits (for the start-up benchmark).
+    ``--offline`` turns Offline mode on whatever the settings say. ``--exit-after-paint`` prints
+    ``first-paint <seconds>`` when the window first paints and quits (for the start-up benchmark).
     """
     started = time.perf_counter()
     multiprocessing.freeze_support()
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "gui"]
     exit_after_paint = EXIT_AFTER_PAINT in args
-    app = QApplication.instance() or QApplication([sys.argv[0], *[a for a in args
-                                                                  if a != EXIT_AFTER_PAINT]])
+    offline = OFFLINE in args
+    app = QApplication.instance() or QApplication(
+        [sys.argv[0], *[a for a in args if a not in (EXIT_AFTER_PAINT, OFFLINE)]])
     assert isinstance(app, QApplication)
     app.setApplicationName("Mixtral Desk")
     app.setOrganizationName("mixtral-desk")
@@ -74,12 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"mixtral-desk: cannot create the data folders: {error}", file=sys.stderr)
         return 1
+    # The language before anything is said, the theme before the first paint (the rest of the
+    # settings is read and validated in a worker afterwards).
+    from .i18n import apply_language, interface_setting_from_file
+
+    apply_language(interface_setting_from_file(paths.settings_file, "language"))
     from .single_instance import SingleInstance, bring_to_front
 
     instance = SingleInstance(paths.data_dir, app)
     if not instance.claim():
         return 0  # the app already running on this data folder was brought to the front
     setup_logging(paths.app_log)
+    if offline:
+        from mixtral_desk.core import network
+
+        network.set_offline(True)
+    from .theme import apply_theme
+
+    apply_theme(interface_setting_from_file(paths.settings_file, "theme"))
     sink = ErrorSink()
     restore = install_excepthooks(sink)
 

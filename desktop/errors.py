@@ -23,6 +23,7 @@ from typing import Literal
 from PySide6.QtCore import QObject, Signal
 
 from mixtral_desk.core.errors import DeskError
+from mixtral_desk.core.i18n import tr
 
 from .signals import emit
 
@@ -64,16 +65,25 @@ class ErrorSink(QObject):
 
     def report(self, error: BaseException, context: str | None = None,
                actions: tuple[Action, ...] = ()) -> Notice:
-        """Log ``error`` and show it: a :class:`DeskError` is a known problem, the rest bugs."""
+        """Log ``error`` and show it: a :class:`DeskError` is a known problem, the rest bugs.
+
+        ``context`` says what was being done, as a translated phrase that fits
+        "Something went wrong {context}" (``tr("while reading the settings")``).
+        """
         if isinstance(error, DeskError):
             log.warning("%s%s", f"{context}: " if context else "", error)
             text, details = str(error), None
         else:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             log.error("Unexpected error%s:\n%s", f" ({context})" if context else "", trace)
-            text = ("Something went wrong" + (f" {context}" if context else "") +
-                    f": {type(error).__name__}: {error}. This is a bug; the details are in "
-                    "the log.")
+            if context:
+                text = tr("Something went wrong {context}: {error_type}: {error}. This is a bug; "
+                          "the details are in the log.", context=context,
+                          error_type=type(error).__name__, error=error)
+            else:
+                text = tr("Something went wrong: {error_type}: {error}. This is a bug; the "
+                          "details are in the log.", error_type=type(error).__name__,
+                          error=error)
             details = trace
         item = Notice(text=text, level="error", details=details, actions=actions)
         emit(self.notice, item)
@@ -120,8 +130,11 @@ def install_excepthooks(sink: ErrorSink) -> Callable[[], None]:
 
     def on_thread_exception(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is not None:
-            name = args.thread.name if args.thread is not None else "a worker thread"
-            sink.report(args.exc_value, f"in {name}")
+            if args.thread is not None:
+                context = tr("in the thread {name}", name=args.thread.name)
+            else:
+                context = tr("in a worker thread")
+            sink.report(args.exc_value, context)
 
     sys.excepthook = on_exception
     threading.excepthook = on_thread_exception

@@ -100,15 +100,17 @@ def apply_language(setting: str | None) -> str:
     return language
 
 
-def language_setting_from_file(settings_file: Path) -> str:
-    """The ``interface.language`` value of the settings file, read without pydantic.
+def interface_setting_from_file(settings_file: Path, key: str) -> str:
+    """The ``interface.<key>`` value (``language``, ``theme``) of the settings file, read without
+    pydantic.
 
-    Start-up needs the language before the first paint, long before the settings are validated in
-    a worker; anything unreadable gives ``"system"`` (the worker then reports the real problem).
+    Start-up needs the language and the theme before the first paint, long before the settings
+    are validated in a worker; anything unreadable gives ``"system"`` (the worker then reports
+    the real problem).
     """
     try:
         raw = json.loads(settings_file.read_text(encoding="utf-8"))
-        value = raw["interface"]["language"]
+        value = raw["interface"][key]
     except (OSError, ValueError, KeyError, TypeError):
         return i18n.SYSTEM
     return value if isinstance(value, str) else i18n.SYSTEM

@@ -20,14 +20,17 @@ from PySide6.QtWidgets import (
 )
 
 from mixtral_desk.core.errors import EngineCrashedError
+from mixtral_desk.core.i18n import N_, ntr, tr
 from mixtral_desk.core.paths import DataPaths, data_paths
 
 from .bridge.engine_bridge import EngineBridge
+from .bridge.idle import IdleUnloader
 from .bridge.server_bridge import DEFAULT_API_PORT, NETWORK_HINT, ServerBridge
 from .bridge.store_bridge import StoreBridge
 from .bridge.tasks import TaskQueue
 from .chat.page import ChatPage
 from .errors import Action, ErrorSink
+from .i18n import keep_translated
 from .model_picker import ModelPicker, find_local_models
 from .notification_bar import NotificationBar
 from .signals import emit
@@ -35,7 +38,10 @@ from .status_bar import StatusBar, engine_memory
 from .welcome import Welcome
 
 if TYPE_CHECKING:  # pydantic, numpy and the engine package load after the first paint
+    from mixtral_desk.core.catalog import CatalogEntry
+    from mixtral_desk.core.downloads.events import JobStateChanged
     from mixtral_desk.core.engine import ModelInfo
+    from mixtral_desk.core.recommend import Recommendation
     from mixtral_desk.core.settings import LoadDefaults, Settings
 
     from .models.page import ModelsPage
@@ -43,7 +49,8 @@ if TYPE_CHECKING:  # pydantic, numpy and the engine package load after the first
 
 log = logging.getLogger(__name__)
 MEMORY_POLL_MS = 2000
-SERVER_BUSY = "The API server is answering a request"
+AUTOMATIC_CONTEXT_PLACEHOLDER = 4096
+SERVER_BUSY = N_("The API server is answering a request; send again when it has finished.")
 
 
 def warm_up() -> None:
@@ -103,6 +110,7 @@ class MainWindow(QMainWindow):
         self._loaded_with: LoadDefaults | None = None
         self._serve_allowed = False  # a model is loaded and not on its way out
         self._extra_models: list[Path] = []
+        self._welcome_prepared = False
         self.catalog_path: Path | None = None  # None: the packaged models.toml
         self.setWindowTitle("Mixtral Desk")
         self.resize(1100, 720)
@@ -113,11 +121,10 @@ class MainWindow(QMainWindow):
         self.store = StoreBridge(self.sink, self.paths.database, parent=self)
         self.engine = EngineBridge(self.sink, self.paths.engine_log, parent=self)
         self.server = ServerBridge(self.sink, parent=self)
-        self.server.port_hint = (
-            'Stop that program, or choose another port: "server": {"api_port": 8081} in '
-            f"{self.paths.settings_file} (0 picks a free port each time).")
-        self.engine.busy_elsewhere = lambda: (
-            f"{SERVER_BUSY}; send again when it has finished." if self.server.busy else None)
+        self.server.port_hint = lambda: tr(
+            'Stop that program, or choose another port: "server": {{"api_port": 8081}} in '
+            "{file} (0 picks a free port each time).", file=self.paths.settings_file)
+        self.engine.busy_elsewhere = lambda: tr(SERVER_BUSY) if self.server.busy else None
 
         self._build_toolbar()
         self.notifications = NotificationBar()
@@ -146,7 +153,28 @@ class MainWindow(QMainWindow):
         self._memory_timer = QTimer(self)
         self._memory_timer.setInterval(MEMORY_POLL_MS)
         self._memory_timer.timeout.connect(self._poll_memory)
+        self.idle = IdleUnloader(self.engine, lambda: self.server.busy or self.server.is_running,
+                                 parent=self)
+        self.idle.unloaded.connect(self._unloaded_when_idle)
+        keep_translated(self.retranslate)
         self.installEventFilter(_AfterFirstPaint(self, self.start))
+
+    def retranslate(self) -> None:
+        """Set the window's own texts in the current language."""
+        self.chat_action.setText(tr("Chat"))
+        self.models_action.setText(tr("Models"))
+        self.settings_action.setText(tr("Settings"))
+        for action, key in ((self.chat_action, "Ctrl+1"), (self.models_action, "Ctrl+2"),
+                            (self.settings_action, "Ctrl+3")):
+            action.setToolTip(tr("{page} ({shortcut})", page=action.text(),
+                                 shortcut=QKeySequence(key).toString(
+                                     QKeySequence.SequenceFormat.NativeText)))
+        self.about_action.setText(tr("About"))
+        self.about_action.setToolTip(tr("Version, data folders and licences (F1)"))
+        self.serve_button.setText(tr("Serve API"))
+        self.serve_button.setAccessibleName(tr("Serve the model over an API"))
+        if not self.server.is_running:
+            self._serve_tooltip()
 
     @property
     def settings(self) -> Settings:
@@ -183,9 +211,9 @@ class MainWindow(QMainWindow):
         bar.setMovable(False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         group = QActionGroup(self)
-        self.chat_action = QAction("Chat", self, checkable=True, checked=True)
-        self.models_action = QAction("Models", self, checkable=True)
-        self.settings_action = QAction("Settings", self, checkable=True)
+        self.chat_action = QAction(self, checkable=True, checked=True)
+        self.models_action = QAction(self, checkable=True)
+        self.settings_action = QAction(self, checkable=True)
         for action in (self.chat_action, self.models_action, self.settings_action):
             group.addAction(action)
             bar.addAction(action)
@@ -197,11 +225,14 @@ class MainWindow(QMainWindow):
         bar.addWidget(spacer)
         self.picker = ModelPicker()
         bar.addWidget(self.picker)
-        self.serve_button = QPushButton("Serve API")
+        self.serve_button = QPushButton()
         self.serve_button.setCheckable(True)
         self.serve_button.setEnabled(False)
         self._serve_tooltip()
         bar.addWidget(self.serve_button)
+        self.about_action = QAction(self)
+        self.about_action.triggered.connect(self.show_about)
+        bar.addAction(self.about_action)
         self.addToolBar(bar)
 
     def _build_shortcuts(self) -> None:
@@ -212,6 +243,10 @@ class MainWindow(QMainWindow):
             item.activated.connect(slot)
 
         shortcut(QKeySequence.StandardKey.New, self.new_chat)
+        shortcut("Ctrl+1", self.show_chat)
+        shortcut("Ctrl+2", self.show_models)
+        shortcut("Ctrl+3", self.show_settings)
+        shortcut(QKeySequence.StandardKey.HelpContents, self.show_about)
         shortcut("Ctrl+F", self.focus_search)
         shortcut("Ctrl+L", self.focus_input)
         shortcut("Esc", self.escape)
@@ -232,6 +267,8 @@ class MainWindow(QMainWindow):
         self.store.opened.connect(self._store_opened)
         self.welcome.browse_requested.connect(self.show_models)
         self.welcome.open_requested.connect(picker._browse)
+        self.welcome.download_requested.connect(self._download_recommended)
+        self.welcome.mirror_chosen.connect(self._use_mirror)
         self.chat_page.need_model.connect(lambda: self._model_needed())
         server = self.server
         self.serve_button.clicked.connect(self._serve_clicked)
@@ -249,6 +286,57 @@ class MainWindow(QMainWindow):
                      and not self._conversation_count
                      and not self.chat_page.sidebar.conversations)
         self.pages.setCurrentWidget(self.welcome if first_run else self.chat_page)
+        if first_run and not self._welcome_prepared:
+            self._welcome_prepared = True
+            self._prepare_welcome()
+
+    def _prepare_welcome(self) -> None:
+        """Work out, in the background, the catalog entry to recommend and whether to offer the
+        Hub mirror (a Chinese-speaking system)."""
+        catalog_path, config_dir = self.catalog_path, self.paths.config_dir
+
+        def work() -> tuple[Recommendation | None, int, str]:
+            from mixtral_desk.core.catalog import load_catalog
+            from mixtral_desk.core.hardware import detect_hardware
+            from mixtral_desk.core.planner import machine_from_hardware
+            from mixtral_desk.core.recommend import recommend
+
+            from .models.hub_config import load_hub_config
+
+            hardware = detect_hardware()
+            choice = recommend(load_catalog(catalog_path), machine_from_hardware(hardware))
+            return choice, hardware.ram_available, load_hub_config(config_dir).endpoint
+        self.io.submit(work, self._welcome_prepared_now)
+
+    def _welcome_prepared_now(self, result: tuple[Recommendation | None, int, str]) -> None:
+        from mixtral_desk.core import i18n
+
+        from .i18n import system_locale_name
+        from .welcome import HUB_MIRROR
+
+        choice, ram_available, endpoint = result
+        self.welcome.show_recommendation(choice, ram_available)
+        if "zh_CN" in (i18n.normalize_language(system_locale_name()), i18n.current_language()):
+            self.welcome.offer_mirror(endpoint.rstrip("/") == HUB_MIRROR)
+
+    def _download_recommended(self, entry: CatalogEntry) -> None:
+        self.show_models()
+        self.models_page.download(entry)
+
+    def _use_mirror(self, on: bool) -> None:
+        """Save the Hub endpoint: the mirror (on) or the default (off); the token is kept."""
+        from dataclasses import replace
+
+        from .models.hub_config import load_hub_config, save_hub_config
+        from .welcome import HUB_MIRROR
+
+        config_dir, endpoint = self.paths.config_dir, HUB_MIRROR if on else ""
+
+        def save() -> None:
+            save_hub_config(config_dir, replace(load_hub_config(config_dir), endpoint=endpoint))
+        self.io.submit(save, lambda _: self.sink.inform(
+            tr("Downloads will use {endpoint}.", endpoint=endpoint or "huggingface.co"),
+            timeout_ms=4000))
 
     def show_models(self) -> None:
         """The Models page (built on first use)."""
@@ -260,6 +348,14 @@ class MainWindow(QMainWindow):
         self.settings_action.setChecked(True)
         self.pages.setCurrentWidget(self.settings_page)
 
+    def show_about(self) -> None:
+        """The About dialog (version, licences), window-modal; returns at once."""
+        from .about import AboutDialog
+
+        dialog = AboutDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+
     @property
     def models_page(self) -> ModelsPage:
         """The Models page, created on first use (it reads the catalog and the hardware)."""
@@ -269,6 +365,10 @@ class MainWindow(QMainWindow):
             page = ModelsPage(self.paths, self.io, self.sink, self.catalog_path)
             page.models_changed.connect(self.refresh_models)
             page.load_requested.connect(self._load_from_models_page)
+            from mixtral_desk.core import network
+
+            page.set_offline(network.is_offline())
+            page.downloads.state_changed.connect(self._download_state_changed)
             self._models_page = page
             self.pages.addWidget(page)
         return self._models_page
@@ -292,6 +392,7 @@ class MainWindow(QMainWindow):
 
     def _settings_loaded(self, settings: Settings) -> None:
         self.settings = settings
+        self.apply_settings(settings)
         if self._settings_page is not None:
             self._settings_page.set_settings(settings)
         if not self.server.is_running:
@@ -299,9 +400,56 @@ class MainWindow(QMainWindow):
         self._settings_read = True
         self.refresh_models()
 
+    def apply_settings(self, settings: Settings) -> None:
+        """Put the interface settings into effect: language, theme, Offline mode, idle unload."""
+        from mixtral_desk.core import i18n, network
+
+        from .i18n import apply_language, system_locale_name
+        from .theme import apply_theme
+
+        interface = settings.interface
+        if i18n.resolve_language(interface.language, system_locale_name()) != \
+                i18n.current_language():
+            apply_language(interface.language)
+        apply_theme(interface.theme)
+        was_offline = network.is_offline()
+        network.apply_offline_setting(settings.network.offline)  # --offline/HF_HUB_OFFLINE stay
+        offline = network.is_offline()
+        self._show_network("offline" if offline else "online")
+        if self._models_page is not None:
+            self._models_page.set_offline(offline)
+            if offline and not was_offline:  # running transfers stop now, their bytes are kept
+                self._models_page.downloads.pause_running()
+        self.idle.set_minutes(settings.load.idle_unload_minutes)
+
+    def _show_network(self, state: str) -> None:
+        """The status bar's quiet network indicator (``online`` shows nothing)."""
+        self.status.show_network(state)
+
+    def _download_state_changed(self, event: JobStateChanged) -> None:
+        """A download that could not reach the Hub shows the "unreachable" indicator; one that
+        completes clears it (Offline mode keeps its own)."""
+        from mixtral_desk.core import network
+
+        if network.is_offline():
+            return
+        if event.error_type == "HubUnreachableError":
+            self._show_network("unreachable")
+        elif event.state in ("running", "completed") and self.status.network == "unreachable":
+            self._show_network("online")
+
+    def _unloaded_when_idle(self, name: str) -> None:
+        minutes = self.settings.load.idle_unload_minutes
+        self.sink.inform(ntr(
+            "Unloaded {name} after {count} minute without use, to give its memory back. "
+            "Press Load (or send a message) to load it again.",
+            "Unloaded {name} after {count} minutes without use, to give its memory back. "
+            "Press Load (or send a message) to load it again.", minutes, name=name),
+            timeout_ms=None)
+
     def _settings_failed(self, error: BaseException) -> None:
-        self.sink.report(error, "while reading the settings (the defaults are used; the file "
-                                "is left as it is)")
+        self.sink.report(error, tr("while reading the settings (the defaults are used; the "
+                                   "file is left as it is)"))
         self._settings_read = True
         self.refresh_models()
 
@@ -350,16 +498,19 @@ class MainWindow(QMainWindow):
         load = self.settings.load
         try:
             options = LoadOptions(model_path=path, n_gpu_layers=load.n_gpu_layers,
-                                  n_cpu_moe=load.n_cpu_moe, n_ctx=load.n_ctx,
+                                  n_cpu_moe=load.n_cpu_moe,
+                                  # automatic: replaced on the engine thread before loading
+                                  n_ctx=load.n_ctx or AUTOMATIC_CONTEXT_PLACEHOLDER,
                                   n_threads=load.n_threads, n_batch=load.n_batch,
                                   flash_attn=load.flash_attn,
                                   kv_type=load.kv_type, use_mmap=load.use_mmap,
                                   use_mlock=load.use_mlock)
         except ValueError as error:
-            self.sink.report(error, "in the load settings")
+            self.sink.report(error, tr("in the load settings"))
             return
         self._loaded_with = load
-        self.engine.load(options, auto=load.gpu_layers_auto)
+        self.idle.set_minutes(load.idle_unload_minutes)
+        self.engine.load(options, auto=load.gpu_layers_auto, fit_context=load.n_ctx is None)
         if self.settings.last_model != str(path):
             self.settings = self.settings.model_copy(update={"last_model": str(path)})
             self.save_settings(self.settings, quiet=True)
@@ -400,15 +551,19 @@ class MainWindow(QMainWindow):
         self._poll_memory()
         if self._settings_page is not None:
             self._settings_page.model_changed(info, self._loaded_with, info.backend.gpu_offload)
-        text = f"Loaded {Path(info.path).name} in {info.load_seconds:.1f} s."
+        seconds, n_ctx = f"{info.load_seconds:.1f}", f"{info.n_ctx:,}"
+        loaded = tr("Loaded {name} in {seconds} s (context: {n_ctx} tokens).",
+                    name=Path(info.path).name, seconds=seconds, n_ctx=n_ctx)
         if report is None or report.plan is None:
-            self.sink.inform(text, timeout_ms=3000)
+            self.sink.inform(loaded, timeout_ms=3000)
         else:  # the plan (and any fallback) stays visible; a difference from it is a warning
-            text += " Automatic GPU layers: " + " ".join(
-                note if note.endswith(".") else note + "." for note in report.notes)
+            plan = " ".join(note if note.endswith(".") else note + "." for note in report.notes)
             if report.warnings:
-                text += (" But llama.cpp did not follow the plan: " + "; ".join(report.warnings)
-                         + ".")
+                text = tr("{loaded} Automatic GPU layers: {plan} But llama.cpp did not follow "
+                          "the plan: {differences}.", loaded=loaded, plan=plan,
+                          differences="; ".join(report.warnings))
+            else:
+                text = tr("{loaded} Automatic GPU layers: {plan}", loaded=loaded, plan=plan)
             self.sink.inform(text, level="warning" if report.warnings else "info",
                              timeout_ms=None if report.warnings else 10_000)
         if self.pages.currentWidget() is self.welcome:
@@ -427,10 +582,11 @@ class MainWindow(QMainWindow):
     def _serve_tooltip(self, url: str | None = None) -> None:
         port = (self.settings.server.api_port if self._settings is not None
                 else DEFAULT_API_PORT)
-        where = url or f"http://127.0.0.1:{port or 'a free port'}/v1"
-        self.serve_button.setToolTip(
-            f"Serve the loaded model over an OpenAI-compatible API at {where}, for programs on "
-            f"this computer only (no key needed). {NETWORK_HINT}")
+        where = url or (f"http://127.0.0.1:{port}/v1" if port
+                        else tr("http://127.0.0.1:(a free port)/v1"))
+        self.serve_button.setToolTip(tr(
+            "Serve the loaded model over an OpenAI-compatible API at {url}, for programs on "
+            "this computer only (no key needed). {hint}", url=where, hint=tr(NETWORK_HINT)))
 
     def _set_serve_button(self, *, enabled: bool, checked: bool) -> None:
         self.serve_button.setEnabled(enabled)
@@ -461,7 +617,8 @@ class MainWindow(QMainWindow):
         self.status.show_api(url)
         self._serve_tooltip(url)
         self._set_serve_button(enabled=self._serve_allowed, checked=True)
-        self.sink.inform(f"Serving the model at {url} (this computer only).", timeout_ms=6000)
+        self.sink.inform(tr("Serving the model at {url} (this computer only).", url=url),
+                         timeout_ms=6000)
 
     def _not_serving(self) -> None:
         self.status.show_api(None)
@@ -472,10 +629,10 @@ class MainWindow(QMainWindow):
     def _server_busy(self, busy: bool) -> None:
         send = self.chat_page.view.send_button
         send.setEnabled(not busy)
-        send.setToolTip(SERVER_BUSY if busy else "")
+        send.setToolTip(tr(SERVER_BUSY) if busy else "")
 
     def _engine_crashed(self, error: EngineCrashedError) -> None:
-        self.sink.report(error, actions=(Action("Reload model", self.reload_model),))
+        self.sink.report(error, actions=(Action(tr("Reload model"), self.reload_model),))
 
     def _poll_memory(self) -> None:
         if not self.engine.check_alive():
@@ -491,9 +648,10 @@ class MainWindow(QMainWindow):
             self.settings = settings
             if self._settings_page is not None:
                 self._settings_page.saved(settings)
+            self.apply_settings(settings)
             emit(self.settings_saved, settings)
             if not quiet:
-                self.sink.inform("Settings saved.", timeout_ms=2500)
+                self.sink.inform(tr("Settings saved."), timeout_ms=2500)
 
         def write() -> None:
             from mixtral_desk.core.settings import save_settings

@@ -15,8 +15,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.units import format_bytes
 
+from .i18n import keep_translated
 from .signals import emit
 
 
@@ -63,12 +65,9 @@ class ModelPicker(QWidget):
         self.combo = QComboBox()
         self.combo.setMinimumContentsLength(28)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.combo.setPlaceholderText("No model yet")
-        self.combo.setToolTip("Models on this computer")
-        self.open_button = QPushButton("Open…")
-        self.open_button.setToolTip("Open a .gguf file from anywhere on this computer")
+        self.open_button = QPushButton()
         self.open_button.clicked.connect(self._browse)
-        self.load_button = QPushButton("Load")
+        self.load_button = QPushButton()
         self.load_button.clicked.connect(self._load_clicked)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
@@ -80,6 +79,17 @@ class ModelPicker(QWidget):
         layout.addWidget(self.load_button)
         layout.addWidget(self.progress)
         self.state = "empty"  # empty | loading | loaded
+        keep_translated(self.retranslate)
+
+    def retranslate(self) -> None:
+        """Set the texts in the current language (the Load button's from the state)."""
+        self.combo.setPlaceholderText(tr("No model yet"))
+        self.combo.setToolTip(tr("Models on this computer"))
+        self.combo.setAccessibleName(tr("Model"))
+        self.open_button.setText(tr("Open…"))
+        self.open_button.setToolTip(tr("Open a .gguf file from anywhere on this computer"))
+        self.progress.setAccessibleName(tr("Loading progress"))
+        self.progress.setToolTip(tr("Loading the model"))
         self._update()
 
     def set_models(self, models: list[tuple[str, Path, int]], current: Path | None) -> None:
@@ -126,7 +136,15 @@ class ModelPicker(QWidget):
         self.progress.setValue(int(fraction * 100))
 
     def _update(self) -> None:
-        self.load_button.setText({"loading": "Cancel", "loaded": "Unload"}.get(self.state, "Load"))
+        if self.state == "loading":
+            self.load_button.setText(tr("Cancel"))
+            self.load_button.setToolTip(tr("Stop loading the model"))
+        elif self.state == "loaded":
+            self.load_button.setText(tr("Unload"))
+            self.load_button.setToolTip(tr("Unload the model and free its memory"))
+        else:
+            self.load_button.setText(tr("Load"))
+            self.load_button.setToolTip(tr("Load the selected model"))
         self.load_button.setEnabled(self.state != "empty" or self.combo.count() > 0)
         self.combo.setEnabled(self.state != "loading")
 
@@ -139,8 +157,10 @@ class ModelPicker(QWidget):
             emit(self.load_requested, self.selected())
 
     def _browse(self) -> None:
-        name, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
-                                              "GGUF models (*.gguf);;All files (*)")
+        # The patterns stay outside the translation: only the descriptions are text.
+        gguf, every = tr("GGUF models"), tr("All files")
+        filters = f"{gguf} (*.gguf);;{every} (*)"
+        name, _ = QFileDialog.getOpenFileName(self, tr("Open a GGUF model"), "", filters)
         if name:
             path = Path(name)
             self.add_and_select(path)

@@ -30,6 +30,8 @@ from PySide6.QtCore import QLockFile, QObject, Qt, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QWidget
 
+from mixtral_desk.core.i18n import tr
+
 from .signals import emit
 
 LOCK_NAME = "instance.lock"
@@ -90,9 +92,13 @@ class SingleInstance(QObject):
             if time.monotonic() >= deadline:  # alive (the lock says so) but not answering
                 info = self._lock.getLockInfo()  # PySide6: (pid, hostname, appname)
                 pid = info[0] if isinstance(info, tuple) and info else 0
-                who = f" (process {pid})" if isinstance(pid, int) and pid > 0 else ""
-                print(f"mixtral-desk: Mixtral Desk is already running on {self.data_dir}{who} "
-                      "but does not respond; close it first.", file=sys.stderr)
+                if isinstance(pid, int) and pid > 0:
+                    text = tr("Mixtral Desk is already running on {folder} (process {pid}) but "
+                              "does not respond; close it first.", folder=self.data_dir, pid=pid)
+                else:
+                    text = tr("Mixtral Desk is already running on {folder} but does not "
+                              "respond; close it first.", folder=self.data_dir)
+                print(f"mixtral-desk: {text}", file=sys.stderr)
                 return False
             time.sleep(0.1)  # the first instance is still starting: it listens very soon
 

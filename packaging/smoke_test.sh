@@ -50,6 +50,12 @@ started=$EPOCHREALTIME
 "${isolate[@]}" "${clean[@]}" "$exe" --self-test
 echo "   ($(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $started}") s)"
 
+echo "== the Chinese catalog travels in the bundle (compiled by the build)"
+find "$bundle" -path '*zh_CN/LC_MESSAGES/mixtral_desk.mo' | grep -q . \
+    || { echo "FAILED: no compiled zh_CN catalog in the bundle" >&2; exit 1; }
+find "$bundle" -name 'qtbase_zh_CN.qm' | grep -q . \
+    || { echo "FAILED: Qt's own zh_CN catalog is missing from the bundle" >&2; exit 1; }
+
 echo "== 10-second offscreen start"
 set +e
 "${isolate[@]}" "${clean[@]}" QT_QPA_PLATFORM=offscreen "MIXTRAL_DESK_HOME=$tmp/home" \

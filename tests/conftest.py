@@ -6,6 +6,7 @@ test reaches beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,11 @@ import pytest
 
 from mixtral_desk.core.paths import HOME_ENV, DataPaths, data_paths
 from mixtral_desk.core.synthetic import TINY, write_synthetic_model
+
+# English text whatever the developer's locale (Qt reads these when it starts; the tests that
+# need another language or locale set it themselves).
+os.environ.pop("LANGUAGE", None)
+os.environ["LC_ALL"] = "C.UTF-8"
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +28,27 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DataP
     monkeypatch.setenv(HOME_ENV, str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield data_paths().ensure()
+
+
+@pytest.fixture(autouse=True)
+def process_wide_switches() -> Iterator[None]:
+    """Give every test English text and Offline mode as it found it, whatever the test did
+    (the language, our override, huggingface_hub's switch and ``HF_HUB_OFFLINE``)."""
+    import huggingface_hub.constants
+
+    from mixtral_desk.core import i18n, network
+
+    override = network._offline_override
+    constant = huggingface_hub.constants.HF_HUB_OFFLINE
+    variable = os.environ.get("HF_HUB_OFFLINE")
+    yield
+    i18n.set_language(i18n.SOURCE_LANGUAGE)
+    network._offline_override = override
+    huggingface_hub.constants.HF_HUB_OFFLINE = constant
+    if variable is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = variable
 
 
 @pytest.fixture(scope="session")

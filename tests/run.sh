@@ -14,7 +14,17 @@ fi
 # the wheel, so later installs take seconds.
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-# The tests render Chinese text; without a CJK font it shows as boxes (not an error).
+# The tests render Chinese text: they need a CJK font (tests/desktop/test_language.py fails
+# without one). Install it where we can (Debian/Ubuntu as root, or with passwordless sudo).
+if command -v fc-list >/dev/null && [ -z "$(fc-list :lang=zh 2>/dev/null)" ] \
+        && command -v apt-get >/dev/null; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
+    echo "== installing a CJK font (fonts-noto-cjk)"
+    $SUDO apt-get update -qq >/dev/null && \
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        fonts-noto-cjk >/dev/null || echo "could not install fonts-noto-cjk: install a CJK font"
+fi
 export QT_QPA_PLATFORM=offscreen
 
 echo "== ruff"

@@ -3,16 +3,24 @@
 Exit codes: 0 on success, 1 for an error the user can fix (one clear line on stderr, no
 traceback), 2 for a usage error, 130 when interrupted. Anything else is a bug and is reported with
 a traceback and written to the log.
+
+Messages come in the interface language of the settings file (``interface.language``; "system"
+follows ``LANGUAGE``/``LC_ALL``/``LC_MESSAGES``/``LANG``). ``--json`` output is never translated.
+``--offline`` (or ``network.offline`` in the settings file) turns every network path off.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from mixtral_desk import __version__
+from mixtral_desk.core import i18n, network
 from mixtral_desk.core.cli import (
     chat_commands,
     conversation_commands,
@@ -22,19 +30,26 @@ from mixtral_desk.core.cli import (
     serve_commands,
 )
 from mixtral_desk.core.errors import DeskError
+from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.paths import data_paths
 
 log = logging.getLogger("mixtral_desk")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command registered."""
+    """The argument parser with every sub-command registered (help texts in the current
+    language, so set the language first)."""
     parser = argparse.ArgumentParser(
         prog="mixtral-desk",
-        description="Run Mixtral and other GGUF models on your own machine, offline.",
+        description=tr("Run Mixtral and other GGUF models on your own machine, offline."),
     )
     parser.add_argument("--version", action="version", version=f"mixtral-desk {__version__}")
     parser.add_argument("--self-test", action="store_true",
-                        help="check this installation headless in a temporary folder, then exit")
+                        help=tr("check this installation headless in a temporary folder, "
+                                "then exit"))
+    parser.add_argument("--offline", action="store_true",
+                        help=tr("use no network at all (downloads and remote headers refuse "
+                                "to start)"))
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     info_commands.register(commands)
     chat_commands.register(commands)
@@ -45,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_from_file(settings_file: Path) -> tuple[str, bool]:
+    """``(interface.language, network.offline)`` of the settings file, read without pydantic.
+
+    The CLI needs both before it builds its parser; anything unreadable gives ``("system",
+    False)`` (the command that loads the settings reports the real problem).
+    """
+    try:
+        raw: Any = json.loads(settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return i18n.SYSTEM, False
+    if not isinstance(raw, dict):
+        return i18n.SYSTEM, False
+    interface, network_settings = raw.get("interface"), raw.get("network")
+    language = interface.get("language") if isinstance(interface, dict) else None
+    offline = network_settings.get("offline") if isinstance(network_settings, dict) else None
+    return (language if isinstance(language, str) else i18n.SYSTEM), offline is True
+
+
 def _self_test(args: argparse.Namespace) -> int:
     from mixtral_desk.core.cli.self_test import run_self_test
 
@@ -53,8 +86,12 @@ def _self_test(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
+    language, offline = settings_from_file(data_paths().settings_file)
+    i18n.set_language(i18n.resolve_language(language))
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.offline or offline:
+        network.set_offline(True)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if args.self_test:
         handler = _self_test
@@ -64,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DeskError as error:
-        print(f"mixtral-desk: error: {error}", file=sys.stderr)
+        print(tr("mixtral-desk: error: {message}", message=error), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nmixtral-desk: interrupted", file=sys.stderr)
+        print("\n" + tr("mixtral-desk: interrupted"), file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `mixtral-desk conversations list | head`
         return 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from mixtral_desk.core import chat
 from mixtral_desk.core import planner as planning
+from mixtral_desk.core.context_size import automatic_context_for_file
 from mixtral_desk.core.engine import (
     DoneEvent,
     EngineHost,
@@ -26,6 +27,7 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
 )
 from mixtral_desk.core.hardware import detect_hardware
+from mixtral_desk.core.i18n import ntr, tr
 from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
@@ -39,33 +41,35 @@ TITLE_LENGTH = 60
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``chat`` and ``complete`` to the CLI."""
-    chat_parser = commands.add_parser("chat", help="chat with a model (saved in the store)")
+    chat_parser = commands.add_parser("chat", help=tr("chat with a model (saved in the store)"))
     _model_arguments(chat_parser)
-    chat_parser.add_argument("--system", help="system prompt for a new conversation")
-    chat_parser.add_argument("--prompt", help="send one message, stream the reply and exit")
-    chat_parser.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    chat_parser.add_argument("--system", help=tr("system prompt for a new conversation"))
+    chat_parser.add_argument("--prompt", help=tr("send one message, stream the reply and exit"))
+    chat_parser.add_argument("--conversation", metavar="ID",
+                             help=tr("continue this conversation"))
     _sampling_arguments(chat_parser)
     from mixtral_desk.core.cli import serve_commands  # lazy: it imports this module
 
     serve_commands.add_remote_arguments(chat_parser)
     chat_parser.set_defaults(handler=chat_command)
 
-    complete = commands.add_parser("complete", help="raw text completion (no chat template)")
+    complete = commands.add_parser("complete", help=tr("raw text completion (no chat template)"))
     _model_arguments(complete)
-    complete.add_argument("--prompt", required=True, help="the text to continue")
+    complete.add_argument("--prompt", required=True, help=tr("the text to continue"))
     _sampling_arguments(complete)
     complete.set_defaults(handler=complete_command)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path, help="path to a .gguf file")
+    parser.add_argument("--model", required=True, type=Path, help=tr("path to a .gguf file"))
     parser.add_argument("--gpu-layers", type=_gpu_layers, metavar="N|auto",
-                        help="layers to offload to the GPU (-1 = all; auto = plan GPU layers and "
-                             "expert placement for this machine, see `plan`)")
+                        help=tr("layers to offload to the GPU (-1 = all; auto = plan GPU layers "
+                                "and expert placement for this machine, see `plan`)"))
     parser.add_argument("--cpu-moe", type=_count, metavar="N",
-                        help="keep the expert tensors of the first N layers in RAM (MoE models)")
-    parser.add_argument("--ctx", type=int, metavar="N", help="context length in tokens")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads")
+                        help=tr("keep the expert tensors of the first N layers in RAM (MoE "
+                                "models)"))
+    parser.add_argument("--ctx", type=int, metavar="N", help=tr("context length in tokens"))
+    parser.add_argument("--threads", type=int, metavar="N", help=tr("CPU threads"))
 
 
 def _gpu_layers(text: str) -> int | str:
@@ -74,10 +78,10 @@ def _gpu_layers(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of layers or 'auto'") \
-            from None
+        raise argparse.ArgumentTypeError(tr("{text} is not a number of layers or 'auto'",
+                                            text=repr(text))) from None
     if value < -1:
-        raise argparse.ArgumentTypeError("use -1 for all layers, 0 or more, or 'auto'")
+        raise argparse.ArgumentTypeError(tr("use -1 for all layers, 0 or more, or 'auto'"))
     return value
 
 
@@ -87,14 +91,17 @@ def _count(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of layers (0 or more)")
+        raise argparse.ArgumentTypeError(tr("{text} is not a number of layers (0 or more)",
+                                            text=repr(text)))
     return value
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-tokens", type=int, metavar="N", help="longest reply in tokens")
-    parser.add_argument("--temperature", type=float, metavar="X", help="0 = always the same")
-    parser.add_argument("--seed", type=int, metavar="N", help="random seed for sampling")
+    parser.add_argument("--max-tokens", type=int, metavar="N",
+                        help=tr("longest reply in tokens"))
+    parser.add_argument("--temperature", type=float, metavar="X",
+                        help=tr("0 = always the same"))
+    parser.add_argument("--seed", type=int, metavar="N", help=tr("random seed for sampling"))
 
 
 def _load_options(args: argparse.Namespace) -> LoadOptions:
@@ -104,7 +111,8 @@ def _load_options(args: argparse.Namespace) -> LoadOptions:
         model_path=args.model,
         n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,
         n_cpu_moe=defaults.n_cpu_moe if args.cpu_moe is None else args.cpu_moe,
-        n_ctx=defaults.n_ctx if args.ctx is None else args.ctx,
+        n_ctx=args.ctx or defaults.n_ctx or automatic_context_for_file(
+            args.model, kv_type=defaults.kv_type, flash_attn=defaults.flash_attn),
         n_threads=defaults.n_threads if args.threads is None else args.threads,
         n_batch=defaults.n_batch,
         flash_attn=defaults.flash_attn,
@@ -125,7 +133,8 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 
 
 def _say(text: str) -> None:
-    print(f"\nnote: {text}" if sys.stderr.isatty() else f"note: {text}", file=sys.stderr)
+    note = tr("note: {text}", text=text)
+    print("\n" + note if sys.stderr.isatty() else note, file=sys.stderr)
 
 
 def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
@@ -144,8 +153,8 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
 
     def progress(fraction: float) -> None:
         if show:
-            print(f"\rLoading {args.model.name}: {fraction:4.0%}", end="", file=sys.stderr,
-                  flush=True)
+            print("\r" + tr("Loading {name}: {percent}", name=args.model.name,
+                            percent=format(fraction, "4.0%")), end="", file=sys.stderr, flush=True)
 
     def load(load_options: LoadOptions) -> ModelInfo:
         return engine.load(load_options, on_progress=progress)
@@ -164,9 +173,9 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
     if show:
         print(file=sys.stderr)
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(tr("warning: {text}", text=warning), file=sys.stderr)
     if info.template_source == "fallback":
-        print("note: this model has no chat template; using the plain fallback format.",
+        print(tr("note: this model has no chat template; using the plain fallback format."),
               file=sys.stderr)
     return info
 
@@ -198,14 +207,16 @@ def _print_token(text: str) -> None:
 def _print_stats(stats: ReplyStats | None, interrupted: bool) -> None:
     if stats is None:
         return
-    notes = []
+    parts = [tr("{count} tokens, {rate} tok/s, first token after {seconds} s",
+                count=stats.completion_tokens, rate=format(stats.decode_tokens_per_s, ".1f"),
+                seconds=format(stats.time_to_first_token_s, ".2f"))]
     if interrupted:
-        notes.append("stopped")
+        parts.append(tr("stopped"))
     if stats.dropped_messages:
-        notes.append(f"{stats.dropped_messages} older messages left out to fit the context")
-    extra = f"; {'; '.join(notes)}" if notes else ""
-    print(f"[{stats.completion_tokens} tokens, {stats.decode_tokens_per_s:.1f} tok/s,"
-          f" first token after {stats.time_to_first_token_s:.2f} s{extra}]", file=sys.stderr)
+        parts.append(ntr("{count} older message left out to fit the context",
+                         "{count} older messages left out to fit the context",
+                         stats.dropped_messages))
+    print("[" + tr("; ").join(parts) + "]", file=sys.stderr)
 
 
 def chat_command(args: argparse.Namespace) -> int:
@@ -236,7 +247,7 @@ def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, mode
     if args.conversation:
         conversation = store.get_conversation(args.conversation)
     else:
-        title = (args.prompt or "New chat")[:TITLE_LENGTH]
+        title = (args.prompt or tr("New chat"))[:TITLE_LENGTH]
         conversation = store.create_conversation(title, model=model_name,
                                                  system_prompt=args.system)
     sampling = _sampling(args)
@@ -250,10 +261,10 @@ def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, mode
         return result.interrupted
 
     if args.prompt is not None:
-        print(f"conversation {conversation.id}", file=sys.stderr)
+        print(tr("conversation {id}", id=conversation.id), file=sys.stderr)
         return 130 if turn(args.prompt) else 0
-    print(f"Chatting with {where} (conversation {conversation.id})."
-          " Ctrl-C stops a reply; Ctrl-D or /exit leaves.", file=sys.stderr)
+    print(tr("Chatting with {where} (conversation {id}). Ctrl-C stops a reply; Ctrl-D or /exit "
+             "leaves.", where=where, id=conversation.id), file=sys.stderr)
     while True:
         try:
             text = input("> ")

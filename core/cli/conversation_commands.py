@@ -11,47 +11,61 @@ from typing import Any
 
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.errors import DeskError, ImportFormatError
+from mixtral_desk.core.i18n import N_, ntr, tr
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.store import Store
+from mixtral_desk.core.store.export import STATUS_NAMES
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``conversations`` and its sub-commands to the CLI."""
-    parser = commands.add_parser("conversations", help="list, search, export and import chats")
+    parser = commands.add_parser("conversations",
+                                 help=tr("list, search, export and import chats"))
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    json_help = tr("print JSON")
 
-    listing = actions.add_parser("list", help="newest conversations first")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--archived", action="store_true", help="include archived ones")
-    listing.add_argument("--json", action="store_true")
+    listing = actions.add_parser("list", help=tr("newest conversations first"))
+    listing.add_argument("--limit", type=int, default=50,
+                         help=tr("how many to list (default: {count})", count=50))
+    listing.add_argument("--archived", action="store_true", help=tr("include archived ones"))
+    listing.add_argument("--json", action="store_true", help=json_help)
     listing.set_defaults(handler=list_command)
 
-    show = actions.add_parser("show", help="the messages of the active branch")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help=tr("the messages of the active branch"))
+    show.add_argument("id", help=tr("the conversation's id"))
+    show.add_argument("--json", action="store_true", help=json_help)
     show.set_defaults(handler=show_command)
 
-    search = actions.add_parser("search", help="full-text search over messages and titles")
-    search.add_argument("query")
-    search.add_argument("--limit", type=int, default=20)
-    search.add_argument("--json", action="store_true")
+    search = actions.add_parser("search", help=tr("full-text search over messages and titles"))
+    search.add_argument("query", help=tr("words to find; put special characters in double "
+                                         "quotes"))
+    search.add_argument("--limit", type=int, default=20,
+                        help=tr("how many hits to show (default: {count})", count=20))
+    search.add_argument("--json", action="store_true", help=json_help)
     search.set_defaults(handler=search_command)
 
-    export = actions.add_parser("export", help="export one or all conversations")
+    export = actions.add_parser("export", help=tr("export one or all conversations"))
     target = export.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", nargs="?")
-    target.add_argument("--all", action="store_true")
-    export.add_argument("--format", choices=("json", "md"), default="json")
-    export.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    target.add_argument("id", nargs="?", help=tr("the conversation's id"))
+    target.add_argument("--all", action="store_true", help=tr("export every conversation"))
+    export.add_argument("--format", choices=("json", "md"), default="json",
+                        help=tr("json (complete, can be imported again) or md (Markdown, to "
+                                "read)"))
+    export.add_argument("-o", "--output", type=Path, help=tr("file to write (default: stdout)"))
     export.set_defaults(handler=export_command)
 
-    importing = actions.add_parser("import", help="import a JSON export")
-    importing.add_argument("file", type=Path)
+    importing = actions.add_parser("import", help=tr("import a JSON export"))
+    importing.add_argument("file", type=Path, help=tr("a file written by export --format json"))
     importing.set_defaults(handler=import_command)
 
-    delete = actions.add_parser("delete", help="delete a conversation")
-    delete.add_argument("id")
+    delete = actions.add_parser("delete", help=tr("delete a conversation"))
+    delete.add_argument("id", help=tr("the conversation's id"))
     delete.set_defaults(handler=delete_command)
+
+
+UNTITLED = N_("(untitled)")
+#: Message roles as ``show`` labels them.
+ROLE_LABELS = {"system": N_("system"), "user": N_("user"), "assistant": N_("assistant")}
 
 
 def _open() -> Store:
@@ -71,9 +85,9 @@ def list_command(args: argparse.Namespace) -> int:
         print_json([_jsonable(c) for c in conversations])
         return 0
     print_table(
-        [[c.id, str(c.updated_at)[:19], ("* " if c.pinned else "") + (c.title or "(untitled)")]
+        [[c.id, str(c.updated_at)[:19], ("* " if c.pinned else "") + (c.title or tr(UNTITLED))]
          for c in conversations],
-        ["ID", "UPDATED", "TITLE"],
+        [tr("ID"), tr("UPDATED"), tr("TITLE")],
     )
     return 0
 
@@ -87,12 +101,14 @@ def show_command(args: argparse.Namespace) -> int:
         print_json({"conversation": _jsonable(conversation),
                     "messages": [_jsonable(m) for m in branch]})
         return 0
-    print(f"# {conversation.title or '(untitled)'}")
+    print(f"# {conversation.title or tr(UNTITLED)}")
     if conversation.system_prompt:
-        print(f"\n[system] {conversation.system_prompt}")
+        print(f"\n[{tr(ROLE_LABELS['system'])}] {conversation.system_prompt}")
     for message in branch:
-        marker = "" if message.status == "complete" else f" ({message.status})"
-        print(f"\n[{message.role}{marker}] {message.content}")
+        role = tr(ROLE_LABELS[message.role])
+        label = role if message.status == "complete" else tr(
+            "{role} ({status})", role=role, status=tr(STATUS_NAMES[message.status]))
+        print(f"\n[{label}] {message.content}")
     return 0
 
 
@@ -104,10 +120,11 @@ def search_command(args: argparse.Namespace) -> int:
         print_json([_jsonable(h) for h in hits])
         return 0
     if not hits:
-        print(f"No messages or titles match {args.query!r}.", file=sys.stderr)
+        print(tr("No messages or titles match {query}.", query=repr(args.query)),
+              file=sys.stderr)
         return 0
     for hit in hits:
-        print(f"{hit.conversation_id}  {hit.conversation_title or '(untitled)'}")
+        print(f"{hit.conversation_id}  {hit.conversation_title or tr(UNTITLED)}")
         print(f"    {hit.snippet}")
     return 0
 
@@ -129,8 +146,9 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         args.output.write_text(text + "\n", encoding="utf-8")
     except OSError as error:
-        raise DeskError(f"Cannot write {args.output}: {error.strerror}") from error
-    print(f"Exported to {args.output}", file=sys.stderr)
+        raise DeskError(N_("Cannot write {path}: {error}"), path=str(args.output),
+                        error=str(error.strerror)) from error
+    print(tr("Exported to {path}", path=str(args.output)), file=sys.stderr)
     return 0
 
 
@@ -139,15 +157,18 @@ def import_command(args: argparse.Namespace) -> int:
     try:
         data = json.loads(args.file.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
-        raise DeskError(f"No such file: {args.file}") from error
+        raise DeskError(N_("No such file: {path}"), path=str(args.file)) from error
     except (OSError, UnicodeDecodeError) as error:
-        raise DeskError(f"Cannot read {args.file}: {error}") from error
+        raise DeskError(N_("Cannot read {path}: {error}"), path=str(args.file),
+                        error=str(error)) from error
     except json.JSONDecodeError as error:
-        raise ImportFormatError(f"{args.file} is not JSON (line {error.lineno}:"
-                                f" {error.msg}).") from error
+        raise ImportFormatError(N_("{path} is not JSON (line {line}: {error})."),
+                                path=str(args.file), line=error.lineno,
+                                error=error.msg) from error
     with _open() as store:
         ids = store.import_conversations(data)
-    print(f"Imported {len(ids)} conversation(s).", file=sys.stderr)
+    print(ntr("Imported {count} conversation.", "Imported {count} conversations.", len(ids)),
+          file=sys.stderr)
     for conversation_id in ids:
         print(conversation_id)
     return 0
@@ -158,5 +179,5 @@ def delete_command(args: argparse.Namespace) -> int:
     with _open() as store:
         conversation = store.get_conversation(args.id)
         store.delete_conversation(args.id)
-    print(f"Deleted {conversation.title or args.id!r}.", file=sys.stderr)
+    print(tr("Deleted {name}.", name=repr(conversation.title or args.id)), file=sys.stderr)
     return 0

@@ -2,7 +2,8 @@
 
 ``download`` draws a progress bar on stderr and prints the model's path as the last line of
 stdout. Ctrl-C or a plain ``kill`` pauses it (exit 130); running the same command again, or
-``downloads resume ID``, continues from the bytes on disk.
+``downloads resume ID``, continues from the bytes on disk. In Offline mode ``download`` and
+``downloads resume`` refuse at once (exit 1, saying so); the other commands work offline.
 """
 
 from __future__ import annotations
@@ -15,10 +16,23 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..downloads.errors import LocalModelNotFoundError, VerificationError
+from ..downloads.errors import HubOfflineError, LocalModelNotFoundError, VerificationError
+from ..i18n import N_, tr
+from ..network import require_network
 from ..paths import data_paths
 from ..units import format_bytes
 from .output import print_json, print_table
+
+#: Words for the progress bar and notices (translated where shown).
+_PHASES = {"resolving": N_("resolving"), "checking": N_("checking"), "joining": N_("joining"),
+           "done": N_("done"), "stalled": N_("stalled")}
+_NOTICES = {"retrying": N_("retrying"), "stalled": N_("stalled"), "restarted": N_("restarted")}
+_SOURCES = {"download": N_("downloaded"), "linked": N_("linked"), "copied": N_("copied"),
+            "hf-cache": N_("Hugging Face cache")}
+
+
+def _word(words: dict[str, str], key: str) -> str:
+    return tr(words[key]) if key in words else key
 
 if TYPE_CHECKING:  # the download modules import huggingface_hub: only when a command runs
     from ..downloads.events import DownloadEvent, JobProgress
@@ -30,54 +44,62 @@ if TYPE_CHECKING:  # the download modules import huggingface_hub: only when a co
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the download and local-model commands to the CLI."""
     download = commands.add_parser(
-        "download", help="download a catalog model or Hub file(s), resumable and verified")
-    download.add_argument("model", nargs="?", help="a catalog id (see `models`)")
-    download.add_argument("--repo", help="a Hub repository, owner/name")
+        "download", help=tr("download a catalog model or Hub file(s), resumable and verified"))
+    download.add_argument("model", nargs="?", help=tr("a catalog id (see `models`)"))
+    download.add_argument("--repo", help=tr("a Hub repository, owner/name"))
     download.add_argument("--file", action="append", default=[], metavar="FILE",
-                          help="a file in --repo (repeatable; any part of a split model "
-                               "brings all parts)")
-    download.add_argument("--revision", help="branch, tag or commit (default: main)")
+                          help=tr("a file in --repo (repeatable; any part of a split model "
+                                  "brings all parts)"))
+    download.add_argument("--revision", help=tr("branch, tag or commit (default: main)"))
     _common(download)
     download.add_argument("--stall-timeout", type=float, default=30.0, metavar="SECONDS",
-                          help="reconnect after this long without data (default 30)")
+                          help=tr("reconnect after this long without data (default 30)"))
     download.set_defaults(handler=download_command)
 
-    downloads = commands.add_parser("downloads", help="list, pause, resume or cancel downloads")
+    downloads = commands.add_parser("downloads",
+                                    help=tr("list, pause, resume or cancel downloads"))
     actions = downloads.add_subparsers(dest="action", metavar="ACTION", required=True)
-    listing = actions.add_parser("list", help="every download and its state")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing = actions.add_parser("list", help=tr("every download and its state"))
+    listing.add_argument("--json", action="store_true", help=tr("print JSON"))
     listing.set_defaults(handler=downloads_list_command)
-    for name, text in (("pause", "pause a download (its bytes are kept)"),
-                       ("resume", "continue a download here, with a progress bar"),
-                       ("cancel", "cancel a download and delete its partial data")):
+    for name, text in (("pause", tr("pause a download (its bytes are kept)")),
+                       ("resume", tr("continue a download here, with a progress bar")),
+                       ("cancel", tr("cancel a download and delete its partial data"))):
         action = actions.add_parser(name, help=text)
-        action.add_argument("id", help="the download id (or a unique prefix)")
-        action.add_argument("--json", action="store_true", help="print JSON")
+        action.add_argument("id", help=tr("the download id (or a unique prefix)"))
+        action.add_argument("--json", action="store_true", help=tr("print JSON"))
         action.set_defaults(handler=downloads_control_command, control=name)
 
-    local = commands.add_parser("local", help="models on this machine (and in the HF cache)")
-    local.add_argument("--json", action="store_true", help="print JSON")
-    local.add_argument("--models-dir", type=Path, help="the models folder")
+    local = commands.add_parser("local",
+                                help=tr("models on this machine (and in the HF cache)"))
+    local.add_argument("--json", action="store_true", help=tr("print JSON"))
+    local.add_argument("--models-dir", type=Path, help=tr("the models folder"))
     local.set_defaults(handler=local_command)
 
-    imp = commands.add_parser("import", help="add an existing .gguf (linked in place, or copied)")
-    imp.add_argument("path", type=Path, help="a .gguf file (part 1 of a split model)")
-    imp.add_argument("--copy", action="store_true", help="copy it into the models folder")
-    imp.add_argument("--models-dir", type=Path, help="the models folder")
-    imp.add_argument("--json", action="store_true", help="print JSON")
+    imp = commands.add_parser("import",
+                              help=tr("add an existing .gguf (linked in place, or copied)"))
+    imp.add_argument("path", type=Path, help=tr("a .gguf file (part 1 of a split model)"))
+    imp.add_argument("--copy", action="store_true", help=tr("copy it into the models folder"))
+    imp.add_argument("--models-dir", type=Path, help=tr("the models folder"))
+    imp.add_argument("--json", action="store_true", help=tr("print JSON"))
     imp.set_defaults(handler=import_command)
 
-    delete = commands.add_parser("delete", help="delete a local model and its partial data")
-    delete.add_argument("model", help="a name from `local`")
-    delete.add_argument("--models-dir", type=Path, help="the models folder")
+    delete = commands.add_parser("delete", help=tr("delete a local model and its partial data"))
+    delete.add_argument("model", help=tr("a name from `local`"))
+    delete.add_argument("--models-dir", type=Path, help=tr("the models folder"))
     delete.set_defaults(handler=delete_command)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT, else "
-                                           "https://huggingface.co)")
-    parser.add_argument("--models-dir", type=Path, help="the models folder (default: in the "
-                                                        "data folder)")
+    parser.add_argument("--endpoint", help=tr("Hub endpoint or mirror (default: HF_ENDPOINT, "
+                                              "else https://huggingface.co)"))
+    parser.add_argument("--models-dir", type=Path,
+                        help=tr("the models folder (default: in the data folder)"))
+
+
+def _require_online() -> None:
+    """Raise HubOfflineError at once in Offline mode (before a job is created or resumed)."""
+    require_network(tr("Downloading a model"), HubOfflineError)
 
 
 class _ProgressBar:
@@ -98,8 +120,13 @@ class _ProgressBar:
                 self._progress(event)
             elif isinstance(event, JobNotice):
                 notice = event.notice
-                text = (f"{event.file}: {notice.kind} ({notice.reason})"
-                        + (f", next try in {notice.delay:.1f} s" if notice.delay else ""))
+                kind = _word(_NOTICES, notice.kind)
+                seconds = format(notice.delay, ".1f")
+                text = (tr("{file}: {kind} ({reason}), next try in {seconds} s", file=event.file,
+                           kind=kind, reason=notice.reason, seconds=seconds)
+                        if notice.delay else
+                        tr("{file}: {kind} ({reason})", file=event.file, kind=kind,
+                           reason=notice.reason))
                 self._tqdm.write(text, file=sys.stderr)
 
     def _progress(self, event: JobProgress) -> None:
@@ -110,8 +137,8 @@ class _ProgressBar:
                                    unit_scale=True, unit_divisor=1000, file=sys.stderr,
                                    desc=event.job_id, dynamic_ncols=True, mininterval=0.2)
         self._bar.n = event.done
-        status = ("stalled" if event.stalled
-                  else event.phase if event.phase != "downloading" else "")
+        status = (_word(_PHASES, "stalled") if event.stalled
+                  else _word(_PHASES, event.phase) if event.phase != "downloading" else "")
         self._bar.set_postfix_str(status, refresh=False)
         self._bar.refresh()
 
@@ -142,12 +169,12 @@ def _run_with_bar(manager: DownloadManager, job: Job, bar: _ProgressBar) -> int:
         path = manager.run(job.id)
     except VerificationError as error:
         bar.close()
-        raise type(error)(f"{error} Run the same command again for a fresh download.",
-                          error.filename) from error
+        raise type(error)(tr("{problem} Run the same command again for a fresh download.",
+                             problem=error), error.filename) from error
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
-    print(f"Downloaded and verified ({job.id}).", file=sys.stderr)
+    print(tr("Downloaded and verified ({id}).", id=job.id), file=sys.stderr)
     print(path)
     return 0
 
@@ -155,28 +182,33 @@ def _run_with_bar(manager: DownloadManager, job: Job, bar: _ProgressBar) -> int:
 def download_command(args: argparse.Namespace) -> int:
     """Download a catalog entry or Hub files; print the model path last."""
     if bool(args.model) == bool(args.repo) or (args.repo and not args.file):
-        print("mixtral-desk: error: give a catalog id, or --repo with one or more --file",
+        print(tr("mixtral-desk: error: give a catalog id, or --repo with one or more --file"),
               file=sys.stderr)
         return 2
     from ..catalog import load_catalog
+
+    entry = load_catalog().get(args.model) if args.model else None
+    _require_online()
     from ..downloads.transfer import RetryPolicy
 
     bar = _ProgressBar()
     policy = RetryPolicy(stall_timeout=args.stall_timeout)
     manager = _manager(args, bar, policy)
-    if args.model:
-        entry = load_catalog().get(args.model)
+    if entry is not None:
         job = manager.add_catalog(entry)
     else:
         job = manager.add_repo(args.repo, args.file, args.revision)
-    print(f"Download {job.id}: {job.repo_id} → {job.dest_dir}", file=sys.stderr)
+    print(tr("Download {id}: {repo} → {folder}", id=job.id, repo=job.repo_id,
+             folder=job.dest_dir), file=sys.stderr)
     return _run_with_bar(manager, job, bar)
 
 
 def _job_row(job: Job) -> list[str]:
+    from ..downloads.jobs import state_name
+
     total = job.total
     share = f"{100 * job.done / total:.0f}%" if total else "-"
-    return [job.id, job.model_id, job.display_state, share,
+    return [job.id, job.model_id, state_name(job.display_state), share,
             format_bytes(total) if total is not None else "?", (job.error or "")[:60]]
 
 
@@ -187,16 +219,17 @@ def downloads_list_command(args: argparse.Namespace) -> int:
         print_json([job.to_json_dict() for job in jobs])
         return 0
     if not jobs:
-        print("No downloads.")
+        print(tr("No downloads."))
         return 0
     print_table([_job_row(job) for job in jobs],
-                ["ID", "MODEL", "STATE", "DONE", "SIZE", "MESSAGE"])
+                [tr("ID"), tr("MODEL"), tr("STATE"), tr("DONE"), tr("SIZE"), tr("MESSAGE")])
     return 0
 
 
 def downloads_control_command(args: argparse.Namespace) -> int:
     """Pause, resume (in the foreground) or cancel one job."""
     if args.control == "resume":
+        _require_online()
         bar = _ProgressBar()
         manager = _manager(args, bar)
         return _run_with_bar(manager, manager.get(args.id), bar)
@@ -205,7 +238,9 @@ def downloads_control_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(job.to_json_dict())
     else:
-        print(f"Download {job.id} is {job.display_state}.")
+        from ..downloads.jobs import state_name
+
+        print(tr("Download {id} is {state}.", id=job.id, state=state_name(job.display_state)))
     return 0
 
 
@@ -219,10 +254,10 @@ def local_command(args: argparse.Namespace) -> int:
         print_json([m.to_json_dict() for m in models])
         return 0
     if not models:
-        print(f"No local models in {models_dir}.")
+        print(tr("No local models in {folder}.", folder=models_dir))
         return 0
-    print_table([[m.name, format_bytes(m.size), m.source, str(m.path)] for m in models],
-                ["NAME", "SIZE", "SOURCE", "PATH"])
+    print_table([[m.name, format_bytes(m.size), _word(_SOURCES, m.source), str(m.path)]
+                 for m in models], [tr("NAME"), tr("SIZE"), tr("SOURCE"), tr("PATH")])
     return 0
 
 
@@ -235,7 +270,8 @@ def import_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(model.to_json_dict())
         return 0
-    print(f"Imported as {model.name} ({model.source}, {format_bytes(model.size)}).",
+    print(tr("Imported as {name} ({source}, {size}).", name=model.name,
+             source=_word(_SOURCES, model.source), size=format_bytes(model.size)),
           file=sys.stderr)
     print(model.path)
     return 0
@@ -255,13 +291,15 @@ def delete_command(args: argparse.Namespace) -> int:
                   and args.model in (job.model_id, job.id, job.catalog_id)]
     for job in unfinished:
         manager.cancel(job.id)
-        print(f"Cancelled download {job.id} and deleted its partial data.")
+        print(tr("Cancelled download {id} and deleted its partial data.", id=job.id))
     try:
         model = delete_local_model(models_dir, args.model)
     except LocalModelNotFoundError:
         if unfinished:
             return 0
         raise
-    kept = " (the linked original file was kept)" if model.source == "linked" else ""
-    print(f"Deleted {model.name}{kept}.")
+    if model.source == "linked":
+        print(tr("Deleted {name} (the linked original file was kept).", name=model.name))
+    else:
+        print(tr("Deleted {name}.", name=model.name))
     return 0

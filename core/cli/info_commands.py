@@ -14,7 +14,8 @@ from mixtral_desk.core.catalog import fit_hint, load_catalog
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.engine import probe_backend
 from mixtral_desk.core.hardware import detect_hardware
-from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.model_file import aligned_lines, inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.units import format_bytes
 
@@ -24,17 +25,19 @@ _PACKAGES = ("llama-cpp-python", "gguf", "huggingface_hub", "pydantic", "platfor
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the information commands to the CLI."""
-    doctor = commands.add_parser("doctor", help="versions, llama.cpp backend, RAM, GPUs, paths")
-    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor = commands.add_parser("doctor",
+                                 help=tr("versions, llama.cpp backend, RAM, GPUs, paths"))
+    doctor.add_argument("--json", action="store_true", help=tr("print JSON"))
     doctor.set_defaults(handler=doctor_command)
 
-    models = commands.add_parser("models", help="the model catalog, with local status")
-    models.add_argument("--json", action="store_true", help="print JSON")
+    models = commands.add_parser("models", help=tr("the model catalog, with local status"))
+    models.add_argument("--json", action="store_true", help=tr("print JSON"))
     models.set_defaults(handler=models_command)
 
-    inspect = commands.add_parser("inspect", help="read a GGUF file's header and check it")
-    inspect.add_argument("path", type=Path, help="a .gguf file (the first part of a split model)")
-    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect = commands.add_parser("inspect", help=tr("read a GGUF file's header and check it"))
+    inspect.add_argument("path", type=Path,
+                         help=tr("a .gguf file (the first part of a split model)"))
+    inspect.add_argument("--json", action="store_true", help=tr("print JSON"))
     inspect.set_defaults(handler=inspect_command)
 
 
@@ -80,23 +83,30 @@ def doctor_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
-    print(f"Mixtral Desk {report['mixtral_desk']} on Python {report['python']}"
-          f" ({report['platform']})")
+    print(tr("Mixtral Desk {version} on Python {python} ({platform})",
+             version=report["mixtral_desk"], python=report["python"],
+             platform=report["platform"]))
+    missing = tr("not installed")
     for name, installed in report["packages"].items():
-        print(f"  {name:<20} {installed or 'not installed'}")
+        print(f"  {name:<20} {installed or missing}")
     llama = report["llama_cpp"]
-    print(f"llama.cpp backends: {', '.join(llama['backends']) or 'none'}")
+    print(tr("llama.cpp backends: {backends}",
+             backends=", ".join(llama["backends"]) or tr("none")))
     if llama["gpu_offload"]:
-        print(f"  GPU offload: yes ({', '.join(llama['devices']) or 'device list unavailable'})")
+        print("  " + tr("GPU offload: yes ({devices})",
+                        devices=", ".join(llama["devices"]) or tr("device list unavailable")))
     else:
-        print("  GPU offload: no — this llama-cpp-python build runs on the CPU only."
-              " See the README for CUDA and Metal builds.")
-    print("Hardware:")
+        print("  " + tr("GPU offload: no — this llama-cpp-python build runs on the CPU only. "
+                        "See the README for CUDA and Metal builds."))
+    print(tr("Hardware:"))
     for line in detect_hardware().summary_lines():
         print(f"  {line}")
-    print("Data:")
-    for name, where in report["paths"].items():
-        print(f"  {name:<9} {where}")
+    print(tr("Data:"))
+    labels = {"config": tr("config"), "data": tr("data"), "models": tr("models"),
+              "database": tr("database"), "logs": tr("logs")}
+    for line in aligned_lines([(labels.get(name, name), where)
+                               for name, where in report["paths"].items()], min_width=9):
+        print(f"  {line}")
     return 0
 
 
@@ -124,8 +134,8 @@ def models_command(args: argparse.Namespace) -> int:
         return 0
     print_table(
         [[r["id"], r["quant"], format_bytes(r["size_bytes"]), r["fit"],
-          "yes" if r["downloaded"] else "-"] for r in rows],
-        ["ID", "QUANT", "SIZE", "FIT", "LOCAL"],
+          tr("yes") if r["downloaded"] else "-"] for r in rows],
+        [tr("ID"), tr("QUANT"), tr("SIZE"), tr("FIT"), tr("LOCAL")],
     )
     return 0
 

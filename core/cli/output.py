@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Any
 
+from mixtral_desk.core.model_file import display_width
+
 
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON on stdout (non-ASCII kept readable)."""
@@ -13,11 +15,16 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - display_width(text))
+
+
 def print_table(rows: list[list[str]], headers: list[str]) -> None:
-    """Print rows as a plain left-aligned table with a header line."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    """Print rows as a plain left-aligned table with a header line (wide characters, as in
+    Chinese headers and titles, count as two columns)."""
+    widths = [max(display_width(h), *(display_width(r[i]) for r in rows)) if rows
+              else display_width(h) for i, h in enumerate(headers)]
+    line = "  ".join(_pad(h, w) for h, w in zip(headers, widths, strict=True))
     print(line.rstrip())
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print("  ".join(_pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -3,7 +3,7 @@
 ``mixtral-desk plan --model (PATH | CATALOG_ID) [--ctx N] [--kv-type T] [--vram SIZE] [--ram SIZE]
 [--gpu-name NAME] [--json]``. A catalog id that is not downloaded is planned from its header,
 read remotely with HTTP Range requests (a few megabytes), so the plan exists before a 26 GB
-download; offline, that says so.
+download; in Offline mode (or with the Hub unreachable) it says so at once instead of waiting.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from pathlib import Path
 
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.cli.output import print_json
+from mixtral_desk.core.context_size import automatic_context
 from mixtral_desk.core.errors import ModelFileNotFoundError
 from mixtral_desk.core.hardware import detect_hardware
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.memory_model import MemoryModel, memory_model_from_facts
 from mixtral_desk.core.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.paths import data_paths
@@ -28,20 +30,22 @@ KV_TYPES = ("f16", "q8_0", "q4_0")
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``plan`` to the CLI."""
     parser = commands.add_parser(
-        "plan", help="plan GPU layers and MoE expert placement for a model on this machine")
+        "plan", help=tr("plan GPU layers and MoE expert placement for a model on this machine"))
     parser.add_argument("--model", required=True, metavar="PATH|CATALOG_ID",
-                        help="a .gguf file, or a catalog id (its header is read from the Hub "
-                             "unless it is downloaded)")
-    parser.add_argument("--ctx", type=int, metavar="N", help="context length in tokens")
-    parser.add_argument("--kv-type", choices=KV_TYPES, help="KV cache type (default: settings)")
+                        help=tr("a .gguf file, or a catalog id (its header is read from the Hub "
+                                "unless it is downloaded)"))
+    parser.add_argument("--ctx", type=int, metavar="N", help=tr("context length in tokens"))
+    parser.add_argument("--kv-type", choices=KV_TYPES,
+                        help=tr("KV cache type (default: settings)"))
     parser.add_argument("--vram", type=_size, metavar="SIZE",
-                        help="plan for this much free GPU memory (e.g. 24GiB; 0 = no GPU)")
+                        help=tr("plan for this much free GPU memory (e.g. 24GiB; 0 = no GPU)"))
     parser.add_argument("--ram", type=_size, metavar="SIZE",
-                        help="plan for this much available RAM (e.g. 64GiB)")
+                        help=tr("plan for this much available RAM (e.g. 64GiB)"))
     parser.add_argument("--gpu-name", metavar="NAME",
-                        help="the simulated GPU's name, for its memory bandwidth (e.g. 'RTX 4090')")
-    parser.add_argument("--endpoint", help="Hub endpoint or mirror for a remote header")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+                        help=tr("the simulated GPU's name, for its memory bandwidth "
+                                "(e.g. 'RTX 4090')"))
+    parser.add_argument("--endpoint", help=tr("Hub endpoint or mirror for a remote header"))
+    parser.add_argument("--json", action="store_true", help=tr("print the plan as JSON"))
     parser.set_defaults(handler=plan_command)
 
 
@@ -53,12 +57,14 @@ def _size(text: str) -> int:
 
 
 def _facts(model: str, endpoint: str | None) -> tuple[ModelFacts, str]:
-    """The model's facts and where they came from ("local file" or "remote header").
+    """The model's facts and where they came from (``"local file"``, ``"downloaded file"`` or
+    ``"remote header (URL)"``: machine-readable, for ``--json``; :func:`source_text` words it).
 
     Raises:
         ModelFileNotFoundError: not a file and not a catalog id that looks like a path.
         NotFoundError: not a file and not a catalog id (with close ids suggested).
-        RemoteHeaderError: the remote header cannot be read (offline, unreachable, refused).
+        RemoteHeaderOfflineError: Offline mode is on (at once, nothing sent).
+        RemoteHeaderError: the remote header cannot be read (unreachable, refused).
         GGUFError: the file or header is not a usable GGUF model.
     """
     path = Path(model).expanduser()
@@ -76,6 +82,17 @@ def _facts(model: str, endpoint: str | None) -> tuple[ModelFacts, str]:
     hub = HubClient(endpoint)
     return read_remote_facts(hub, entry.repo_id, entry.files, entry.revision), \
         f"remote header ({hub.endpoint}/{entry.repo_id})"
+
+
+def source_text(source: str) -> str:
+    """Where the facts came from, in the interface language (``source`` from :func:`_facts`)."""
+    if source == "local file":
+        return tr("local file")
+    if source == "downloaded file":
+        return tr("downloaded file")
+    if source.startswith("remote header (") and source.endswith(")"):
+        return tr("remote header ({url})", url=source[len("remote header ("):-1])
+    return source
 
 
 def machine_for(args: argparse.Namespace) -> Machine:
@@ -104,37 +121,44 @@ def machine_for(args: argparse.Namespace) -> Machine:
     return machine
 
 
-def memory_model_for(facts: ModelFacts, ctx: int | None, kv_type: str | None) -> MemoryModel:
-    """The memory model with the settings' defaults for what is not given.
+def memory_model_for(facts: ModelFacts, ctx: int | None, kv_type: str | None,
+                     machine: Machine) -> MemoryModel:
+    """The memory model with the settings' defaults for what is not given (an automatic context
+    is the longest that fits ``machine``, as a load would choose).
 
     Raises:
         ValueError: a context length that is not positive.
     """
     load = load_settings().load
     kv = kv_type or load.kv_type
-    return memory_model_from_facts(facts, ctx or load.n_ctx, kv,
-                                   flash_attn=load.flash_attn or kv != "f16")
+    flash_attn = load.flash_attn or kv != "f16"
+    n_ctx = ctx or load.n_ctx or automatic_context(facts, machine, kv_type=kv,
+                                                    flash_attn=flash_attn)
+    return memory_model_from_facts(facts, n_ctx, kv, flash_attn=flash_attn)
 
 
 def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel) -> list[str]:
-    """The human-readable plan."""
-    experts = (f", {facts.expert_count} experts / {facts.expert_used_count} used"
-               if facts.is_moe else "")
+    """The human-readable plan (``source`` as :func:`_facts` gives it)."""
     flags = f"--gpu-layers {plan.load_gpu_layers}" + (f" --cpu-moe {plan.n_cpu_moe}"
                                                        if plan.n_cpu_moe else "")
+    facts_values = {"name": facts.name or facts.path.name, "quant": facts.quantization,
+                    "size": format_bytes(facts.file_size), "layers": facts.n_layers,
+                    "source": source_text(source)}
     lines = [
-        f"Model:    {facts.name or facts.path.name} ({facts.quantization}, "
-        f"{format_bytes(facts.file_size)}; {facts.n_layers} layers{experts}) from {source}",
-        f"Machine:  {plan.machine.describe()}",
-        f"Context:  {plan.n_ctx:,} tokens, KV cache {plan.kv_type} "
-        f"({format_memory(model.kv_bytes)}), compute buffer about "
-        f"{format_memory(model.compute_bytes)}",
-        f"Verdict:  {plan.verdict}",
-        f"Plan:     {plan.explanation}",
+        tr("Model:    {name} ({quant}, {size}; {layers} layers, {experts} experts / {used} "
+           "used) from {source}", experts=facts.expert_count, used=facts.expert_used_count,
+           **facts_values) if facts.is_moe else
+        tr("Model:    {name} ({quant}, {size}; {layers} layers) from {source}", **facts_values),
+        tr("Machine:  {machine}", machine=plan.machine.describe()),
+        tr("Context:  {tokens} tokens, KV cache {kv_type} ({kv_size}), compute buffer about "
+           "{compute_size}", tokens=format(plan.n_ctx, ","), kv_type=plan.kv_type,
+           kv_size=format_memory(model.kv_bytes), compute_size=format_memory(model.compute_bytes)),
+        tr("Verdict:  {verdict}", verdict=plan.verdict),
+        tr("Plan:     {explanation}", explanation=plan.explanation),
     ]
     if plan.fits:
-        lines.append(f"Flags:    {flags} (or chat --gpu-layers auto)")
-    lines.extend(f"Note:     {note}" for note in plan.machine.notes)
+        lines.append(tr("Flags:    {flags} (or chat --gpu-layers auto)", flags=flags))
+    lines.extend(tr("Note:     {note}", note=note) for note in plan.machine.notes)
     return lines
 
 
@@ -143,11 +167,12 @@ def plan_command(args: argparse.Namespace) -> int:
 
     Raises:
         DeskError: the model is not a file or catalog id, its header cannot be read (remotely:
-            offline or unreachable, said so), or it is not a usable GGUF model.
+            Offline mode or unreachable, said so at once), or it is not a usable GGUF model.
     """
     facts, source = _facts(args.model, args.endpoint)
-    model = memory_model_for(facts, args.ctx, args.kv_type)
-    plan = plan_offload(model, machine_for(args))
+    machine = machine_for(args)
+    model = memory_model_for(facts, args.ctx, args.kv_type, machine)
+    plan = plan_offload(model, machine)
     if args.json:
         print_json({**plan.to_json_dict(), "source": source, "model_path": str(facts.path),
                     "kv_bytes": model.kv_bytes, "compute_bytes": model.compute_bytes,

@@ -18,6 +18,7 @@ from typing import TypeVar
 from mixtral_desk import __version__
 from mixtral_desk.core import chat
 from mixtral_desk.core.engine import EngineHost, LoadOptions, SamplingOptions
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import HOME_ENV, data_paths
 from mixtral_desk.core.store import Store
@@ -29,7 +30,8 @@ T = TypeVar("T")
 def _step(name: str, action: Callable[[], T]) -> T:
     started = time.perf_counter()
     result = action()
-    print(f"  ok  {name} ({time.perf_counter() - started:.2f} s)", flush=True)
+    print("  " + tr("ok  {step} ({seconds} s)", step=name,
+                    seconds=format(time.perf_counter() - started, ".2f")), flush=True)
     return result
 
 
@@ -39,7 +41,8 @@ def run_self_test() -> int:
     Raises:
         DeskError: a step failed in a way a user can act on (the CLI prints it on one line).
     """
-    print(f"Mixtral Desk {__version__} self-test (Python {sys.version.split()[0]})")
+    print(tr("Mixtral Desk {version} self-test (Python {python})", version=__version__,
+             python=sys.version.split()[0]))
     previous = os.environ.get(HOME_ENV)
     with tempfile.TemporaryDirectory(prefix="mixtral-desk-self-test-") as home:
         os.environ[HOME_ENV] = home
@@ -50,27 +53,29 @@ def run_self_test() -> int:
                 os.environ.pop(HOME_ENV, None)
             else:
                 os.environ[HOME_ENV] = previous
-    print("self-test passed")
+    print(tr("self-test passed"))
     return 0
 
 
 def _run_steps(home: Path) -> None:
     paths = data_paths().ensure()
-    model = _step("write a tiny Mixtral-shaped GGUF",
+    model = _step(tr("write a tiny Mixtral-shaped GGUF"),
                   lambda: write_synthetic_model(home / "self-test.gguf"))
-    facts = _step("inspect it", lambda: inspect_model(model))
+    facts = _step(tr("inspect it"), lambda: inspect_model(model))
     assert facts.expert_count > 0
     with EngineHost() as engine, Store.open(paths.database) as store:
-        info = _step("load it in the engine process",
+        info = _step(tr("load it in the engine process"),
                      lambda: engine.load(LoadOptions(model_path=model, n_ctx=512)))
         conversation = store.create_conversation("self-test")
         sampling = SamplingOptions(temperature=0.0, max_tokens=8)
-        result = _step("generate a reply and store it",
+        result = _step(tr("generate a reply and store it"),
                        lambda: chat.send(store, engine, conversation.id, "Hello", sampling))
-        stored = _step("read the conversation back", lambda: store.active_branch(conversation.id))
+        stored = _step(tr("read the conversation back"),
+                       lambda: store.active_branch(conversation.id))
         if [m.content for m in stored] != ["Hello", result.reply.content]:
             raise RuntimeError("the stored conversation differs from what was generated")
         backend = info.backend
     tokens = result.stats.completion_tokens if result.stats else 0
-    print(f"  backend: {', '.join(backend.backends)}; GPU offload:"
-          f" {'yes' if backend.gpu_offload else 'no'}; {tokens} tokens generated")
+    print("  " + tr("backend: {backends}; GPU offload: {offload}; {count} tokens generated",
+                    backends=", ".join(backend.backends),
+                    offload=tr("yes") if backend.gpu_offload else tr("no"), count=tokens))

@@ -15,6 +15,7 @@ import sys
 from mixtral_desk.core.cli import chat_commands
 from mixtral_desk.core.engine import EngineHost
 from mixtral_desk.core.errors import DeskError
+from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.remote import RemoteEngine, save_key, stored_key
 from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind
@@ -33,17 +34,18 @@ class RemoteOptionsError(DeskError, ValueError):
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``serve`` to the CLI."""
     serve = commands.add_parser(
-        "serve", help="serve a model over an OpenAI-compatible API (/v1/chat/completions …)")
+        "serve", help=tr("serve a model over an OpenAI-compatible API (/v1/chat/completions …)"))
     chat_commands._model_arguments(serve)
     serve.add_argument("--host", default=DEFAULT_HOST,
-                       help=f"address to listen on (default {DEFAULT_HOST}; any other address "
-                            "needs --api-key)")
+                       help=tr("address to listen on (default {host}; any other address needs "
+                               "--api-key)", host=DEFAULT_HOST))
     serve.add_argument("--port", type=int, default=DEFAULT_PORT,
-                       help=f"port (default {DEFAULT_PORT})")
+                       help=tr("port (default {port})", port=DEFAULT_PORT))
     serve.add_argument("--api-key", metavar="KEY",
-                       help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+                       help=tr("require 'Authorization: Bearer KEY' (default: ${variable})",
+                               variable=API_KEY_ENV))
     serve.add_argument("--model-id", metavar="NAME",
-                       help="the model's name in /v1/models (default: the file name)")
+                       help=tr("the model's name in /v1/models (default: the file name)"))
     serve.set_defaults(handler=serve_command)
 
 
@@ -57,13 +59,17 @@ def serve_command(args: argparse.Namespace) -> int:
         server = ApiServer(engine, model_id, host=args.host, port=args.port, api_key=key,
                            sampling=load_settings().sampling)
         server.start()
-        print(f"Serving {model_id} at {server.base_url}"
-              f"{' (API key required)' if key else ''}. Ctrl-C stops.", file=sys.stderr)
+        if key:
+            print(tr("Serving {model} at {url} (API key required). Ctrl-C stops.",
+                     model=model_id, url=server.base_url), file=sys.stderr)
+        else:
+            print(tr("Serving {model} at {url}. Ctrl-C stops.", model=model_id,
+                     url=server.base_url), file=sys.stderr)
         try:
             while not server.wait(0.5):
                 pass
         except KeyboardInterrupt:
-            print("\nStopping the server.", file=sys.stderr)
+            print("\n" + tr("Stopping the server."), file=sys.stderr)
         finally:
             server.stop()
     return 0
@@ -74,16 +80,16 @@ def serve_command(args: argparse.Namespace) -> int:
 def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--remote``, ``--remote-model``, ``--remote-key`` to ``chat``; ``--model`` becomes
     optional (:func:`uses_remote` checks that exactly one of them is given)."""
-    group = parser.add_argument_group("remote engine (instead of --model)")
+    group = parser.add_argument_group(tr("remote engine (instead of --model)"))
     group.add_argument("--remote", metavar="URL",
-                       help="an OpenAI-compatible server, e.g. http://gpu-box:8000/v1")
+                       help=tr("an OpenAI-compatible server, e.g. http://gpu-box:8000/v1"))
     group.add_argument("--remote-model", metavar="NAME",
-                       help="the model's name on that server (default: the first it lists)")
+                       help=tr("the model's name on that server (default: the first it lists)"))
     group.add_argument("--remote-key", metavar="KEY",
-                       help="its API key (default: the saved key for URL, else "
-                            "$MIXTRAL_DESK_REMOTE_KEY)")
+                       help=tr("its API key (default: the saved key for URL, else "
+                               "$MIXTRAL_DESK_REMOTE_KEY)"))
     group.add_argument("--save-remote-key", action="store_true",
-                       help="remember --remote-key for this URL (a file only you can read)")
+                       help=tr("remember --remote-key for this URL (a file only you can read)"))
     for action in parser._actions:  # argparse has no public way to relax an existing option
         if "--model" in action.option_strings:
             action.required = False
@@ -97,10 +103,10 @@ def uses_remote(args: argparse.Namespace) -> bool:
     """
     remote = getattr(args, "remote", None)
     if remote and args.model is not None:
-        raise RemoteOptionsError("Use either --model PATH (a local model) or --remote URL.")
+        raise RemoteOptionsError(N_("Use either --model PATH (a local model) or --remote URL."))
     if not remote and args.model is None:
-        raise RemoteOptionsError("chat needs --model PATH (a local model) or --remote URL "
-                                 "(an OpenAI-compatible server).")
+        raise RemoteOptionsError(N_("chat needs --model PATH (a local model) or --remote URL "
+                                    "(an OpenAI-compatible server)."))
     return bool(remote)
 
 
@@ -118,8 +124,9 @@ def remote_chat_command(args: argparse.Namespace) -> int:
         if not engine.model:
             models = engine.list_models()
             if not models:
-                raise RemoteOptionsError(f"{engine.base_url} lists no models; "
-                                         "name one with --remote-model.")
+                raise RemoteOptionsError(N_("{url} lists no models; name one with "
+                                            "--remote-model."), url=engine.base_url)
             engine.model = models[0]
         return chat_commands.converse(store, engine, args, model_name=engine.model,
-                                      where=f"{engine.model} at {engine.base_url}")
+                                      where=tr("{model} at {url}", model=engine.model,
+                                               url=engine.base_url))

@@ -15,7 +15,9 @@ from .errors import (
     DiskFullError,
     DownloadError,
     HubAccessError,
+    HubOfflineError,
     HubUnavailableError,
+    HubUnreachableError,
     InsufficientSpaceError,
     InvalidTokenError,
     JobNotFoundError,
@@ -32,7 +34,8 @@ from .errors import (
 )
 
 __all__ = [
-    "DiskFullError", "DownloadError", "HubAccessError", "HubUnavailableError",
+    "DiskFullError", "DownloadError", "HubAccessError", "HubOfflineError", "HubUnavailableError",
+    "HubUnreachableError",
     "InsufficientSpaceError", "InvalidTokenError", "JobNotFoundError", "JobStateError",
     "LicenceNotAcceptedError", "LocalModelNotFoundError", "NetworkError",
     "RemoteFileNotFoundError", "RepoNotFoundError", "RevisionNotFoundError", "TokenAccessError",

@@ -8,6 +8,7 @@ Tokens never appear in a message.
 from __future__ import annotations
 
 from ..errors import DeskError, NotFoundError
+from ..network import OfflineError, UnreachableError
 
 
 class DownloadError(DeskError, RuntimeError):
@@ -62,8 +63,19 @@ class RevisionNotFoundError(DownloadError, LookupError):
 class HubUnavailableError(DownloadError, ConnectionError):
     """Raised when the Hub (or mirror) cannot be reached or keeps failing after retries.
 
-    Also raised in offline mode (``HF_HUB_OFFLINE=1``).
+    Its subclasses tell the two cases a background caller degrades on:
+    :class:`HubUnreachableError` (no connection) and :class:`HubOfflineError` (Offline mode).
     """
+
+
+class HubUnreachableError(HubUnavailableError, UnreachableError):
+    """Raised when no connection to the Hub (or mirror) could be made within the short timeout,
+    or a metadata answer did not come in time; raised at once, never after a retry loop."""
+
+
+class HubOfflineError(HubUnavailableError, OfflineError):
+    """Raised at once, before any connection, when Offline mode is on (the setting,
+    ``--offline`` or ``HF_HUB_OFFLINE``)."""
 
 
 # --- transfer ------------------------------------------------------------------------------------

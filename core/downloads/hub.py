@@ -1,5 +1,10 @@
 """What the Hub says about files, through huggingface_hub: commit, sizes, sha256, redirect URLs.
 
+Every call fails at once in Offline mode (:class:`HubOfflineError`, before any connection) and
+otherwise connects with :data:`~..network.CONNECT_TIMEOUT_S` and waits
+:data:`~..network.METADATA_TIMEOUT_S` for an answer: no connection is :class:`HubUnreachableError`
+at once, never huggingface_hub's retry loop; only 429/5xx answers are tried again, briefly.
+
 Every call names the endpoint explicitly (the user's mirror setting, else ``HF_ENDPOINT`` at call
 time, else huggingface.co) and the token explicitly (``token=False`` when there is none, so
 huggingface_hub never picks one up behind our back). Errors become the typed errors of
@@ -9,9 +14,12 @@ token, token without access, repo / file / revision not found, Hub unreachable o
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
@@ -26,9 +34,13 @@ from huggingface_hub.errors import (
 from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundError
 from huggingface_hub.utils._headers import build_hf_headers
 
+from .. import network
+from ..i18n import tr
 from .errors import (
     DownloadError,
+    HubOfflineError,
     HubUnavailableError,
+    HubUnreachableError,
     InvalidTokenError,
     LicenceNotAcceptedError,
     RemoteFileNotFoundError,
@@ -40,7 +52,13 @@ from .errors import (
 from .naming import expand_files
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-METADATA_TIMEOUT_S = 20.0
+# huggingface_hub's user agent ("telemetry") fetches a list of AI-agent harnesses from
+# huggingface.co once a day — whatever endpoint or mirror is in use, and with a 3 s timeout on the
+# first request of a process. A connection nobody asked for, to a host a mirror's user may not
+# reach: off in this process.
+constants.HF_HUB_DISABLE_TELEMETRY = True
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_T = TypeVar("_T")
 
 
 def default_endpoint() -> str:
@@ -115,14 +133,17 @@ class HubClient:
             LicenceNotAcceptedError, TokenRequiredError, InvalidTokenError, TokenAccessError,
             HubUnavailableError: as their names say; each message names the repository.
         """
+        self.require_online()
         rev = revision or constants.DEFAULT_REVISION
         try:
-            info = self._api.model_info(repo_id, revision=rev, files_metadata=True,
-                                        token=self._token or False, timeout=METADATA_TIMEOUT_S)
+            info = _with_retries(lambda: self._api.model_info(
+                repo_id, revision=rev, files_metadata=True, token=self._token or False,
+                timeout=_metadata_timeout()))
         except Exception as error:
             raise self.map_error(error, repo_id, revision=rev) from error
         if not info.sha:
-            raise HubUnavailableError(f"{self.endpoint} gave no commit for {repo_id}@{rev}.")
+            raise HubUnavailableError(tr("{endpoint} gave no commit for {repo}@{revision}.",
+                                         endpoint=self.endpoint, repo=repo_id, revision=rev))
         siblings = {s.rfilename: s for s in info.siblings or []}
         wanted = expand_files(files, list(siblings), repo_id)
         out: list[RemoteFileInfo] = []
@@ -135,7 +156,8 @@ class HubClient:
                 size = size if size is not None else where.size
                 sha = sha or where.sha256
             if size is None:
-                raise HubUnavailableError(f"{self.endpoint} did not say how large {path} is.")
+                raise HubUnavailableError(tr("{endpoint} did not say how large {file} is.",
+                                             endpoint=self.endpoint, file=path))
             out.append(RemoteFileInfo(path, size, sha))
         if out:
             self.locate(repo_id, info.sha, out[0].path)
@@ -147,11 +169,12 @@ class HubClient:
         Raises:
             the same errors as :meth:`resolve`.
         """
+        self.require_online()
         url = hf_hub_url(repo_id, path, revision=commit, endpoint=self.endpoint)
         try:
-            meta = get_hf_file_metadata(url, token=self._token or False,
-                                        timeout=METADATA_TIMEOUT_S, endpoint=self.endpoint,
-                                        retry_on_errors=True)
+            meta = _with_retries(lambda: get_hf_file_metadata(
+                url, token=self._token or False, timeout=_metadata_timeout(),
+                endpoint=self.endpoint, retry_on_errors=False))
         except Exception as error:
             raise self.map_error(error, repo_id, revision=commit, filename=path) from error
         target = urljoin(url, meta.location)
@@ -161,6 +184,14 @@ class HubClient:
         sha = meta.etag if meta.etag and len(meta.etag) == 64 else None
         return FileLocation(target, headers, meta.size, sha)
 
+    def require_online(self) -> None:
+        """Raise :class:`HubOfflineError` at once when Offline mode is on.
+
+        Raises:
+            HubOfflineError: Offline mode is on.
+        """
+        network.require_network(tr("Downloading from the Hugging Face Hub"), HubOfflineError)
+
     def map_error(self, error: Exception, repo_id: str, *, revision: str | None = None,
                   filename: str | None = None) -> Exception:
         """Our typed error for an exception from huggingface_hub or httpx2 (others unchanged)."""
@@ -169,45 +200,94 @@ class HubClient:
             return error
         if isinstance(error, GatedRepoError):
             if not self._token:
-                return TokenRequiredError(
-                    f"{repo_id} is a gated model: it needs a Hugging Face token. Sign in "
-                    f"(`hf auth login`, or in Settings) and accept its licence at {page}.",
-                    repo_id, page)
-            return LicenceNotAcceptedError(
-                f"You have not accepted the licence of {repo_id} with this account yet (or your "
-                f"request is still pending). Open {page}, accept it, then try again.",
-                repo_id, page)
+                return TokenRequiredError(tr(
+                    "{repo} is a gated model: it needs a Hugging Face token. Sign in "
+                    "(`hf auth login`, or in Settings) and accept its licence at {url}.",
+                    repo=repo_id, url=page), repo_id, page)
+            return LicenceNotAcceptedError(tr(
+                "You have not accepted the licence of {repo} with this account yet (or your "
+                "request is still pending). Open {url}, accept it, then try again.",
+                repo=repo_id, url=page), repo_id, page)
         if isinstance(error, HfRevisionNotFoundError):
-            return RevisionNotFoundError(
-                f"Revision {revision!r} does not exist in {repo_id} (check the branch, tag or "
-                "commit).")
+            return RevisionNotFoundError(tr(
+                "Revision {revision!r} does not exist in {repo} (check the branch, tag or "
+                "commit).", revision=revision, repo=repo_id))
         if isinstance(error, EntryNotFoundError):
-            return RemoteFileNotFoundError(
-                f"File {filename!r} is not in {repo_id} at revision {revision!r}.")
+            return RemoteFileNotFoundError(tr(
+                "File {file!r} is not in {repo} at revision {revision!r}.",
+                file=filename, repo=repo_id, revision=revision))
         if isinstance(error, RepositoryNotFoundError):
-            hint = ("" if self._token else
-                    " If it is private, sign in with a Hugging Face token that can read it.")
-            return RepoNotFoundError(f"Repository {repo_id} was not found on {self.endpoint}."
-                                     f"{hint}")
+            if self._token:
+                return RepoNotFoundError(tr("Repository {repo} was not found on {endpoint}.",
+                                            repo=repo_id, endpoint=self.endpoint))
+            return RepoNotFoundError(tr(
+                "Repository {repo} was not found on {endpoint}. If it is private, sign in with "
+                "a Hugging Face token that can read it.", repo=repo_id, endpoint=self.endpoint))
         if isinstance(error, OfflineModeIsEnabled):
-            return HubUnavailableError(
-                "Offline mode is on (HF_HUB_OFFLINE=1): downloads need it turned off.")
+            return HubOfflineError(network.offline_message(
+                tr("Downloading from the Hugging Face Hub")))
         if isinstance(error, HfHubHTTPError) and error.response is not None:
             status = error.response.status_code
             if status == 401:
-                return InvalidTokenError(
-                    f"The Hub rejected your Hugging Face token while opening {repo_id}: it is "
-                    "invalid, expired or revoked. Sign in again with a new token.", repo_id, page)
+                return InvalidTokenError(tr(
+                    "The Hub rejected your Hugging Face token while opening {repo}: it is "
+                    "invalid, expired or revoked. Sign in again with a new token.",
+                    repo=repo_id), repo_id, page)
             if status == 403:
-                return TokenAccessError(
-                    f"Your Hugging Face token does not grant access to {repo_id} (a fine-grained "
+                return TokenAccessError(tr(
+                    "Your Hugging Face token does not grant access to {repo} (a fine-grained "
                     "token needs read access to public gated repos, or to this repo).",
-                    repo_id, page)
-            return HubUnavailableError(
-                f"{self.endpoint} answered {status} for {repo_id}; try again later.")
+                    repo=repo_id), repo_id, page)
+            return HubUnavailableError(tr("{endpoint} answered {status} for {repo}; try again "
+                                          "later.", endpoint=self.endpoint, status=status,
+                                          repo=repo_id))
         if isinstance(error, httpx2.TransportError | OSError):
-            return HubUnavailableError(f"Cannot reach {self.endpoint}: {error}")
+            return HubUnreachableError(tr("Cannot reach {endpoint}: {reason}",
+                                          endpoint=self.endpoint, reason=_reason(error)))
         return error
+
+
+def _metadata_timeout() -> float:
+    """The timeout of a metadata request: short to connect, a little longer for the answer.
+
+    (An ``httpx2.Timeout``; huggingface_hub passes it through, though it annotates a float.)
+    """
+    return cast(float, httpx2.Timeout(network.METADATA_TIMEOUT_S,
+                                      connect=network.CONNECT_TIMEOUT_S))
+
+
+def _with_retries(call: Callable[[], _T]) -> _T:
+    """``call()``, tried again (briefly) when the server answers 429 or 5xx.
+
+    No connection, a timeout or any other error is raised at once: those are what makes
+    huggingface_hub's own retry loop freeze for ~23 s on an unreachable host.
+    """
+    attempts = max(1, network.METADATA_ATTEMPTS)
+    for attempt in range(attempts):
+        try:
+            return call()
+        except HfHubHTTPError as error:
+            response: Any = error.response
+            status = response.status_code if response is not None else None
+            if status not in _RETRY_STATUS or attempt == attempts - 1:
+                raise
+            delay = 0.5 * 2 ** attempt
+            retry_after = response.headers.get("Retry-After") if response is not None else None
+            if retry_after:
+                with contextlib.suppress(ValueError):
+                    delay = min(float(retry_after), 5.0)
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong with a connection, in a few words (timeouts said as such)."""
+    text = str(error).strip()
+    if isinstance(error, httpx2.TimeoutException | TimeoutError):
+        return tr("no answer within {seconds:g} s", seconds=(
+            network.CONNECT_TIMEOUT_S if isinstance(error, httpx2.ConnectTimeout)
+            else network.METADATA_TIMEOUT_S))
+    return text or type(error).__name__
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

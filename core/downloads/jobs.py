@@ -23,10 +23,17 @@ from typing import Any, Literal
 
 import psutil
 
+from ..i18n import N_, tr
 from .errors import DownloadError, JobNotFoundError
 
 JobState = Literal["queued", "running", "paused", "completed", "failed", "cancelled"]
 ACTIVE_STATES: frozenset[str] = frozenset({"queued", "running", "paused"})
+#: Each display state in words (translated where shown, with :func:`state_name`).
+STATE_NAMES: dict[str, str] = {
+    "queued": N_("queued"), "running": N_("running"), "paused": N_("paused"),
+    "completed": N_("completed"), "failed": N_("failed"), "cancelled": N_("cancelled"),
+    "interrupted": N_("interrupted"),
+}
 FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 HEARTBEAT_S = 2.0
 
@@ -100,6 +107,11 @@ class Job:
         }
 
 
+def state_name(state: str) -> str:
+    """A job state (``display_state``) in the interface language."""
+    return tr(STATE_NAMES[state]) if state in STATE_NAMES else state
+
+
 def _pid_alive(pid: int) -> bool:
     # psutil, not os.kill(pid, 0): on Windows that would send Ctrl-C to the process.
     return bool(psutil.pid_exists(pid))
@@ -155,14 +167,15 @@ class JobStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as error:
-            raise DownloadError(f"Cannot open the download list {path}: {error}") from error
+            raise DownloadError(tr("Cannot open the download list {path}: {reason}",
+                                   path=path, reason=error)) from error
 
     def _migrate(self) -> None:
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise DownloadError(f"The download list {self.path} was written by a newer "
-                                    "Mixtral Desk; update the app.")
+                raise DownloadError(tr("The download list {path} was written by a newer "
+                                       "Mixtral Desk; update the app.", path=self.path))
             for number in range(version, len(MIGRATIONS)):
                 MIGRATIONS[number](db)
                 db.execute(f"PRAGMA user_version={number + 1}")
@@ -207,8 +220,10 @@ class JobStore:
             if len(exact) == 1 or len(rows) == 1:
                 return self._row_to_job((exact or rows)[0])
         if rows:
-            raise JobNotFoundError(f"Download id {job_id!r} is ambiguous; type more of it.")
-        raise JobNotFoundError(f"No download with id {job_id!r} (see `downloads list`).")
+            raise JobNotFoundError(tr("Download id {id!r} is ambiguous; type more of it.",
+                                      id=job_id))
+        raise JobNotFoundError(tr("No download with id {id!r} (see `downloads list`).",
+                                  id=job_id))
 
     def list_jobs(self, states: frozenset[str] | None = None) -> list[Job]:
         """Jobs in queue order, optionally only those in ``states``."""

@@ -13,6 +13,9 @@ refused here), check free space (what remains plus a margin), transfer each part
 old-style pieces and record the model in the folder's manifest. Jobs live in ``downloads.sqlite3``
 so they survive crashes; another process may pause or cancel a running job through it.
 
+Offline mode refuses at once (:class:`HubOfflineError`) to add, start or run a job; a job that
+meets it while running (the user switched it on) is paused, its bytes kept.
+
 Events (``on_event``, called on worker threads — never block in it):
     JobStateChanged: each state change, with the error message and the model path.
     JobProgress: a few times a second while running: bytes done/total per part and per job,
@@ -36,18 +39,21 @@ from pathlib import Path
 from huggingface_hub import get_session
 
 from ..catalog import CatalogEntry
+from ..i18n import tr
+from ..network import OfflineError, is_offline, require_network
 from ..paths import DataPaths, data_paths
 from .errors import (
     DiskFullError,
     DownloadError,
     DownloadInterrupted,
+    HubOfflineError,
     JobStateError,
     NetworkError,
     VerificationError,
 )
 from .events import DownloadEvent, FileProgress, JobNotice, JobProgress, JobStateChanged, Phase
 from .hub import HubClient, ResolvedFiles, default_endpoint
-from .jobs import ACTIVE_STATES, HEARTBEAT_S, Job, JobFile, JobStore
+from .jobs import ACTIVE_STATES, HEARTBEAT_S, Job, JobFile, JobStore, state_name
 from .local import record_download
 from .naming import joined_name, repo_folder
 from .storage import check_free_space, discard_job_files, final_path, join_pieces, part_path
@@ -82,6 +88,11 @@ class _Live:
     finished: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     path: Path | None = None
+
+
+def _require_online() -> None:
+    """Raises HubOfflineError at once when Offline mode is on."""
+    require_network(tr("Downloading a model"), HubOfflineError)
 
 
 class DownloadManager:
@@ -127,6 +138,7 @@ class DownloadManager:
 
     def _add(self, model_id: str, repo_id: str, files: list[str], revision: str | None,
              catalog_id: str | None = None) -> Job:
+        _require_online()
         existing = self.store.find_active(model_id, repo_id, files, revision)
         if existing is not None:
             return existing
@@ -150,16 +162,19 @@ class DownloadManager:
         Raises:
             JobNotFoundError: no such job.
             JobStateError: it is finished, or another living process runs it.
+            HubOfflineError: Offline mode is on (nothing is queued).
         """
         job = self.store.get(job_id)
         with self._lock:
             if job.id in self._live or job.id in self._queue:
                 return job
             if job.state in ("completed", "cancelled"):
-                raise JobStateError(f"Download {job.id} is {job.state}; add it again to restart.")
+                raise JobStateError(tr("Download {id} is {state}; add it again to restart.",
+                                       id=job.id, state=state_name(job.state)))
             if job.is_live:
-                raise JobStateError(f"Download {job.id} is running in another Mixtral Desk "
-                                    f"process (pid {job.owner_pid}).")
+                raise JobStateError(tr("Download {id} is running in another Mixtral Desk "
+                                       "process (pid {pid}).", id=job.id, pid=job.owner_pid))
+            _require_online()
             self.store.update(job.id, state="queued", error=None, request=None)
             self._queue.append(job.id)
         self._emit(JobStateChanged(job.id, "queued"))
@@ -169,8 +184,11 @@ class DownloadManager:
     resume = start
 
     def resume_all(self) -> list[Job]:
-        """Queue every unfinished job that no living process runs (after a crash or restart)."""
-        started = []
+        """Queue every unfinished job that no living process runs (after a crash or restart);
+        none in Offline mode."""
+        started: list[Job] = []
+        if is_offline():
+            return started
         for job in self.store.list_jobs(ACTIVE_STATES):
             if not job.is_live and job.id not in self._live:
                 started.append(self.start(job.id))
@@ -196,7 +214,11 @@ class DownloadManager:
         job = self.store.get(job_id)
         if job.state in ("completed", "cancelled") or (wanted == "paused" and job.state ==
                                                         "failed"):
-            raise JobStateError(f"Download {job.id} is {job.state}; it cannot be {wanted}.")
+            state = state_name(job.state)
+            raise JobStateError(
+                tr("Download {id} is {state}; it cannot be paused.", id=job.id, state=state)
+                if wanted == "paused" else
+                tr("Download {id} is {state}; it cannot be cancelled.", id=job.id, state=state))
         with self._lock:
             live = self._live.get(job.id)
             if job.id in self._queue:
@@ -239,12 +261,15 @@ class DownloadManager:
         Raises:
             every DownloadError the job met (hub errors, NetworkError, VerificationError,
             InsufficientSpaceError, DiskFullError); DownloadInterrupted when paused or cancelled
-            from elsewhere; JobStateError when it cannot start.
+            from elsewhere; JobStateError when it cannot start; HubOfflineError at once in
+            Offline mode.
         """
         job = self.store.get(job_id)
         if job.is_live:
-            raise JobStateError(f"Download {job.id} is running in another Mixtral Desk process "
-                                f"(pid {job.owner_pid}); pause it there first.")
+            raise JobStateError(tr("Download {id} is running in another Mixtral Desk process "
+                                   "(pid {pid}); pause it there first.",
+                                   id=job.id, pid=job.owner_pid))
+        _require_online()
         with self._lock:
             live = self._live.get(job.id) or self._launch(job)
         try:
@@ -311,7 +336,7 @@ class DownloadManager:
                 discard_job_files(self.store.get(job.id))
             self._set_state(job.id, stop.reason)
             live.error = stop
-        except (NetworkError, DiskFullError) as error:  # resumable: the bytes stay
+        except (NetworkError, DiskFullError, OfflineError) as error:  # resumable: bytes stay
             live.error = error
             self._set_state(job.id, "paused", error)
         except DownloadError as error:
@@ -319,11 +344,12 @@ class DownloadManager:
             self._set_state(job.id, "failed", error)
         except OSError as error:  # writing failed outside the transfer (sidecar, join, manifest)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                live.error = DiskFullError(f"The disk is full ({error.filename}). Free some "
-                                           "space, then resume.")
+                live.error = DiskFullError(tr("The disk is full ({path}). Free some space, "
+                                              "then resume.", path=error.filename))
                 self._set_state(job.id, "paused", live.error)
             else:
-                live.error = DownloadError(f"Cannot write the download: {error}")
+                live.error = DownloadError(tr("Cannot write the download: {reason}",
+                                              reason=error))
                 self._set_state(job.id, "failed", live.error)
         except Exception as error:  # a bug: keep the job resumable, say what happened
             log.exception("download %s failed", job.id)

@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import httpx2
 
+from ..i18n import tr
+from ..network import OfflineError
 from .errors import (
     DiskFullError,
     DownloadInterrupted,
@@ -261,9 +263,9 @@ class _Sink:
         os.ftruncate(self._fd, self.done)  # drop a half-written buffer: keep what is hashed
         os.lseek(self._fd, self.done, os.SEEK_SET)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(
-                f"The disk is full while writing {self.part.name} "
-                f"({self.done} bytes kept). Free some space, then resume.") from error
+            raise DiskFullError(tr(
+                "The disk is full while writing {file} ({done} bytes kept). Free some space, "
+                "then resume.", file=self.part.name, done=self.done)) from error
         raise error
 
     def restart(self) -> None:
@@ -325,15 +327,16 @@ def transfer_file(*, part: Path, size: int, sha256: str | None,
                 received = _one_request(sink, size, locate, client, control, policy, on_notice)
                 sink.drain()
                 if not received and sink.done < size:
-                    raise _RetryableError("the server ended the response without data")
+                    raise _RetryableError(tr("the server ended the response without data"))
             except _RetryableError as problem:
                 sink.drain()
                 failures = 1 if sink.done > before else failures + 1
                 if failures >= policy.max_attempts:
-                    raise NetworkError(
-                        f"Download of {part.name.removesuffix('.part')} keeps failing "
-                        f"({problem.reason}); {sink.done} of {size} bytes are kept. "
-                        "Resume it when the connection is better.") from problem
+                    raise NetworkError(tr(
+                        "Download of {file} keeps failing ({reason}); {done} of {size} bytes "
+                        "are kept. Resume it when the connection is better.",
+                        file=part.name.removesuffix(".part"), reason=problem.reason,
+                        done=sink.done, size=size)) from problem
                 delay = problem.retry_after if problem.retry_after is not None else min(
                     policy.max_delay, policy.base_delay * 2 ** (failures - 1))
                 delay *= 1 + random.uniform(0, 0.1)
@@ -354,12 +357,14 @@ def _verify(part: Path, size: int, sha256: str | None, done: int, result: str) -
     name = part.name.removesuffix(".part")
     actual = part.stat().st_size
     if actual != size or done != size:
-        raise VerificationError(f"{name} has {actual} bytes but the Hub says {size}; the "
-                                "download is corrupt. Download it again.", name)
+        raise VerificationError(tr("{file} has {actual} bytes but the Hub says {size}; the "
+                                   "download is corrupt. Download it again.",
+                                   file=name, actual=actual, size=size), name)
     if sha256 is not None and result != sha256:
-        raise VerificationError(
-            f"{name} is corrupt: its sha256 is {result[:12]}… but the Hub says {sha256[:12]}…. "
-            "The bad data was discarded; download it again.", name)
+        raise VerificationError(tr(
+            "{file} is corrupt: its sha256 is {actual}… but the Hub says {expected}…. "
+            "The bad data was discarded; download it again.",
+            file=name, actual=result[:12], expected=sha256[:12]), name)
 
 
 def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
@@ -368,6 +373,8 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
     """One GET from the bytes on disk; returns how many bytes it brought."""
     try:
         where = locate()
+    except OfflineError:
+        raise  # Offline mode was switched on: stop now, keep the bytes
     except HubUnavailableError as error:
         raise _RetryableError(str(error)) from error
     headers = dict(where.headers)
@@ -385,8 +392,8 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
                 for chunk in response.iter_raw():
                     received += len(chunk)
                     if received > expected:
-                        raise NetworkError("The download server sent more bytes than the file "
-                                           "has.")
+                        raise NetworkError(tr("The download server sent more bytes than the "
+                                              "file has."))
                     sink.feed(chunk)
                     control.check()
             finally:  # the bytes that arrived before a failure are good: keep them
@@ -394,10 +401,12 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
             return received
     except httpx2.TimeoutException as error:
         stalled = isinstance(error, httpx2.ReadTimeout)
-        raise _RetryableError(f"no data for {policy.stall_timeout:g} s" if stalled
-                         else f"timed out connecting ({error})", stalled=stalled) from error
+        seconds = format(policy.stall_timeout, "g")
+        raise _RetryableError(tr("no data for {seconds} s", seconds=seconds) if stalled else
+                              tr("timed out connecting ({reason})", reason=error),
+                              stalled=stalled) from error
     except httpx2.TransportError as error:
-        raise _RetryableError(f"{type(error).__name__}: {error}") from error
+        raise _RetryableError(f"{type(error).__name__}: {error}") from error  # technical
 
 
 def _check_status(response: httpx2.Response, start: int, size: int, sink: _Sink,
@@ -406,7 +415,8 @@ def _check_status(response: httpx2.Response, start: int, size: int, sink: _Sink,
     if status == 416 and start >= size:  # pragma: no cover - the loop stops before that
         return
     if status in _RETRY_STATUS or status == 416:
-        raise _RetryableError(f"the server answered {status}", _retry_after(response))
+        raise _RetryableError(tr("the server answered {status}", status=status),
+                              _retry_after(response))
     if status == 206:
         content_range = response.headers.get("Content-Range", "")
         if content_range.startswith(f"bytes {start}-"):
@@ -415,12 +425,14 @@ def _check_status(response: httpx2.Response, start: int, size: int, sink: _Sink,
         if start:
             sink.restart()
             if on_notice is not None:
-                on_notice(TransferNotice("restarted", "the server ignored the resume request"))
+                on_notice(TransferNotice("restarted",
+                                         tr("the server ignored the resume request")))
         if status == 206:
             got = response.headers.get("Content-Range")
-            raise _RetryableError(f"unexpected Content-Range {got}")
+            raise _RetryableError(tr("unexpected Content-Range {range}", range=got))
         return
-    raise NetworkError(f"The download server answered {status} {response.reason_phrase}.")
+    raise NetworkError(tr("The download server answered {status} {reason}.",
+                          status=status, reason=response.reason_phrase))
 
 
 def _retry_after(response: httpx2.Response) -> float | None:

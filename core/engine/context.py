@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..errors import ContextOverflowError
+from ..i18n import N_
 from .events import ChatMessage
 
 MIN_REPLY_TOKENS = 256
@@ -59,10 +60,10 @@ def fit_messages(
     ok, last_size = fits(last_start) if last_start else (False, size)
     if not ok:
         raise ContextOverflowError(
-            f"The message is too long for the context window: the prompt needs {last_size} "
-            f"tokens and {reserve} more are kept for the reply, but the context holds {n_ctx}. "
-            "Shorten the message or load the model with a larger context."
-        )
+            N_("The message is too long for the context window: the prompt needs {prompt} "
+               "tokens and {reserve} more are kept for the reply, but the context holds "
+               "{context}. Shorten the message or load the model with a larger context."),
+            prompt=last_size, reserve=reserve, context=n_ctx)
     # Binary search for the earliest start that fits (sizes shrink as the start moves later).
     lo, hi = 0, len(starts) - 1
     while lo < hi:

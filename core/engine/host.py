@@ -34,7 +34,9 @@ from ..errors import (
     GPUOffloadUnavailableError,
     ModelFileNotFoundError,
     ModelLoadError,
+    UserText,
 )
+from ..i18n import N_, current_language
 from ..paths import data_paths
 from . import worker
 from .events import BackendInfo, ChatMessage, DoneEvent, ModelInfo, ReplyStats, TokenEvent
@@ -67,18 +69,30 @@ STOP_GRACE_S = 0.05
 ReplyEvent = TokenEvent | DoneEvent
 
 
-def _describe_exit(code: int | None) -> str:
+def _describe_exit(code: int | None) -> UserText:
+    """What happened to the engine process, as a sentence."""
     if code is None:
-        return "stopped answering"
+        return UserText(N_("The engine process stopped answering."))
     if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
-            name = f"signal {-code}"
+            name = str(-code)
         if name == "SIGKILL":
-            return ("was killed (signal SIGKILL; the system may have run out of memory)")
-        return f"crashed (signal {name})"
-    return f"exited unexpectedly (exit code {code})"
+            return UserText(N_("The engine process was killed (signal SIGKILL; the system may "
+                               "have run out of memory)."))
+        return UserText(N_("The engine process crashed (signal {signal})."), signal=name)
+    return UserText(N_("The engine process exited unexpectedly (exit code {code})."), code=code)
+
+
+# When the engine died, as a sentence that follows :func:`_describe_exit`'s.
+WHILE_GENERATING = N_("It happened while generating; the reply so far was kept. Reload the model "
+                      "to continue.")
+WHILE_LOADING = N_("It happened while loading the model. Check the model file and the load "
+                   "settings, then try again.")
+WHILE_UNLOADING = N_("It happened while unloading the model.")
+WHILE_REPORTING = N_("It happened while reporting its backend.")
+BEFORE_REQUEST = N_("It happened before it received a request.")
 
 
 class ReplyStream(Iterator[ReplyEvent]):
@@ -154,8 +168,7 @@ class ReplyStream(Iterator[ReplyEvent]):
                 return self._cancelled_stats()
             timeout = POLL_S if self._deadline is None else min(POLL_S, self._deadline - now)
             try:
-                event = host._poll(max(timeout, 0.0), "while generating; the reply so far was "
-                                   "kept. Reload the model to continue.")
+                event = host._poll(max(timeout, 0.0), WHILE_GENERATING)
             except BaseException:
                 self._finish()
                 raise
@@ -188,7 +201,7 @@ def _error_from(event: ErrorMsg) -> Exception:
         "GPUOffloadUnavailableError": GPUOffloadUnavailableError,
         "ContextOverflowError": ContextOverflowError,
     }
-    return classes.get(event.kind, EngineError)(event.message)
+    return classes.get(event.kind, EngineError)(event.text or event.message)
 
 
 class EngineHost:
@@ -245,11 +258,12 @@ class EngineHost:
             target=worker.run, name="mixtral-desk-engine", daemon=True,
             args=(commands_r, events_w, str(self.log_path), os.getpid(),
                   threading.current_thread() is threading.main_thread(),
-                  os.environ.get(DEBUG_ENV) == "1"))
+                  os.environ.get(DEBUG_ENV) == "1", current_language()))
         try:
             process.start()
         except OSError as error:
-            raise EngineError(f"The engine process could not start: {error}") from error
+            raise EngineError(N_("The engine process could not start: {error}"),
+                              error=str(error)) from error
         finally:
             commands_r.close()
             events_w.close()
@@ -275,7 +289,7 @@ class EngineHost:
                     self._abandoned = 0
                 self._commands.send(make(rid))
             except (OSError, EOFError):
-                self._crashed("before it received a request")
+                self._crashed(BEFORE_REQUEST)
             return rid
 
     def _send_stop(self, rid: int) -> None:
@@ -289,7 +303,10 @@ class EngineHost:
             self._active = None
 
     def _crashed(self, during: str) -> None:
-        """Raise EngineCrashedError (or EngineError after close()) for a dead engine."""
+        """Raise EngineCrashedError (or EngineError after close()) for a dead engine.
+
+        ``during``: one of the ``WHILE_…`` sentences, saying when it happened.
+        """
         process = self._process
         code: int | None = None
         if process is not None:
@@ -298,19 +315,20 @@ class EngineHost:
         closing = self._closing
         self._drop_process()
         if closing:
-            raise EngineError("The engine was closed.")
-        message = f"The engine process {_describe_exit(code)} {during}"
-        if during.startswith("while loading"):
-            lines = [ln for ln in tail_lines(self.log_path, 6) if ln.strip()]
-            if lines:
-                message += "\nllama.cpp's last log lines:\n" + "\n".join(lines)
-        raise EngineCrashedError(message, exit_code=code)
+            raise EngineError(N_("The engine was closed."))
+        what, when = _describe_exit(code), UserText(during)
+        lines = [ln for ln in tail_lines(self.log_path, 6) if ln.strip()] \
+            if during == WHILE_LOADING else []
+        if lines:
+            raise EngineCrashedError(N_("{what} {when}\nllama.cpp's last log lines:\n{lines}"),
+                                     exit_code=code, what=what, when=when, lines="\n".join(lines))
+        raise EngineCrashedError(N_("{what} {when}"), exit_code=code, what=what, when=when)
 
     def _poll(self, timeout: float, during: str) -> Event | None:
         """The next event, or ``None`` after ``timeout`` seconds; raises when the engine died."""
         events = self._events
         if events is None:
-            raise EngineError("The engine is not running.")
+            raise EngineError(N_("The engine is not running."))
         try:
             if not events.poll(timeout):
                 return None
@@ -329,7 +347,7 @@ class EngineHost:
 
     def _check_idle(self) -> None:
         if self._active is not None:
-            raise EngineBusyError("A reply is being generated; stop it or wait for it to end.")
+            raise EngineBusyError(N_("A reply is being generated; stop it or wait for it to end."))
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -356,8 +374,7 @@ class EngineHost:
             self._model_info = None
             rid = self._send(lambda r: LoadRequest(r, options))
             while True:
-                event = self._wait(rid, "while loading the model. Check the model file and the "
-                                   "load settings, then try again.")
+                event = self._wait(rid, WHILE_LOADING)
                 if isinstance(event, ProgressMsg):
                     if on_progress is not None:
                         on_progress(event.fraction)
@@ -394,7 +411,7 @@ class EngineHost:
         with self._lock:
             self._check_idle()
             if self._model_info is None or not self.is_alive:
-                raise EngineError("No model is loaded; load one first.")
+                raise EngineError(N_("No model is loaded; load one first."))
             rid = self._send(make)
             self._active = rid
             return ReplyStream(self, rid)
@@ -423,7 +440,7 @@ class EngineHost:
                 self._model_info = None
                 return
             rid = self._send(lambda r: UnloadRequest(r))
-            self._wait(rid, "while unloading the model.")
+            self._wait(rid, WHILE_UNLOADING)
             self._model_info = None
 
     def backend_info(self) -> BackendInfo:
@@ -438,7 +455,7 @@ class EngineHost:
             self._check_idle()
             self._ensure_process()
             rid = self._send(lambda r: BackendRequest(r))
-            event = self._wait(rid, "while reporting its backend.")
+            event = self._wait(rid, WHILE_REPORTING)
             if isinstance(event, ErrorMsg):
                 raise _error_from(event)
             assert isinstance(event, BackendMsg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..errors import UserText
 from .events import BackendInfo, ChatMessage, ModelInfo, ReplyStats
 from .options import LoadOptions, SamplingOptions
 
@@ -132,12 +133,18 @@ class DoneMsg:
 
 @dataclass(frozen=True)
 class ErrorMsg:
-    """A request failed; ``kind`` names the error class the host raises."""
+    """A request failed; ``kind`` names the error class the host raises.
+
+    ``message`` is the text in the engine's language; ``text`` the same message as a
+    :class:`UserText`, which the host translates where it is shown (and keeps in English for the
+    API server).
+    """
 
     rid: int
     kind: ErrorKind
     message: str
     path: str | None = None
+    text: UserText | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from ..errors import (
     ModelFileNotFoundError,
     ModelLoadError,
 )
+from ..i18n import N_, set_language
 from .backend import collect_backend_info
 from .context import fit_messages, reply_reserve
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
@@ -69,10 +70,17 @@ from .protocol import (
     UnloadRequest,
 )
 
-GPU_ADVICE = (
+GPU_ADVICE_ALL = N_(
     "This llama-cpp-python build has no GPU support (llama_supports_gpu_offload() is false), so "
-    "{what} cannot be offloaded to a GPU, and the engine does not fall back to the CPU on its "
-    "own. Install a GPU build, e.g. for NVIDIA: "
+    "all layers cannot be offloaded to a GPU, and the engine does not fall back to the CPU on "
+    "its own. Install a GPU build, e.g. for NVIDIA: "
+    'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python '
+    '(Apple: CMAKE_ARGS="-DGGML_METAL=on"), or set GPU layers to 0 to run on the CPU.'
+)
+GPU_ADVICE_SOME = N_(
+    "This llama-cpp-python build has no GPU support (llama_supports_gpu_offload() is false), so "
+    "the {count} layers asked for cannot be offloaded to a GPU, and the engine does not fall "
+    "back to the CPU on its own. Install a GPU build, e.g. for NVIDIA: "
     'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python '
     '(Apple: CMAKE_ARGS="-DGGML_METAL=on"), or set GPU layers to 0 to run on the CPU.'
 )
@@ -225,8 +233,9 @@ class Worker:
                 self.send(self.error_message(message.rid, error))
             except Exception as error:  # report, log, keep serving
                 self.log.note("unexpected error:\n" + traceback.format_exc())
-                self.send(ErrorMsg(message.rid, "EngineError",
-                                   f"The engine failed: {type(error).__name__}: {error}"))
+                failure = EngineError(N_("The engine failed: {error}"),
+                                      error=f"{type(error).__name__}: {error}")
+                self.send(self.error_message(message.rid, failure))
 
     @staticmethod
     def error_message(rid: int, error: DeskError) -> ErrorMsg:
@@ -237,7 +246,7 @@ class Worker:
             if known == name:
                 kind = known
         path = str(error.path) if isinstance(error, ModelFileNotFoundError) else None
-        return ErrorMsg(rid, kind, str(error), path)
+        return ErrorMsg(rid, kind, str(error), path, error.user_message)
 
     def handle(self, message: Command) -> None:
         """Answer one command (raises typed errors that :meth:`serve` reports)."""
@@ -278,9 +287,9 @@ class Worker:
             raise ModelFileNotFoundError(path)
         backend = collect_backend_info()
         if options.n_gpu_layers != 0 and not backend.gpu_offload:
-            what = ("all layers" if options.n_gpu_layers < 0
-                    else f"the {options.n_gpu_layers} layers asked for")
-            raise GPUOffloadUnavailableError(GPU_ADVICE.format(what=what))
+            if options.n_gpu_layers < 0:
+                raise GPUOffloadUnavailableError(GPU_ADVICE_ALL)
+            raise GPUOffloadUnavailableError(GPU_ADVICE_SOME, count=options.n_gpu_layers)
         self.unload()
         self.log.reset_counters()
         self.log.note(f"loading {path} with {options.model_dump(mode='json')}")
@@ -321,11 +330,11 @@ class Worker:
                 )
         except (ValueError, RuntimeError, OSError) as error:
             if self.cancelled(rid):
-                raise ModelLoadError(f"Loading {path.name} was cancelled.") from error
+                raise ModelLoadError(N_("Loading {name} was cancelled."), name=path.name) from error
             why = self.log.explain() or str(error)
             raise ModelLoadError(
-                f"llama.cpp could not load {path.name}: {error}. Its log says:\n{why}"
-            ) from error
+                N_("llama.cpp could not load {name}: {error}. Its log says:\n{log}"),
+                name=path.name, error=str(error), log=why) from error
         seconds = time.perf_counter() - started
         if last[0] < 1.0:
             self.send(ProgressMsg(rid, 1.0))
@@ -370,7 +379,7 @@ class Worker:
     def require_model(self) -> _Loaded:
         """The loaded model. Raises ModelLoadError when none is."""
         if self.model is None:
-            raise ModelLoadError("No model is loaded; load one first.")
+            raise ModelLoadError(N_("No model is loaded; load one first."))
         return self.model
 
     def tokenize(self, text: str, parse_special: bool, add_bos: bool = True) -> list[int]:
@@ -399,8 +408,8 @@ class Worker:
                                          reply_reserve(sampling.max_tokens, n_ctx))
             prompt = formatter.format(kept)
         except TemplateError as error:
-            raise EngineError(
-                f"The model's chat template rejected the conversation: {error}") from error
+            raise EngineError(N_("The model's chat template rejected the conversation: {error}"),
+                              error=str(error)) from error
         except ValueError as error:  # no user or assistant turn
             raise EngineError(str(error)) from error
         tokens = self.tokenize(prompt, True, add_bos)
@@ -447,8 +456,8 @@ class Worker:
         room = n_ctx - len(tokens)
         if room <= 0:
             raise ContextOverflowError(
-                f"The prompt needs {len(tokens)} tokens but the context holds {n_ctx}; shorten it "
-                "or load the model with a larger context.")
+                N_("The prompt needs {prompt} tokens but the context holds {context}; shorten it "
+                   "or load the model with a larger context."), prompt=len(tokens), context=n_ctx)
         limit = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         stops = [*sampling.stop, *extra_stop]
         self.send(StartedMsg(rid, len(tokens), dropped))
@@ -527,12 +536,18 @@ class Worker:
 
 
 def run(commands: Connection, events: Connection, log_path: str | None, parent_pid: int,
-        death_signal: bool, allow_debug: bool) -> None:
-    """Entry point of the engine process (see the module docstring)."""
+        death_signal: bool, allow_debug: bool, language: str = "en") -> None:
+    """Entry point of the engine process (see the module docstring).
+
+    ``language``: the host's interface language, so that the text of errors made here reads like
+    the rest of the interface (they also travel as :class:`UserText` and are translated again
+    where they are shown).
+    """
     if death_signal:
         _set_parent_death_signal(parent_pid)
     log = EngineLog(Path(log_path) if log_path else None)
-    log.note(f"engine started, pid {os.getpid()}, host pid {parent_pid}")
+    in_use = set_language(language)
+    log.note(f"engine started, pid {os.getpid()}, host pid {parent_pid}, language {in_use}")
     worker = Worker(commands, events, log, allow_debug=allow_debug)
     try:
         worker.serve()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 
+from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.server.errors import ApiError, ServerConfigError
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -34,9 +35,9 @@ def check_bind(host: str, api_key: str | None) -> None:
     """
     if not is_loopback(host) and not api_key:
         raise ServerConfigError(
-            f"Refusing to serve on {host} without an API key: anyone who can reach this address "
-            "could use the model. Set one with --api-key KEY (or MIXTRAL_DESK_API_KEY), or bind "
-            "to 127.0.0.1.")
+            N_("Refusing to serve on {host} without an API key: anyone who can reach this "
+               "address could use the model. Set one with --api-key KEY (or "
+               "MIXTRAL_DESK_API_KEY), or bind to 127.0.0.1."), host=host)
 
 
 def check_key(authorization: str | None, api_key: str | None) -> None:

@@ -53,6 +53,12 @@ def invalid_request(error: ValidationError) -> ApiError:
                     code="invalid_value", param=param)
 
 
+def _english(error: Exception) -> str:
+    """The error's message in English: programs read the API's answers, whatever the language
+    of the app that serves them."""
+    return error.english if isinstance(error, DeskError) else str(error)
+
+
 def from_exception(error: Exception) -> ApiError:
     """The API error for an exception raised while answering (unknown ones are a 500)."""
     if isinstance(error, ApiError):
@@ -60,15 +66,15 @@ def from_exception(error: Exception) -> ApiError:
     if isinstance(error, ValidationError):
         return invalid_request(error)
     if isinstance(error, ContextOverflowError):
-        return ApiError(400, str(error), code="context_length_exceeded", param="messages")
+        return ApiError(400, _english(error), code="context_length_exceeded", param="messages")
     if isinstance(error, QueueFullError | EngineBusyError):
-        return ApiError(503, str(error), "server_error", code="server_busy")
+        return ApiError(503, _english(error), "server_error", code="server_busy")
     if isinstance(error, EngineCrashedError):
-        return ApiError(500, str(error), "server_error", code="engine_crashed")
+        return ApiError(500, _english(error), "server_error", code="engine_crashed")
     if isinstance(error, EngineError):
-        return ApiError(500, str(error), "server_error", code="engine_error")
+        return ApiError(500, _english(error), "server_error", code="engine_error")
     if isinstance(error, ValueError):  # e.g. SamplingOptions refusing a combination
-        return ApiError(400, str(error), code="invalid_value")
+        return ApiError(400, _english(error), code="invalid_value")
     log.error("Unexpected error while answering", exc_info=error)
     return ApiError(500, f"Internal error: {type(error).__name__}", "server_error",
                     code="internal_error")

@@ -25,6 +25,7 @@ from types import TracebackType
 import uvicorn
 
 from mixtral_desk.core.engine import SamplingOptions
+from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.remote import ChatEngine
 from mixtral_desk.core.server.app import OpenAIApi, create_app
 from mixtral_desk.core.server.auth import check_bind
@@ -46,10 +47,13 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as error:
         sock.close()
-        hint = (" Another program uses this port; choose another with --port."
-                if error.errno == errno.EADDRINUSE else "")
-        raise ServerStartError(f"Cannot listen on {host}:{port}: "
-                               f"{error.strerror or error}.{hint}") from error
+        reason = str(error.strerror or error)
+        if error.errno == errno.EADDRINUSE:
+            raise ServerStartError(N_("Cannot listen on {host}:{port}: {error}. Another program "
+                                      "uses this port; choose another with --port."),
+                                   host=host, port=port, error=reason) from error
+        raise ServerStartError(N_("Cannot listen on {host}:{port}: {error}."),
+                               host=host, port=port, error=reason) from error
     return sock
 
 
@@ -138,8 +142,8 @@ class ApiServer:
                     server.should_exit = True
                     thread.join(2)
                     sock.close()
-                    raise ServerStartError(f"The API server did not start on {self.url}; see "
-                                           "the log for details.")
+                    raise ServerStartError(N_("The API server did not start on {url}; see the "
+                                              "log for details."), url=self.url)
                 time.sleep(0.01)
             log.info("API server listening on %s", self.base_url)
 

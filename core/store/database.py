@@ -12,7 +12,8 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import CorruptDatabaseError, StoreError
+from ..errors import CorruptDatabaseError, StoreError, UserText
+from ..i18n import N_
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -20,11 +21,12 @@ BUSY_TIMEOUT_MS = 5_000
 CACHE_SIZE_KIB = 32_000
 
 
-def _corrupt(path: Path, detail: str) -> CorruptDatabaseError:
+def corrupt(path: Path, detail: str | UserText) -> CorruptDatabaseError:
+    """The error for a file that is not a readable conversation database (``detail``: why)."""
     return CorruptDatabaseError(
-        f"{path} is not a readable conversation database ({detail}); it was left untouched. "
-        "Move it aside to start a new one, or restore a backup."
-    )
+        N_("{path} is not a readable conversation database ({detail}); it was left untouched. "
+           "Move it aside to start a new one, or restore a backup."),
+        path=str(path), detail=detail)
 
 
 def peek_user_version(path: Path) -> int | None:
@@ -44,13 +46,14 @@ def peek_user_version(path: Path) -> int | None:
         with path.open("rb") as file:
             header = file.read(HEADER_SIZE)
     except OSError as error:
-        raise StoreError(f"Cannot read the conversation database {path}: {error}") from error
+        raise StoreError(N_("Cannot read the conversation database {path}: {error}"),
+                         path=str(path), error=str(error)) from error
     if len(header) < HEADER_SIZE or not header.startswith(SQLITE_MAGIC):
-        raise _corrupt(path, "not an SQLite file")
+        raise corrupt(path, UserText(N_("not an SQLite file")))
     page_size = int.from_bytes(header[16:18], "big")
     if not (page_size == 1 or (512 <= page_size <= 32768 and page_size & (page_size - 1) == 0)) \
             or header[21:24] != b"\x40\x20\x20":
-        raise _corrupt(path, "damaged SQLite header")
+        raise corrupt(path, UserText(N_("damaged SQLite header")))
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
         return int.from_bytes(header[60:64], "big", signed=True)
@@ -62,7 +65,7 @@ def peek_user_version(path: Path) -> int | None:
         finally:
             readonly.close()
     except sqlite3.DatabaseError as error:
-        raise _corrupt(path, str(error)) from error
+        raise corrupt(path, str(error)) from error
     return int(row[0])
 
 
@@ -80,7 +83,8 @@ def connect(path: Path) -> sqlite3.Connection:
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
     except sqlite3.Error as error:
-        raise StoreError(f"Cannot open the conversation database {path}: {error}") from error
+        raise StoreError(N_("Cannot open the conversation database {path}: {error}"),
+                         path=str(path), error=str(error)) from error
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
@@ -126,7 +130,7 @@ def backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
     except sqlite3.Error as error:
         target.unlink(missing_ok=True)
         raise StoreError(
-            f"Cannot back up {path} to {target} before upgrading it: {error}. "
-            "Nothing was changed."
-        ) from error
+            N_("Cannot back up {path} to {target} before upgrading it: {error}. "
+               "Nothing was changed."),
+            path=str(path), target=str(target), error=str(error)) from error
     return target

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, cast
 
-from ..errors import ImportFormatError
+from ..errors import ImportFormatError, UserText
+from ..i18n import N_, tr
 from .ids import is_valid_id, new_id
 from .models import (
     MESSAGE_COLUMNS,
@@ -93,36 +94,42 @@ def build_export(items: Iterable[tuple[Conversation, list[Message]]]) -> dict[st
 class _Reader:
     """Typed access to one JSON object that names the offending field in its errors."""
 
-    def __init__(self, data: object, where: str) -> None:
+    def __init__(self, data: object, where: str | UserText) -> None:
         if not isinstance(data, dict):
-            raise ImportFormatError(f"Not a Mixtral Desk export: {where} should be an object.")
+            raise ImportFormatError(N_("Not a Mixtral Desk export: {where} should be an object."),
+                                    where=where)
         self.data: dict[str, Any] = data
         self.where = where
 
-    def fail(self, key: str, expected: str) -> ImportFormatError:
+    def fail(self, key: str, expected: UserText) -> ImportFormatError:
+        if isinstance(self.where, UserText):  # the top level: the key alone names the field
+            return ImportFormatError(
+                N_("Not a valid Mixtral Desk export: {field} should be {expected}."),
+                field=key, expected=expected)
         return ImportFormatError(
-            f"Not a valid Mixtral Desk export: {self.where}.{key} should be {expected}."
-        )
+            N_("Not a valid Mixtral Desk export: {where}.{key} should be {expected}."),
+            where=self.where, key=key, expected=expected)
 
     def text(self, key: str, *, optional: bool = False, default: str | None = None) -> str | None:
         value = self.data.get(key, default)
         if value is None and optional:
             return None
         if not isinstance(value, str):
-            raise self.fail(key, "text" + (" or null" if optional else ""))
+            raise self.fail(key, UserText(N_("text or null")) if optional
+                            else UserText(N_("text")))
         return value
 
     def required_text(self, key: str) -> str:
         value = self.text(key)
         assert value is not None
         if not value:
-            raise self.fail(key, "non-empty text")
+            raise self.fail(key, UserText(N_("non-empty text")))
         return value
 
     def flag(self, key: str) -> bool:
         value = self.data.get(key, False)
         if not isinstance(value, bool):
-            raise self.fail(key, "true or false")
+            raise self.fail(key, UserText(N_("true or false")))
         return value
 
     def mapping(self, key: str, *, optional: bool) -> dict[str, Any] | None:
@@ -132,7 +139,7 @@ class _Reader:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            raise self.fail(key, "an object")
+            raise self.fail(key, UserText(N_("an object")))
         return value
 
     def time(self, key: str) -> datetime:
@@ -140,19 +147,19 @@ class _Reader:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise self.fail(key, "an ISO 8601 time") from None
+            raise self.fail(key, UserText(N_("an ISO 8601 time"))) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
         value = self.data.get(key, default)
         if value not in choices:
-            raise self.fail(key, "one of " + ", ".join(choices))
+            raise self.fail(key, UserText(N_("one of {choices}"), choices=", ".join(choices)))
         return cast(str, value)
 
     def items(self, key: str) -> list[Any]:
         value = self.data.get(key)
         if not isinstance(value, list):
-            raise self.fail(key, "a list")
+            raise self.fail(key, UserText(N_("a list")))
         return value
 
 
@@ -179,8 +186,9 @@ def _check_tree(messages: list[Message], active_leaf_id: str | None, where: str)
     by_id: dict[str, Message] = {}
     for message in messages:
         if message.id in by_id:
-            raise ImportFormatError(f"Not a valid Mixtral Desk export: {where} repeats message "
-                                    f"id {message.id}.")
+            raise ImportFormatError(
+                N_("Not a valid Mixtral Desk export: {where} repeats message id {id}."),
+                where=where, id=message.id)
         by_id[message.id] = message
     ordered: list[Message] = []
     placed: set[str] = set()
@@ -190,8 +198,8 @@ def _check_tree(messages: list[Message], active_leaf_id: str | None, where: str)
         current: Message | None = message
         while current is not None and current.id not in placed:
             if current.id in seen:
-                raise ImportFormatError(f"Not a valid Mixtral Desk export: {where} has messages "
-                                        "whose parents form a loop.")
+                raise ImportFormatError(N_("Not a valid Mixtral Desk export: {where} has "
+                                           "messages whose parents form a loop."), where=where)
             chain.append(current)
             seen.add(current.id)
             if current.parent_id is None:
@@ -200,15 +208,16 @@ def _check_tree(messages: list[Message], active_leaf_id: str | None, where: str)
                 current = by_id[current.parent_id]
             else:
                 raise ImportFormatError(
-                    f"Not a valid Mixtral Desk export: in {where}, message {current.id} has "
-                    f"parent {current.parent_id}, which is not in that conversation."
-                )
+                    N_("Not a valid Mixtral Desk export: in {where}, message {id} has parent "
+                       "{parent}, which is not in that conversation."),
+                    where=where, id=current.id, parent=current.parent_id)
         for item in reversed(chain):
             placed.add(item.id)
             ordered.append(item)
     if active_leaf_id is not None and active_leaf_id not in by_id:
-        raise ImportFormatError(f"Not a valid Mixtral Desk export: {where}.active_leaf_id names "
-                                "a message that is not in that conversation.")
+        raise ImportFormatError(N_("Not a valid Mixtral Desk export: {where}.active_leaf_id "
+                                   "names a message that is not in that conversation."),
+                                where=where)
     return ordered
 
 
@@ -219,19 +228,18 @@ def parse_export(data: object) -> list[tuple[Conversation, list[Message]]]:
         ImportFormatError: ``data`` is not a Mixtral Desk export, is from a newer version, or a
             field is missing or of the wrong type (the message names the field).
     """
-    root = _Reader(data, "the file")
+    root = _Reader(data, UserText(N_("the file")))
     if root.data.get("format") != EXPORT_FORMAT:
         raise ImportFormatError(
-            f"Not a Mixtral Desk export (expected \"format\": \"{EXPORT_FORMAT}\")."
-        )
+            N_('Not a Mixtral Desk export (expected "format": "{format}").'), format=EXPORT_FORMAT)
     version = root.data.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise root.fail("version", "a whole number")
+        raise root.fail("version", UserText(N_("a whole number")))
     if version > EXPORT_VERSION:
         raise ImportFormatError(
-            f"This export was made by a newer Mixtral Desk (format version {version}; this "
-            f"version reads up to {EXPORT_VERSION}). Update Mixtral Desk to import it."
-        )
+            N_("This export was made by a newer Mixtral Desk (format version {version}; this "
+               "version reads up to {newest}). Update Mixtral Desk to import it."),
+            version=version, newest=EXPORT_VERSION)
     result: list[tuple[Conversation, list[Message]]] = []
     for index, item in enumerate(root.items("conversations")):
         where = f"conversations[{index}]"
@@ -308,25 +316,29 @@ def insert_conversation(conn: sqlite3.Connection, conversation: Conversation,
 
 # --- Markdown -------------------------------------------------------------------------------------
 
-_ROLE_TITLES: Final = {"system": "System", "user": "User", "assistant": "Assistant"}
+#: How roles and message states are named to a reader (Markdown exports, the CLI's ``show``).
+ROLE_TITLES: Final = {"system": N_("System"), "user": N_("User"), "assistant": N_("Assistant")}
+STATUS_NAMES: Final = {"complete": N_("complete"), "streaming": N_("streaming"),
+                       "interrupted": N_("interrupted"), "error": N_("error")}
 
 
 def to_markdown(conversation: Conversation, branch: list[Message]) -> str:
-    """The conversation's active branch as a readable Markdown document."""
-    lines = [f"# {conversation.title or 'Untitled conversation'}", ""]
-    facts = [f"Created {conversation.created_at:%Y-%m-%d %H:%M} UTC"]
+    """The conversation's active branch as a readable Markdown document (in the current
+    language)."""
+    lines = ["# " + (conversation.title or tr("Untitled conversation")), ""]
+    facts = [tr("Created {time} UTC", time=format(conversation.created_at, "%Y-%m-%d %H:%M"))]
     if conversation.model:
-        facts.append(f"model {conversation.model}")
+        facts.append(tr("model {model}", model=conversation.model))
     lines += ["*" + " · ".join(facts) + "*", ""]
     if conversation.system_prompt:
-        lines += ["## System prompt", "", conversation.system_prompt.strip(), ""]
+        lines += ["## " + tr("System prompt"), "", conversation.system_prompt.strip(), ""]
     for message in branch:
-        heading = _ROLE_TITLES[message.role]
+        heading = tr(ROLE_TITLES[message.role])
         if message.role == "assistant" and message.model and message.model != conversation.model:
-            heading += f" ({message.model})"
+            heading = tr("{role} ({model})", role=heading, model=message.model)
         lines += [f"## {heading}", "", message.content.strip()]
         if message.status != "complete":
-            lines += ["", f"*({message.status})*"]
+            lines += ["", f"*({tr(STATUS_NAMES[message.status])})*"]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -364,8 +376,9 @@ def read_export(path: Path | str) -> dict[str, Any]:
         with Path(path).open(encoding="utf-8") as file:
             data = json.load(file)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ImportFormatError(f"{path} is not a Mixtral Desk export (not JSON: {error}).") \
-            from error
+        raise ImportFormatError(N_("{path} is not a Mixtral Desk export (not JSON: {error})."),
+                                path=str(path), error=str(error)) from error
     if not isinstance(data, dict):
-        raise ImportFormatError(f"{path} is not a Mixtral Desk export (not a JSON object).")
+        raise ImportFormatError(N_("{path} is not a Mixtral Desk export (not a JSON object)."),
+                                path=str(path))
     return data

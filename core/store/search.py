@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import SearchQueryError
+from ..i18n import N_
 from .models import SNIPPET_CLOSE, SNIPPET_ELLIPSIS, SNIPPET_OPEN, SearchHit
 
 _CJK_CLASS = (
@@ -243,7 +244,7 @@ def run_search(conn: sqlite3.Connection, query: str, *, limit: int,
                                                    "unterminated", "unknown special query")):
             raise  # the database, not the query (e.g. locked)
         raise SearchQueryError(
-            f"Cannot search for {query!r}: {error}. Put words with special characters in "
-            'double quotes, for example "C++" or "foo(bar)".'
-        ) from error
+            N_('Cannot search for {query}: {error}. Put words with special characters in '
+               'double quotes, for example "C++" or "foo(bar)".'),
+            query=repr(query), error=str(error)) from error
     return hits

@@ -28,6 +28,7 @@ from ..errors import (
     NotFoundError,
     StoreError,
 )
+from ..i18n import N_
 from ..paths import data_paths
 from . import database, export, migrations
 from .ids import new_id
@@ -71,19 +72,19 @@ def _check_status(status: str) -> Status:
 
 
 def _no_conversation(conversation_id: str) -> NotFoundError:
-    return NotFoundError(f"No conversation with id {conversation_id}")
+    return NotFoundError(N_("No conversation with id {id}"), id=conversation_id)
 
 
 def _no_message(message_id: str) -> NotFoundError:
-    return NotFoundError(f"No message with id {message_id}")
+    return NotFoundError(N_("No message with id {id}"), id=message_id)
 
 
 def _newer(path: Path, found: int) -> NewerSchemaError:
     return NewerSchemaError(
-        f"{path} was written by a newer version of Mixtral Desk (database schema version "
-        f"{found}; this version knows up to {migrations.SCHEMA_VERSION}). Update Mixtral Desk "
-        "to open it; the file was left untouched."
-    )
+        N_("{path} was written by a newer version of Mixtral Desk (database schema version "
+           "{found}; this version knows up to {known}). Update Mixtral Desk to open it; the file "
+           "was left untouched."),
+        path=str(path), found=found, known=migrations.SCHEMA_VERSION)
 
 
 class Store:
@@ -124,11 +125,13 @@ class Store:
         """
         target = Path(path).expanduser() if path is not None else data_paths().database
         if target.is_dir():
-            raise StoreError(f"Cannot open the conversation database {target}: it is a folder.")
+            raise StoreError(N_("Cannot open the conversation database {path}: it is a folder."),
+                             path=str(target))
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise StoreError(f"Cannot create the folder for {target}: {error}") from error
+            raise StoreError(N_("Cannot create the folder for {path}: {error}"),
+                             path=str(target), error=str(error)) from error
         version = database.peek_user_version(target)
         if version is not None and version > migrations.SCHEMA_VERSION:
             raise _newer(target, version)
@@ -145,15 +148,13 @@ class Store:
             applied = migrations.applied_migrations(conn)
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            raise CorruptDatabaseError(
-                f"{path} is not a readable conversation database ({error}); it was left "
-                "untouched. Move it aside to start a new one, or restore a backup."
-            ) from error
+            raise database.corrupt(path, str(error)) from error
         if any(name not in migrations.KNOWN_NAMES for name in applied):
             raise _newer(path, max(version, len(applied)))
         if not applied and tables:
-            raise StoreError(f"{path} is an SQLite database of another program, not a Mixtral "
-                             "Desk conversation database; it was left untouched.")
+            raise StoreError(N_("{path} is an SQLite database of another program, not a "
+                                "Mixtral Desk conversation database; it was left untouched."),
+                             path=str(path))
         backup_path = None
         try:
             database.enable_wal(conn)
@@ -161,10 +162,13 @@ class Store:
                 backup_path = database.backup(conn, path, len(applied))
             migrations.migrate(conn)
         except sqlite3.Error as error:
-            where = f" A copy of the database from before is at {backup_path}." \
-                if backup_path else ""
-            raise StoreError(f"Cannot prepare the conversation database {path}: {error}.{where}") \
-                from error
+            if backup_path:
+                raise StoreError(N_("Cannot prepare the conversation database {path}: {error}. "
+                                    "A copy of the database from before is at {backup}."),
+                                 path=str(path), error=str(error),
+                                 backup=str(backup_path)) from error
+            raise StoreError(N_("Cannot prepare the conversation database {path}: {error}."),
+                             path=str(path), error=str(error)) from error
         store = cls(conn, path, migrations.SCHEMA_VERSION, backup_path)
         store.recovered_on_open = store.recover_interrupted()
         return store
@@ -191,7 +195,7 @@ class Store:
         """The connection, under the lock; SQLite's environment errors become StoreErrors."""
         with self._lock:
             if self._conn is None:
-                raise StoreError("The conversation store is closed.")
+                raise StoreError(N_("The conversation store is closed."))
             try:
                 yield self._conn
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
@@ -200,12 +204,11 @@ class Store:
                 text = str(error)
                 if "malformed" in text or "not a database" in text:
                     raise CorruptDatabaseError(
-                        f"The conversation database {self.path} is damaged ({text}). "
-                        "Restore a backup or move it aside to start a new one."
-                    ) from error
-                raise StoreError(
-                    f"The conversation database {self.path} could not be used: {text}."
-                ) from error
+                        N_("The conversation database {path} is damaged ({error}). Restore a "
+                           "backup or move it aside to start a new one."),
+                        path=str(self.path), error=text) from error
+                raise StoreError(N_("The conversation database {path} could not be used: "
+                                    "{error}."), path=str(self.path), error=text) from error
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

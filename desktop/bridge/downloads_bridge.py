@@ -92,6 +92,17 @@ class DownloadsBridge(QObject):
         """Pause a job (its bytes are kept)."""
         self._with(lambda m: m.pause(job_id), lambda _: self.refresh())
 
+    def pause_running(self) -> None:
+        """Pause every queued or running job (Offline mode was turned on); bytes are kept."""
+        def pause_all() -> None:
+            manager = self._manager
+            if manager is None:  # not opened yet: nothing runs
+                return
+            for job in manager.jobs():
+                if job.state in ("queued", "running"):
+                    manager.pause(job.id)
+        self.tasks.submit(pause_all, lambda _: self.refresh())
+
     def cancel(self, job_id: str) -> None:
         """Cancel a job and delete its partial data."""
         self._with(lambda m: m.cancel(job_id), lambda _: self.refresh())

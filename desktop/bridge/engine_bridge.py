@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 
 from mixtral_desk.core.errors import EngineBusyError, EngineCrashedError
+from mixtral_desk.core.i18n import tr
 
 from ..errors import ErrorSink
 from ..signals import emit
@@ -92,6 +93,7 @@ class EngineBridge(QObject):
         self._info: ModelInfo | None = None
         self.last_options: LoadOptions | None = None
         self.last_auto = False
+        self.last_fit_context = False
         self.load_report: LoadReport | None = None
         #: Why another user of the same engine host (the API server) keeps it busy, or None;
         #: the window sets it. A turn is not started while it gives a reason.
@@ -135,29 +137,39 @@ class EngineBridge(QObject):
 
     # --- loading -------------------------------------------------------------------------------
 
-    def load(self, options: LoadOptions, auto: bool = False) -> None:
+    def load(self, options: LoadOptions, auto: bool = False, fit_context: bool = False) -> None:
         """Load a model in the background (progress, then :attr:`model_loaded` or load_failed).
 
         ``auto``: plan the GPU layers and expert placement for this machine first (on the
         engine thread, replacing ``options``' ``n_gpu_layers`` and ``n_cpu_moe``); the plan is
         told to the user as it is made, and :attr:`load_report` holds it when the model is
-        loaded.
+        loaded. ``fit_context``: replace ``options.n_ctx`` by the longest context that fits this
+        machine with the model (:mod:`mixtral_desk.core.context_size`).
         """
         self.last_options = options
         self.last_auto = auto
+        self.last_fit_context = fit_context
         self._info = None
         self.load_report = None
         emit(self.load_started, str(options.model_path))
-        self.tasks.submit(partial(self._load_now, options, auto), self._loaded,
+        self.tasks.submit(partial(self._load_now, options, auto, fit_context), self._loaded,
                           self._load_failed)
 
-    def _load_now(self, options: LoadOptions, auto: bool) -> tuple[ModelInfo, LoadReport]:
+    def _load_now(self, options: LoadOptions, auto: bool,
+                  fit_context: bool) -> tuple[ModelInfo, LoadReport]:
         """On the engine thread: load, with a plan when ``auto``."""
         host = self._host
 
         def load(load_options: LoadOptions) -> ModelInfo:
             return host.load(load_options, on_progress=partial(emit, self.load_progress))
 
+        if fit_context:
+            from mixtral_desk.core.context_size import automatic_context_for_file
+
+            n_ctx = automatic_context_for_file(
+                options.model_path, kv_type=options.kv_type, flash_attn=options.flash_attn,
+                gpu_offload=host.backend_info().gpu_offload)
+            options = options.model_copy(update={"n_ctx": n_ctx})
         if not auto:
             return load(options), LoadReport(n_cpu_moe=options.n_cpu_moe)
         from mixtral_desk.core import planner
@@ -168,7 +180,7 @@ class EngineBridge(QObject):
 
         def say(text: str) -> None:
             notes.append(text)
-            self._sink.inform(f"Automatic GPU layers: {text}", timeout_ms=None)
+            self._sink.inform(tr("Automatic GPU layers: {plan}", plan=text), timeout_ms=None)
 
         facts = inspect_model(options.model_path)
         backend = host.backend_info()
@@ -179,7 +191,7 @@ class EngineBridge(QObject):
     def reload(self) -> None:
         """Load the last model again with the same options (after a crash or a settings change)."""
         if self.last_options is not None:
-            self.load(self.last_options, self.last_auto)
+            self.load(self.last_options, self.last_auto, self.last_fit_context)
 
     def unload(self) -> None:
         """Free the model's memory (the engine process stays)."""
@@ -195,7 +207,7 @@ class EngineBridge(QObject):
 
     def _load_failed(self, error: BaseException) -> None:
         self._info = None
-        self._sink.report(error, "while loading the model")
+        self._sink.report(error, tr("while loading the model"))
         emit(self.load_failed, error)
 
     # --- chat turns ----------------------------------------------------------------------------
@@ -281,7 +293,7 @@ class EngineBridge(QObject):
         reason = self.busy_elsewhere() if isinstance(error, EngineBusyError) else None
         if reason:  # the API server took the engine just before this turn
             error = EngineBusyError(reason)
-        self._sink.report(error, "while generating the reply")
+        self._sink.report(error, tr("while generating the reply"))
         emit(self.reply_failed, error)
 
     def check_alive(self) -> bool:
@@ -291,9 +303,9 @@ class EngineBridge(QObject):
             return True
         self._info = None
         emit(self.model_unloaded)
-        emit(self.engine_crashed, EngineCrashedError(
+        emit(self.engine_crashed, EngineCrashedError(tr(
             "The engine process stopped while idle (it may have run out of memory or been "
-            "killed). Reload the model to continue."))
+            "killed). Reload the model to continue.")))
         return False
 
     def _set_busy(self, busy: bool) -> None:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from mixtral_desk.core.i18n import N_, tr
+
 from ..errors import ErrorSink
 from ..signals import emit
 from .tasks import TaskQueue
@@ -32,8 +34,8 @@ log = logging.getLogger(__name__)
 LOCAL_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080  # as core.settings.ServerSettings (not imported before the first paint)
 BUSY_POLL_MS = 250
-NETWORK_HINT = ("To serve other computers on the network, use the command line: "
-                "mixtral-desk serve --host 0.0.0.0 --api-key KEY")
+NETWORK_HINT = N_("To serve other computers on the network, use the command line: "
+                  "mixtral-desk serve --host 0.0.0.0 --api-key KEY")
 
 
 class ServerBridge(QObject):
@@ -61,8 +63,10 @@ class ServerBridge(QObject):
         self._url: str | None = None
         self._busy = False
         self._closed = False
-        #: Said after "another program uses this port" (the window names its settings file).
-        self.port_hint = "Stop that program, or choose another port in the settings."
+        #: Says what to do after "another program uses this port", in the current language
+        #: (the window's version names its settings file).
+        self.port_hint: Callable[[], str] = lambda: tr(
+            "Stop that program, or choose another port in the settings.")
         self.tasks = TaskQueue("server", on_error=lambda e: sink.report(e), parent=self)
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(BUSY_POLL_MS)
@@ -109,9 +113,10 @@ class ServerBridge(QObject):
             except ServerStartError as error:  # its hint names the command line's --port
                 cause = error.__cause__
                 if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
-                    raise ServerStartError(
-                        f"Cannot serve the API on {LOCAL_HOST}:{port}: another program uses "
-                        f"this port. {self.port_hint}") from error
+                    address = f"{LOCAL_HOST}:{port}"
+                    raise ServerStartError(tr(
+                        "Cannot serve the API on {address}: another program uses this port. "
+                        "{hint}", address=address, hint=self.port_hint())) from error
                 raise
             self._live = server
             return server.base_url
@@ -142,7 +147,7 @@ class ServerBridge(QObject):
         emit(self.started, url)
 
     def _start_failed(self, error: BaseException) -> None:
-        self._sink.report(error, "while starting the API server")
+        self._sink.report(error, tr("while starting the API server"))
         emit(self.failed, str(error))
 
     def _set_stopped(self) -> None:

@@ -1,10 +1,16 @@
-"""The conversation on screen: messages, streaming with coalesced rendering, and the composer."""
+"""The conversation on screen: messages, streaming with coalesced rendering, and the composer.
+
+Keyboard: Tab goes through the messages' buttons and the composer; Ctrl+R writes another reply to
+the last message; in a message, Alt+Left / Alt+Right show its other versions (the focus stays on
+that message).
+"""
 
 from __future__ import annotations
 
 import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QPalette, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -15,9 +21,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mixtral_desk.core.i18n import tr
+
+from ..i18n import keep_translated
 from ..signals import emit
 from .composer import Composer
-from .message_view import MessageView
+from .message_view import REGENERATE_KEYS, MessageView
 from .thread import MessageItem, Thread
 
 RENDER_INTERVAL_MS = 100
@@ -61,6 +70,8 @@ class ChatView(QWidget):
         self._busy = False
         self.renders = 0  # how many times the streaming message was re-rendered (tests, bench)
         self.kept = 0  # how many views the last show_thread() kept as they were (tests)
+        self._title: str | None = ""  # None: a new chat ("New chat"); "": nothing shown
+        self._refocus: tuple[int, str] | None = None  # (view index, part) after a branch switch
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -69,8 +80,11 @@ class ChatView(QWidget):
         header = QHBoxLayout()
         header.setContentsMargins(16, 8, 12, 8)
         self.title = QLabel()
-        self.title.setStyleSheet("font-weight: 600;")
-        self.settings_button = QPushButton("Conversation settings…")
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        font = self.title.font()
+        font.setWeight(font.Weight.DemiBold)
+        self.title.setFont(font)
+        self.settings_button = QPushButton()
         self.settings_button.setFlat(True)
         self.settings_button.clicked.connect(self.settings_requested)
         header.addWidget(self.title, 1)
@@ -85,11 +99,12 @@ class ChatView(QWidget):
         self.list_layout = QVBoxLayout(self.list_widget)
         self.list_layout.setContentsMargins(16, 8, 16, 8)
         self.list_layout.setSpacing(10)
-        self.placeholder = QLabel("Ask anything. Replies are written by the model on this "
-                                  "computer; nothing leaves it.")
+        self.placeholder = QLabel()
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
-        self.placeholder.setStyleSheet("color: palette(placeholder-text); padding: 40px;")
+        # Palette roles, not a style sheet: they follow a light ↔ dark switch.
+        self.placeholder.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.placeholder.setContentsMargins(40, 40, 40, 40)
         self.list_layout.addWidget(self.placeholder)
         self.list_layout.addStretch(1)
         self.scroll_area.setWidget(self.list_widget)
@@ -103,21 +118,21 @@ class ChatView(QWidget):
         self.edit_banner = QWidget()
         banner = QHBoxLayout(self.edit_banner)
         banner.setContentsMargins(0, 0, 0, 0)
-        banner.addWidget(QLabel("Editing a message — sending makes a new version; the old one "
-                                "stays reachable with ◀ ▶."), 1)
-        cancel = QPushButton("Cancel edit")
-        cancel.clicked.connect(self.cancel_edit)
-        banner.addWidget(cancel)
+        self.edit_note = QLabel()
+        self.edit_note.setWordWrap(True)
+        banner.addWidget(self.edit_note, 1)
+        self.cancel_edit_button = QPushButton()
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        banner.addWidget(self.cancel_edit_button)
         self.edit_banner.hide()
         bottom.addWidget(self.edit_banner)
         row = QHBoxLayout()
         self.composer = Composer()
         self.composer.submitted.connect(self._submit)
-        self.send_button = QPushButton("Send")
+        self.send_button = QPushButton()
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(lambda: self._submit(self.composer.toPlainText().strip()))
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop the reply (Esc)")
+        self.stop_button = QPushButton()
         self.stop_button.clicked.connect(self.stop_requested)
         self.stop_button.hide()
         row.addWidget(self.composer, 1)
@@ -131,6 +146,36 @@ class ChatView(QWidget):
         self._render_timer.setInterval(RENDER_INTERVAL_MS)
         self._render_timer.timeout.connect(self._render_streaming)
 
+        regenerate = QShortcut(QKeySequence(REGENERATE_KEYS), self)
+        regenerate.setContext(Qt.ShortcutContext.WindowShortcut)
+        regenerate.activated.connect(self.regenerate_last)
+        keep_translated(self.retranslate)
+
+    def retranslate(self) -> None:
+        """Set the texts in the current language (each message sets its own)."""
+        self._render_title()
+        self.settings_button.setToolTip(tr("The system prompt and generation settings of this "
+                                           "conversation"))
+        self.settings_button.setText(tr("Conversation settings…"))
+        self.placeholder.setText(tr("Ask anything. Replies are written by the model on this "
+                                    "computer; nothing leaves it."))
+        self.scroll_area.setAccessibleName(tr("Messages"))
+        self.edit_note.setText(tr("Editing a message — sending makes a new version; the old one "
+                                  "stays reachable with ◀ ▶."))
+        self.cancel_edit_button.setText(tr("Cancel edit"))
+        self.cancel_edit_button.setToolTip(tr("Leave edit mode (Esc)"))
+        self.send_button.setText(tr("Send"))
+        self.stop_button.setText(tr("Stop"))
+        self.stop_button.setToolTip(tr("Stop the reply (Esc)"))
+
+    def set_title(self, title: str | None) -> None:
+        """Show this conversation title; ``None``: a new chat (shown as "New chat")."""
+        self._title = title
+        self._render_title()
+
+    def _render_title(self) -> None:
+        self.title.setText(tr("New chat") if self._title is None else self._title)
+
     # --- showing a conversation ------------------------------------------------------------------
 
     def show_thread(self, thread: Thread) -> None:
@@ -141,7 +186,7 @@ class ChatView(QWidget):
         turn in a long conversation costs one message, not all of them.
         """
         self.thread_data = thread
-        self.title.setText(thread.conversation.title or "New chat")
+        self.set_title(thread.conversation.title or None)
         self._render_timer.stop()
         self._streaming = None
         keep = 0  # same role and text: keep the view (set_item() updates status and siblings)
@@ -162,11 +207,14 @@ class ChatView(QWidget):
         self._update_last()
         self._stick_to_bottom = True
         self.kept = keep
+        refocus, self._refocus = self._refocus, None
+        if refocus is not None and refocus[0] < len(self.views):
+            self.views[refocus[0]].restore_focus(refocus[1])
 
     def clear(self) -> None:
         """Show no conversation."""
         self.thread_data = None
-        self.title.setText("")
+        self.set_title("")
         self._clear()
         self.placeholder.show()
 
@@ -182,7 +230,7 @@ class ChatView(QWidget):
         view.edit_requested.connect(self._start_edit)
         view.regenerate_requested.connect(self.regenerate_requested)
         view.continue_requested.connect(self.continue_requested)
-        view.branch_requested.connect(self.branch_requested)
+        view.branch_requested.connect(lambda message_id, view=view: self._branch(view, message_id))
         view.copied.connect(self.notice)
         margins = self.list_layout.contentsMargins()
         width = self.list_widget.width() - margins.left() - margins.right()
@@ -197,6 +245,20 @@ class ChatView(QWidget):
     def _update_last(self) -> None:
         for view in self.views:
             view.set_last(view is self.views[-1], self._busy)
+
+    def _branch(self, view: MessageView, message_id: str) -> None:
+        """Ask for another version; the focus, if it is in that message, stays there."""
+        part = view.focused_part()
+        if part is not None and view in self.views:
+            self._refocus = (self.views.index(view), part)
+        emit(self.branch_requested, message_id)
+
+    def regenerate_last(self) -> None:
+        """Write another reply to the last message (Ctrl+R), when the last one is a reply."""
+        last = self.views[-1] if self.views else None
+        if (self.isVisible() and not self._busy and last is not None
+                and not last.regenerate_button.isHidden()):
+            emit(self.regenerate_requested)
 
     # --- streaming -------------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QWidget
 
+from mixtral_desk.core.i18n import tr
+
+from ..i18n import keep_translated
 from ..signals import emit
 
 MAX_LINES = 8
@@ -22,11 +25,17 @@ class Composer(QPlainTextEdit):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setPlaceholderText("Message the model — Enter sends, Shift+Enter adds a line")
         self.setTabChangesFocus(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.document().documentLayout().documentSizeChanged.connect(self._fit)
         self._fit()
+        keep_translated(self.retranslate)
+
+    def retranslate(self) -> None:
+        """Set the texts in the current language."""
+        self.setPlaceholderText(tr("Message the model — Enter sends, Shift+Enter adds a line"))
+        self.setAccessibleName(tr("Message"))
+        self.setAccessibleDescription(tr("Enter sends, Shift+Enter adds a line"))
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt override
         enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)

@@ -18,6 +18,9 @@ from PySide6.QtWidgets import (
 )
 
 from mixtral_desk.core.engine import SamplingOptions
+from mixtral_desk.core.i18n import tr
+
+from ..i18n import keep_translated
 
 SAMPLING_KEY = "sampling"
 
@@ -43,17 +46,18 @@ class ConversationSettingsDialog(QDialog):
     def __init__(self, system_prompt: str | None, settings: dict[str, Any],
                  defaults: SamplingOptions, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Conversation settings")
         self.setMinimumWidth(460)
         overrides = settings.get(SAMPLING_KEY) or {}
         current = sampling_for(defaults, settings)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("System prompt (instructions the model follows in this chat):"))
+        self.prompt_label = QLabel()
+        self.prompt_label.setWordWrap(True)
+        layout.addWidget(self.prompt_label)
         self.system_prompt = QPlainTextEdit(system_prompt or "")
-        self.system_prompt.setPlaceholderText(
-            "e.g. You are a concise assistant. Answer in English.")
+        self.system_prompt.setTabChangesFocus(True)
+        self.prompt_label.setBuddy(self.system_prompt)
         layout.addWidget(self.system_prompt)
-        self.custom = QCheckBox("Use custom generation settings for this conversation")
+        self.custom = QCheckBox()
         self.custom.setChecked(bool(overrides))
         layout.addWidget(self.custom)
         form_widget = QWidget()
@@ -65,12 +69,14 @@ class ConversationSettingsDialog(QDialog):
         self.max_tokens = QSpinBox(minimum=1, maximum=32768)
         self.max_tokens.setValue(current.max_tokens or 1024)
         self.seed = QSpinBox(minimum=-1, maximum=2**31 - 1)
-        self.seed.setSpecialValueText("random")
         self.seed.setValue(-1 if current.seed is None else current.seed)
-        form.addRow("Temperature", self.temperature)
-        form.addRow("Top-p", self.top_p)
-        form.addRow("Max tokens", self.max_tokens)
-        form.addRow("Seed", self.seed)
+        self.row_labels: dict[str, QLabel] = {}
+        for key, field in (("temperature", self.temperature), ("top_p", self.top_p),
+                           ("max_tokens", self.max_tokens), ("seed", self.seed)):
+            label = QLabel()
+            label.setBuddy(field)
+            self.row_labels[key] = label
+            form.addRow(label, field)
         form_widget.setEnabled(self.custom.isChecked())
         self.custom.toggled.connect(form_widget.setEnabled)
         layout.addWidget(form_widget)
@@ -79,6 +85,26 @@ class ConversationSettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+        keep_translated(self.retranslate)
+
+    def retranslate(self) -> None:
+        """Set the texts in the current language (the buttons are Qt's own, translated by Qt)."""
+        self.setWindowTitle(tr("Conversation settings"))
+        self.prompt_label.setText(tr("&System prompt (instructions the model follows in this "
+                                     "chat):"))
+        self.system_prompt.setPlaceholderText(
+            tr("e.g. You are a concise assistant. Answer in English."))
+        self.custom.setText(tr("&Use custom generation settings for this conversation"))
+        self.row_labels["temperature"].setText(tr("&Temperature"))
+        self.row_labels["top_p"].setText(tr("Top-&p"))
+        self.row_labels["max_tokens"].setText(tr("&Max tokens"))
+        self.row_labels["seed"].setText(tr("S&eed"))
+        self.temperature.setToolTip(tr("Higher is more varied, lower more predictable"))
+        self.top_p.setToolTip(tr("Sample only from the most likely tokens that together reach "
+                                 "this probability"))
+        self.max_tokens.setToolTip(tr("The longest a reply may be, in tokens"))
+        self.seed.setSpecialValueText(tr("random"))
+        self.seed.setToolTip(tr("The same seed and settings give the same reply"))
 
     def values(self) -> tuple[str | None, dict[str, Any]]:
         """The system prompt (None when blank) and the conversation's new ``settings`` dict."""

@@ -4,6 +4,11 @@ markdown-it-py parses (CommonMark plus tables and strikethrough; raw HTML is esc
 rendered); Pygments colours fenced code with inline styles, since QTextDocument ignores CSS
 classes. Each code block gets a "Copy" link ``copy:<n>``; :func:`render` returns the code blocks'
 sources so the view can put the n-th on the clipboard.
+
+Colours and the fixed-pitch font come in a :class:`Style` that the view derives from its palette
+(light or dark); a named font family is always followed by the generic ``monospace``, so that
+characters the named font lacks (Chinese, …) still render. The words in the HTML ("Copy") are in
+the current language: render again after a language switch.
 """
 
 from __future__ import annotations
@@ -21,8 +26,37 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
 from pygments.util import ClassNotFound
 
+from mixtral_desk.core.i18n import tr
+
 CODE_BACKGROUND = "#f6f8fa"
 CODE_BACKGROUND_DARK = "#1e1f22"
+
+
+@dataclass(frozen=True)
+class Style:
+    """How rendered messages look: colours (``#rrggbb``) and the fixed-pitch font family.
+
+    ``dark`` picks the Pygments colour scheme of highlighted code.
+    """
+
+    code_background: str = CODE_BACKGROUND
+    inline_background: str = "#eff1f3"
+    muted: str = "#888888"  # a code block's language
+    border: str = "#c8ccd0"  # table cells
+    mono_family: str = "monospace"
+    dark: bool = False
+
+    def mono_css(self) -> str:
+        """The CSS font-family of code: the named family, then the generic one."""
+        family = self.mono_family.replace("'", "").replace(";", "").strip()
+        if not family or family.lower() == "monospace":
+            return "monospace"
+        return f"'{family}', monospace"
+
+
+LIGHT = Style()
+DARK = Style(code_background=CODE_BACKGROUND_DARK, inline_background=CODE_BACKGROUND_DARK,
+             muted="#9aa0a6", border="#4a4d52", dark=True)
 
 
 @dataclass(frozen=True)
@@ -48,16 +82,17 @@ def _highlight(code: str, language: str, dark: bool) -> str:
     return str(highlight(code, lexer, _formatter(dark)))
 
 
-def _code_block(code: str, language: str, index: int, dark: bool) -> str:
-    background = CODE_BACKGROUND_DARK if dark else CODE_BACKGROUND
-    label = escape(language) if language else "code"
-    body = _highlight(code.rstrip("\n"), language, dark)
+def _code_block(code: str, language: str, index: int, style: Style) -> str:
+    label = escape(language) if language else escape(tr("code"))
+    body = _highlight(code.rstrip("\n"), language, style.dark)
+    copy = escape(tr("Copy"))
     return (
         f'<table width="100%" cellspacing="0" cellpadding="6" '
-        f'style="background-color:{background}; margin-top:6px; margin-bottom:6px;">'
-        f'<tr><td><span style="color:#888888; font-size:small;">{label}</span>'
-        f'&nbsp;&nbsp;<a href="copy:{index}" style="font-size:small;">Copy</a></td></tr>'
-        f'<tr><td><pre style="margin:0; font-family:monospace;">{body}</pre></td></tr></table>'
+        f'style="background-color:{style.code_background}; margin-top:6px; margin-bottom:6px;">'
+        f'<tr><td><span style="color:{style.muted}; font-size:small;">{label}</span>'
+        f'&nbsp;&nbsp;<a href="copy:{index}" style="font-size:small;">{copy}</a></td></tr>'
+        f'<tr><td><pre style="margin:0; font-family:{style.mono_css()};">{body}</pre></td></tr>'
+        '</table>'
     )
 
 
@@ -74,18 +109,17 @@ class _Renderer:
         language = token.info.strip().split(" ")[0] if token.info else ""
         blocks: list[str] = env.setdefault("code_blocks", [])
         blocks.append(token.content)
-        return _code_block(token.content, language, len(blocks) - 1, bool(env.get("dark")))
+        return _code_block(token.content, language, len(blocks) - 1, env.get("style", LIGHT))
 
-    def render(self, text: str, dark: bool) -> Rendered:
-        env: dict[str, Any] = {"code_blocks": [], "dark": dark}
+    def render(self, text: str, style: Style) -> Rendered:
+        env: dict[str, Any] = {"code_blocks": [], "style": style}
         html = self.md.render(text, env)
         # Qt's rich text has no stylesheet for these; give them what a reader expects.
-        inline = CODE_BACKGROUND_DARK if dark else "#eff1f3"
-        html = html.replace("<code>", f'<span style="font-family:monospace; '
-                                      f'background-color:{inline};">')
+        html = html.replace("<code>", f'<span style="font-family:{style.mono_css()}; '
+                                      f'background-color:{style.inline_background};">')
         html = html.replace("</code>", "</span>")
         html = html.replace("<table>", '<table border="1" cellspacing="0" cellpadding="5" '
-                                       'style="border-color:#c8ccd0; border-style:solid; '
+                                       f'style="border-color:{style.border}; border-style:solid; '
                                        'margin-top:4px; margin-bottom:4px;">')
         return Rendered(html=html, code_blocks=tuple(env["code_blocks"]))
 
@@ -95,9 +129,13 @@ def _renderer() -> _Renderer:
     return _Renderer()
 
 
-def render(text: str, *, dark: bool = False) -> Rendered:
-    """Render a message's Markdown (complete or still streaming) to Qt rich text."""
-    return _renderer().render(text, dark)
+def render(text: str, *, dark: bool = False, style: Style | None = None) -> Rendered:
+    """Render a message's Markdown (complete or still streaming) to Qt rich text.
+
+    ``style``: colours and fonts (the view derives them from its palette); without one, the
+    built-in light style, or the dark one when ``dark``.
+    """
+    return _renderer().render(text, style if style is not None else DARK if dark else LIGHT)
 
 
 def plain(text: str) -> Rendered:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QDialog, QSplitter, QVBoxLayout, QWidget
 
+from mixtral_desk.core.i18n import tr
+
 from ..bridge.engine_bridge import EngineBridge
 from ..bridge.store_bridge import StoreBridge
 from ..errors import Action, ErrorSink
@@ -26,7 +28,7 @@ TITLE_CHARS = 48
 
 def title_from(text: str) -> str:
     """A conversation title from its first message: the first line, shortened."""
-    line = text.strip().splitlines()[0] if text.strip() else "New chat"
+    line = text.strip().splitlines()[0] if text.strip() else tr("New chat")
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
 
 
@@ -67,6 +69,7 @@ class ChatPage(QWidget):
         self.sidebar.conversation_selected.connect(self.open)
         self.sidebar.new_requested.connect(self.new_chat)
         self.sidebar.deleted.connect(self._deleted)
+        self.sidebar.restored.connect(self._restored)
         self.view.send_requested.connect(self.send)
         self.view.edit_resent.connect(self.edit_and_resend)
         self.view.stop_requested.connect(engine.stop)
@@ -91,7 +94,7 @@ class ChatPage(QWidget):
         self._conversation = None
         self.view.cancel_edit()
         self.view.clear()
-        self.view.title.setText("New chat")
+        self.view.set_title(None)
         self.view.settings_button.setEnabled(False)
         self.sidebar.set_current(None)
         self.view.composer.setFocus()
@@ -99,8 +102,8 @@ class ChatPage(QWidget):
     def open(self, conversation_id: str) -> None:
         """Show a conversation (read in the background)."""
         if self.engine.busy and conversation_id != self.current:
-            self.sink.inform("A reply is being written; stop it (Esc) to switch conversations.",
-                             level="warning", timeout_ms=3000)
+            self.sink.inform(tr("A reply is being written; stop it (Esc) to switch "
+                                "conversations."), level="warning", timeout_ms=3000)
             return
         self.current = conversation_id
         self.sidebar.set_current(conversation_id)
@@ -124,8 +127,11 @@ class ChatPage(QWidget):
     def _deleted(self, conversation_id: str, title: str) -> None:
         if conversation_id == self.current:
             self.new_chat()
-        self.sink.inform(f"Deleted “{title}”.", timeout_ms=8000, actions=(
-            Action("Undo", lambda: self.sidebar.undo_delete(conversation_id)),))
+        self.sink.inform(tr("Deleted “{title}”.", title=title), timeout_ms=8000, actions=(
+            Action(tr("Undo"), lambda: self.sidebar.undo_delete(conversation_id)),))
+
+    def _restored(self, conversation_id: str, title: str) -> None:
+        self.sink.inform(tr("Restored “{title}”.", title=title), timeout_ms=3000)
 
     # --- turns ---------------------------------------------------------------------------------
 
@@ -133,8 +139,8 @@ class ChatPage(QWidget):
         store = self.store.store
         if self.engine.model_info is None:
             emit(self.need_model)
-            self.sink.inform("No model is loaded yet. Pick one in the toolbar and press Load.",
-                             level="warning")
+            self.sink.inform(tr("No model is loaded yet. Pick one in the toolbar and press "
+                                "Load."), level="warning")
             return None
         if self.engine.busy or self._creating or store is None:
             return None
@@ -164,12 +170,12 @@ class ChatPage(QWidget):
                 self._creating = False
                 self.current = conversation.id
                 self._conversation = conversation
-                self.view.title.setText(conversation.title or "New chat")
+                self.view.set_title(conversation.title or None)
                 self.sidebar.set_current(conversation.id)
                 self.engine.send(store, conversation.id, text, self._sampling())
             def failed(error: BaseException) -> None:
                 self._creating = False
-                self.sink.report(error, "while creating the conversation")
+                self.sink.report(error, tr("while creating the conversation"))
                 self.view.clear()
             self._creating = True
             self.store.call(lambda s: s.create_conversation(title_from(text), model=model),

@@ -16,17 +16,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.units import format_bytes
 
+from ..i18n import keep_translated
 from ..signals import emit
 
 if TYPE_CHECKING:
     from mixtral_desk.core.downloads.events import JobProgress
     from mixtral_desk.core.downloads.jobs import Job
 
-STATE_TEXT = {"queued": "Waiting", "running": "Downloading", "paused": "Paused",
-              "completed": "Done", "failed": "Failed", "cancelled": "Cancelled",
-              "interrupted": "Interrupted"}
+STATE_TEXT = {"queued": N_("Queued"), "running": N_("Downloading"), "paused": N_("Paused"),
+              "completed": N_("Done"), "failed": N_("Failed"), "cancelled": N_("Cancelled"),
+              "interrupted": N_("Interrupted")}
+#: What a running job shows while it is not transferring bytes (by its progress phase).
+PHASE_TEXT = {"checking": N_("Verifying"), "joining": N_("Finishing")}
+OFFLINE_RESUME = N_("Offline mode is on: resuming a download needs the network. Turn it off in "
+                    "Settings to go on.")
 
 
 def format_eta(seconds: float | None) -> str:
@@ -34,14 +40,15 @@ def format_eta(seconds: float | None) -> str:
     if seconds is None:
         return ""
     if seconds < 60:
-        return f"{seconds:.0f} s left"
+        return tr("{seconds} s left", seconds=round(seconds))
     if seconds < 3600:
-        return f"{seconds / 60:.0f} min left"
-    return f"{seconds / 3600:.1f} h left"
+        return tr("{minutes} min left", minutes=round(seconds / 60))
+    hours = f"{seconds / 3600:.1f}"
+    return tr("{hours} h left", hours=hours)
 
 
 class DownloadRow(QFrame):
-    """One job.
+    """One job. Its buttons are ordinary push buttons: Tab reaches them, Space presses them.
 
     Signals:
         pause_requested(str), resume_requested(str), cancel_requested(str): the job id.
@@ -56,7 +63,11 @@ class DownloadRow(QFrame):
     def __init__(self, job: Job, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.job_id = job.id
+        self.title = title
         self.path: str | None = None
+        self.offline = False
+        self._job = job
+        self._progress: JobProgress | None = None
         self.setFrameShape(QFrame.Shape.StyledPanel)
         layout = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -75,12 +86,13 @@ class DownloadRow(QFrame):
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         bottom.addWidget(self.detail, 1)
-        self.pause_button = QPushButton("Pause")
-        self.resume_button = QPushButton("Resume")
-        self.cancel_button = QPushButton("Cancel")
-        self.load_button = QPushButton("Load")
+        self.pause_button = QPushButton()
+        self.resume_button = QPushButton()
+        self.cancel_button = QPushButton()
+        self.load_button = QPushButton()
         for button in (self.pause_button, self.resume_button, self.cancel_button,
                        self.load_button):
+            button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # Tab reaches them on macOS too
             bottom.addWidget(button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(bottom)
         self.pause_button.clicked.connect(lambda: emit(self.pause_requested, self.job_id))
@@ -88,41 +100,82 @@ class DownloadRow(QFrame):
         self.cancel_button.clicked.connect(lambda: emit(self.cancel_requested, self.job_id))
         self.load_button.clicked.connect(lambda: self.path and emit(self.load_requested, self.path))
         self.update_job(job)
+        keep_translated(self.retranslate)
+
+    def retranslate(self) -> None:
+        """Set every text in the current language, from the stored job and progress."""
+        self.pause_button.setText(tr("Pause"))
+        self.cancel_button.setText(tr("Cancel"))
+        self.load_button.setText(tr("Load"))
+        self.pause_button.setAccessibleName(tr("Pause {model}", model=self.title))
+        self.cancel_button.setAccessibleName(tr("Cancel downloading {model}", model=self.title))
+        self.load_button.setAccessibleName(tr("Load {model}", model=self.title))
+        self.bar.setAccessibleName(tr("Download progress of {model}", model=self.title))
+        self._render()
+
+    def set_offline(self, offline: bool) -> None:
+        """Disable Resume/Retry (saying why) while Offline mode is on; Pause and Cancel stay."""
+        self.offline = offline
+        self._render()
 
     def update_job(self, job: Job) -> None:
         """Show the job's stored state (after a state change or a refresh)."""
-        state = job.display_state
-        self.state.setText(STATE_TEXT.get(state, state))
-        self._set_bar(job.done, job.total, busy=state in ("queued", "running"))
-        if state == "failed":
-            self.detail.setText(f"⚠ {job.error or 'The download failed.'}")
-            self.resume_button.setText("Retry")
-        elif state == "paused" and job.error:
-            self.detail.setText(f"Paused: {job.error}")
-            self.resume_button.setText("Resume")
-        else:
-            self.detail.setText(self._bytes_text(job.done, job.total))
-            self.resume_button.setText("Resume")
-        if state == "completed" and job.files:
+        self._job = job
+        self._progress = None
+        if job.display_state == "completed" and job.files:
             self.path = str(job.dest_dir / job.files[0].path)
+        self._render()
+
+    def update_progress(self, progress: JobProgress) -> None:
+        """Show live progress: bytes, speed, ETA, stalled."""
+        self._progress = progress
+        self._render()
+
+    def _render(self) -> None:
+        job, progress = self._job, self._progress
+        state = job.display_state
+        failed = state == "failed"
+        self.resume_button.setText(tr("Retry") if failed else tr("Resume"))
+        self.resume_button.setAccessibleName(
+            tr("Retry downloading {model}", model=self.title) if failed
+            else tr("Resume downloading {model}", model=self.title))
+        self.resume_button.setEnabled(not self.offline)
+        self.resume_button.setToolTip(tr(OFFLINE_RESUME) if self.offline else "")
         self.pause_button.setVisible(state in ("queued", "running"))
         self.resume_button.setVisible(state in ("paused", "failed", "interrupted"))
         self.cancel_button.setVisible(state not in ("completed", "cancelled"))
         self.load_button.setVisible(state == "completed" and self.path is not None)
+        if progress is not None:
+            self._render_progress(progress)
+            return
+        label = STATE_TEXT.get(state)
+        self.state.setText(tr(label) if label else state)
+        self._set_bar(job.done, job.total, busy=state in ("queued", "running"))
+        if failed:
+            self.detail.setText("⚠ " + (job.error or tr("The download failed.")))
+        elif state == "paused" and job.error:
+            self.detail.setText(tr("Paused: {reason}", reason=job.error))
+        else:
+            self.detail.setText(self._bytes_text(job.done, job.total))
 
-    def update_progress(self, progress: JobProgress) -> None:
-        """Show live progress: bytes, speed, ETA, stalled."""
+    def _render_progress(self, progress: JobProgress) -> None:
         self._set_bar(progress.done, progress.total)
         parts = [self._bytes_text(progress.done, progress.total)]
         if progress.phase == "checking":
-            parts.append("checking the bytes already here…")
+            parts.append(tr("checking the bytes already here…"))
+        elif progress.phase == "joining":
+            parts.append(tr("joining the parts into one file…"))
         elif progress.stalled:
-            parts.append("⚠ stalled — no data for a while; reconnecting")
+            parts.append(tr("⚠ stalled — no data for a while; reconnecting"))
         elif progress.speed_bps > 0:
             parts.append(f"{format_bytes(progress.speed_bps)}/s")
             parts.append(format_eta(progress.eta_s))
         self.detail.setText(" · ".join(p for p in parts if p))
-        self.state.setText("Stalled" if progress.stalled else "Downloading")
+        phase = PHASE_TEXT.get(progress.phase)
+        if phase is not None:
+            self.state.setText(tr(phase))
+        else:
+            self.state.setText(tr("Stalled") if progress.stalled else tr("Downloading"))
 
     def _set_bar(self, done: int, total: int | None, busy: bool = True) -> None:
         if total or not busy:
@@ -134,5 +187,6 @@ class DownloadRow(QFrame):
     @staticmethod
     def _bytes_text(done: int, total: int | None) -> str:
         if total:
-            return f"{format_bytes(done)} of {format_bytes(total)} ({100 * done / total:.0f} %)"
-        return f"{format_bytes(done)}" if done else "Waiting for the Hub…"
+            return tr("{done} of {total} ({percent} %)", done=format_bytes(done),
+                      total=format_bytes(total), percent=round(100 * done / total))
+        return format_bytes(done) if done else tr("Waiting for the Hub…")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
@@ -17,13 +19,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mixtral_desk.core import network
+from mixtral_desk.core.i18n import tr
+
 from ..bridge.downloads_bridge import DownloadsBridge
 from ..bridge.tasks import TaskQueue
 from ..errors import ErrorSink
+from ..i18n import keep_translated
 from ..signals import emit
-from .catalog_tab import CatalogTab
+from .catalog_tab import OFFLINE_DOWNLOAD, CatalogTab
 from .common import buttons
-from .downloads_view import DownloadRow
+from .downloads_view import OFFLINE_RESUME, DownloadRow
 from .hub_config import HubConfig, load_hub_config, save_hub_config
 from .local_tab import LocalTab
 
@@ -33,11 +39,15 @@ if TYPE_CHECKING:
     from mixtral_desk.core.downloads.jobs import Job
     from mixtral_desk.core.paths import DataPaths
 
-DOWNLOADS_TAB = 1
+CATALOG_TAB, DOWNLOADS_TAB, LOCAL_TAB, HUB_TAB = range(4)
 
 
 class ModelsPage(QWidget):
     """Find, download, import and delete models.
+
+    Offline mode (:meth:`set_offline`; at first whatever :func:`network.is_offline` says) shows a
+    note on the page and disables what needs the network — starting, resuming and retrying
+    downloads — with a tooltip that says why; loading, importing and deleting work as always.
 
     Signals:
         models_changed(): the local models changed (a download finished, an import, a delete).
@@ -53,19 +63,28 @@ class ModelsPage(QWidget):
         self.paths, self.io, self.sink = paths, io, sink
         self.downloads = DownloadsBridge(paths, sink, self)
         self.rows: dict[str, DownloadRow] = {}
+        self.offline = network.is_offline()
         self._hub_saved = False  # the user saved Hub settings before the file was read
+        self._closed = False  # shut down (a late read of the Hub settings is dropped)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
-        layout.addWidget(QLabel("<h2>Models</h2>"))
+        self.title = QLabel()
+        layout.addWidget(self.title)
+        self.offline_note = QLabel()
+        self.offline_note.setWordWrap(True)
+        self.offline_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.offline_note.setVisible(self.offline)
+        layout.addWidget(self.offline_note)
         self.tabs = QTabWidget()
         layout.addWidget(self.tabs, 1)
         self.catalog = CatalogTab(paths.models_dir, io, catalog_path)
-        self.tabs.addTab(self.catalog, "Catalog")
-        self.tabs.addTab(self._build_downloads_tab(), "Downloads")
+        self.tabs.addTab(self.catalog, "")
+        self.tabs.addTab(self._build_downloads_tab(), "")
         self.local = LocalTab(paths.models_dir, io, sink)
-        self.tabs.addTab(self.local, "On this computer")
-        self.tabs.addTab(self._build_hub_tab(), "Hugging Face Hub")
+        self.tabs.addTab(self.local, "")
+        self.tabs.addTab(self._build_hub_tab(), "")
+        self.catalog.set_offline(self.offline)
 
         self.catalog.download_requested.connect(self.download)
         self.catalog.load_requested.connect(self.load_requested)
@@ -74,6 +93,7 @@ class ModelsPage(QWidget):
         self.downloads.jobs_listed.connect(self._show_jobs)
         self.downloads.progress.connect(self._progress)
         self.downloads.state_changed.connect(self._state_changed)
+        keep_translated(self.retranslate)
         self.catalog.refresh()
         self.local.refresh()
         self.io.submit(lambda: load_hub_config(paths.config_dir), self._hub_loaded)
@@ -81,19 +101,18 @@ class ModelsPage(QWidget):
     def _build_downloads_tab(self) -> QWidget:
         tab = QWidget()
         column = QVBoxLayout(tab)
-        self.no_downloads = QLabel("No downloads yet. Start one from the Catalog tab; a "
-                                   "download can be paused and resumes where it stopped.")
+        self.no_downloads = QLabel()
         self.no_downloads.setWordWrap(True)
         self.no_downloads.setAlignment(Qt.AlignmentFlag.AlignCenter)
         column.addWidget(self.no_downloads)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.downloads_list = QScrollArea()
+        self.downloads_list.setWidgetResizable(True)
+        self.downloads_list.setFrameShape(QScrollArea.Shape.NoFrame)
         holder = QWidget()
         self.rows_layout = QVBoxLayout(holder)
         self.rows_layout.addStretch(1)
-        scroll.setWidget(holder)
-        column.addWidget(scroll, 1)
+        self.downloads_list.setWidget(holder)
+        column.addWidget(self.downloads_list, 1)
         return tab
 
     def _build_hub_tab(self) -> QWidget:
@@ -101,28 +120,77 @@ class ModelsPage(QWidget):
         form = QFormLayout(tab)
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
-        self.token.setPlaceholderText("hf_… (needed only for gated or private models)")
         self.endpoint = QLineEdit()
-        self.endpoint.setPlaceholderText("https://huggingface.co (or a mirror, e.g. "
-                                         "https://hf-mirror.com)")
-        save = QPushButton("Save")
-        save.clicked.connect(self._save_hub_clicked)
-        help_text = QLabel("The token is stored in this app's config folder and sent only to "
-                           "the endpoint above. Without one, a token saved by "
-                           "<tt>hf auth login</tt> is used if present.")
-        help_text.setWordWrap(True)
-        form.addRow("Access token", self.token)
-        form.addRow("Endpoint (mirror)", self.endpoint)
-        form.addRow("", help_text)
-        form.addRow("", buttons(save))
+        self.hub_save_button = QPushButton()
+        self.hub_save_button.clicked.connect(self._save_hub_clicked)
+        self.token.returnPressed.connect(self._save_hub_clicked)
+        self.endpoint.returnPressed.connect(self._save_hub_clicked)
+        self.hub_help = QLabel()
+        self.hub_help.setWordWrap(True)
+        self.token_label = QLabel()
+        self.endpoint_label = QLabel()
+        self.token_label.setBuddy(self.token)  # the labels name their fields
+        self.endpoint_label.setBuddy(self.endpoint)
+        form.addRow(self.token_label, self.token)
+        form.addRow(self.endpoint_label, self.endpoint)
+        form.addRow("", self.hub_help)
+        form.addRow("", buttons(self.hub_save_button))
         return tab
+
+    def retranslate(self) -> None:
+        """Set every text in the current language."""
+        self.title.setText("<h2>" + escape(tr("Models")) + "</h2>")
+        self.offline_note.setText(tr("Offline mode is on: downloads and Hub search are off."))
+        self.tabs.setTabText(CATALOG_TAB, tr("Catalog"))
+        self.tabs.setTabText(DOWNLOADS_TAB, tr("Downloads"))
+        self.tabs.setTabText(LOCAL_TAB, tr("On this computer"))
+        self.tabs.setTabText(HUB_TAB, tr("Hugging Face Hub"))
+        self.no_downloads.setText(tr("No downloads yet. Start one from the Catalog tab; a "
+                                     "download can be paused and resumes where it stopped."))
+        self.downloads_list.setAccessibleName(tr("Downloads"))
+        self.token_label.setText(tr("Access token"))
+        self.endpoint_label.setText(tr("Endpoint (mirror)"))
+        self.token.setPlaceholderText(tr("hf_… (needed only for gated or private models)"))
+        self.endpoint.setPlaceholderText(tr("https://huggingface.co (or a mirror, e.g. "
+                                            "https://hf-mirror.com)"))
+        self.hub_help.setText(tr("The token is stored in this app's config folder and sent only "
+                                 "to the endpoint above. Without one, a token saved by "
+                                 "<tt>hf auth login</tt> is used if present."))
+        self.hub_save_button.setText(tr("Save"))
+        self.hub_save_button.setAccessibleName(tr("Save the Hub settings"))
+
+    # --- offline mode --------------------------------------------------------------------------
+
+    def set_offline(self, offline: bool) -> None:
+        """Offline mode was turned on or off: show or hide the note, disable or enable what
+        needs the network (Download, Resume, Retry)."""
+        self.offline = offline
+        self.offline_note.setVisible(offline)
+        self.catalog.set_offline(offline)
+        for row in self.rows.values():
+            row.set_offline(offline)
+
+    def _refuse_offline(self, message: str) -> bool:
+        """True, after saying ``message``, when Offline mode is on (the page's or the process')."""
+        if not (self.offline or network.is_offline()):
+            return False
+        self.sink.inform(message, level="warning", timeout_ms=6000)
+        return True
 
     # --- downloads -----------------------------------------------------------------------------
 
     def download(self, entry: CatalogEntry) -> None:
-        """Start downloading a catalog entry and show the Downloads tab."""
+        """Start downloading a catalog entry and show the Downloads tab (unless offline)."""
+        if self._refuse_offline(tr(OFFLINE_DOWNLOAD)):
+            return
         self.downloads.download(entry)
         self.tabs.setCurrentIndex(DOWNLOADS_TAB)
+
+    def resume(self, job_id: str) -> None:
+        """Resume a paused download or retry a failed one (unless offline)."""
+        if self._refuse_offline(tr(OFFLINE_RESUME)):
+            return
+        self.downloads.resume(job_id)
 
     def _show_jobs(self, jobs: list[Job]) -> None:
         visible = [j for j in jobs if j.display_state != "cancelled"]
@@ -132,8 +200,9 @@ class ModelsPage(QWidget):
             row = self.rows.get(job.id)
             if row is None:
                 row = DownloadRow(job, self.catalog.name_of(job.catalog_id, job.model_id))
+                row.set_offline(self.offline)
                 row.pause_requested.connect(self.downloads.pause)
-                row.resume_requested.connect(self.downloads.resume)
+                row.resume_requested.connect(self.resume)
                 row.cancel_requested.connect(self.downloads.cancel)
                 row.load_requested.connect(lambda path: emit(self.load_requested, Path(path)))
                 self.rows[job.id] = row
@@ -149,8 +218,8 @@ class ModelsPage(QWidget):
 
     def _state_changed(self, event: JobStateChanged) -> None:
         if event.state == "completed":
-            self.sink.inform(f"Download finished: {event.path.name if event.path else ''}",
-                             timeout_ms=5000)
+            self.sink.inform(tr("Download finished: {name}",
+                                name=event.path.name if event.path else ""), timeout_ms=5000)
             self._local_changed()
 
     def _local_changed(self) -> None:
@@ -161,7 +230,7 @@ class ModelsPage(QWidget):
     # --- Hub settings --------------------------------------------------------------------------
 
     def _hub_loaded(self, config: HubConfig) -> None:
-        if self._hub_saved:
+        if self._hub_saved or self._closed:
             return
         self.token.setText(config.token)
         self.endpoint.setText(config.endpoint)
@@ -176,9 +245,10 @@ class ModelsPage(QWidget):
         self._hub_saved = True
         config_dir = self.paths.config_dir
         self.io.submit(lambda: save_hub_config(config_dir, config),
-                       lambda _: self.sink.inform("Hub settings saved.", timeout_ms=2500))
+                       lambda _: self.sink.inform(tr("Hub settings saved."), timeout_ms=2500))
         self.downloads.configure(config.endpoint, config.token)
 
     def shutdown(self) -> None:
         """Pause running downloads and stop the downloads thread."""
+        self._closed = True
         self.downloads.close()

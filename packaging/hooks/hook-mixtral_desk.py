@@ -6,7 +6,8 @@ so the ``.dist-info`` folders travel along.
 
 from PyInstaller.utils.hooks import collect_data_files, collect_submodules, copy_metadata
 
-datas = collect_data_files("mixtral_desk", includes=["models.toml"])
+# The catalog and the compiled translations (the package build compiled the .po files).
+datas = collect_data_files("mixtral_desk", includes=["models.toml", "**/locale/*/LC_MESSAGES/*.mo"])
 for _name in ("mixtral-desk", "gguf", "huggingface_hub", "pydantic", "platformdirs",
               "PySide6-Essentials"):
     datas += copy_metadata(_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ from mixtral_desk import __version__
 from mixtral_desk.core.paths import DataPaths
 
 
-def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mixtral_desk ARGS`` in the test's data home."""
+def cli(*args: str | Path, timeout: float = 120,
+        language: str = "en") -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mixtral_desk ARGS`` in the test's data home, with ``LANGUAGE`` set to
+    ``language`` (the CLI follows it unless the settings file names a language)."""
     return subprocess.run([sys.executable, "-m", "mixtral_desk", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, check=False,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env={**os.environ, "LANGUAGE": language})
 
 
 def cli_json(*args: str | Path) -> Any:

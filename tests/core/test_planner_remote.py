@@ -124,11 +124,16 @@ def cli_json(*args: str | Path, env: dict[str, str] | None = None) -> Any:
 
 def test_plan_command_on_a_local_file_for_a_simulated_machine(mixtral_file: Path) -> None:
     data = cli_json("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB",
-                    "--gpu-name", "RTX 4090")
+                    "--gpu-name", "RTX 4090", "--ctx", "4096")
     assert data["verdict"] == "gpu+cpu-experts" and data["n_gpu_layers"] == 33
     assert 0 < data["n_cpu_moe"] < 12 and data["source"] == "local file"
     assert data["vram_bytes"] <= data["vram_budget"] and data["ram_bytes"] <= data["ram_budget"]
     assert f"experts of {data['n_cpu_moe']} of 32 layers in RAM" in data["explanation"]
+    # Without --ctx (and no context in the settings) the plan uses the longest context that
+    # fits the machine, as a load would: 32k here, whose KV cache pushes more experts to RAM.
+    auto = cli_json("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB",
+                    "--gpu-name", "RTX 4090")
+    assert auto["n_ctx"] == 32768 and auto["n_cpu_moe"] > data["n_cpu_moe"]
     cpu = cli_json("plan", "--model", mixtral_file, "--vram", "0", "--ram", "32GiB")
     assert cpu["verdict"] == "cpu" and cpu["n_gpu_layers"] == 0
     small = cli_json("plan", "--model", mixtral_file, "--vram", "0", "--ram", "16GiB")

@@ -13,6 +13,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QPushButton
 from pytestqt.qtbot import QtBot
 
+from mixtral_desk.core import network
 from mixtral_desk.core.downloads.events import JobProgress
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.models.hub_config import HubConfig
@@ -30,6 +31,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path
         ) -> Iterator[LoopbackHub]:
     """A loopback Hub serving the tiny model slowly enough to see progress; offline off."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(network, "_offline_override", False)  # whatever the settings say
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")

@@ -1,0 +1,83 @@
+"""The window's laptop defaults: idle unload, the automatic context, the first-run
+recommendation and the mirror offered to Chinese-speaking systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.desktop import i18n as desktop_i18n
+from mixtral_desk.desktop.main_window import MainWindow
+from mixtral_desk.desktop.welcome import HUB_MIRROR
+from tests.desktop.desktop_helpers import load_model
+
+
+def shown(window: MainWindow) -> str:
+    """The text of the notice on screen ("" when none)."""
+    notice = window.notifications.current
+    return notice.text if notice is not None else ""
+
+
+def test_an_idle_model_is_unloaded_and_says_so(window: MainWindow, qtbot: QtBot,
+                                               tiny_model: Path) -> None:
+    load_model(qtbot, window, tiny_model)
+    assert window.idle.active  # counting from the load (30 minutes by default)
+    window.idle.set_interval_ms(300)
+    with qtbot.waitSignal(window.engine.model_unloaded, timeout=10_000), \
+            qtbot.waitSignal(window.idle.unloaded, timeout=10_000) as unloaded:
+        pass
+    assert unloaded.args == [tiny_model.stem]
+    assert window.engine.model_info is None
+    assert window.picker.state == "empty"
+    assert "to give its memory back" in shown(window)
+
+
+def test_the_api_server_keeps_the_model_loaded(window: MainWindow, qtbot: QtBot,
+                                               tiny_model: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    load_model(qtbot, window, tiny_model)
+    monkeypatch.setattr(type(window.server), "is_running", property(lambda self: True))
+    window.idle.set_interval_ms(100)
+    qtbot.wait(600)
+    assert window.engine.model_info is not None
+    assert window.idle.active  # it counts again instead
+
+
+def test_the_context_defaults_to_what_fits(window: MainWindow, qtbot: QtBot,
+                                           tiny_model: Path) -> None:
+    assert window.settings.load.n_ctx is None
+    load_model(qtbot, window, tiny_model)
+    info = window.engine.model_info
+    assert info is not None
+    # The tiny model is trained on 4096 tokens, and this machine has room for all of them.
+    assert info.n_ctx == inspect_model(tiny_model).context_length
+    assert f"{info.n_ctx:,} tokens" in shown(window)
+
+
+def test_first_run_recommends_a_catalog_entry(window: MainWindow, qtbot: QtBot) -> None:
+    welcome = window.welcome
+    assert window.pages.currentWidget() is welcome
+    qtbot.waitUntil(lambda: welcome._recommendation_known, timeout=10_000)
+    assert "Recommended for this machine" in welcome.recommendation.text()
+    assert welcome.download_button.isVisibleTo(window)
+    assert not welcome.mirror.isVisibleTo(window)  # this test's system speaks English
+
+
+def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: QtBot,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(desktop_i18n, "system_locale_name", lambda: "zh_CN")
+    window: MainWindow = make_window()  # type: ignore[operator]
+    welcome = window.welcome
+    qtbot.waitUntil(lambda: welcome.mirror.isVisibleTo(window), timeout=10_000)
+    assert not welcome.mirror.isChecked()
+    hub_file = window.paths.config_dir / "hub.json"
+    welcome.mirror.setChecked(True)
+    qtbot.waitUntil(hub_file.exists, timeout=5000)
+    assert json.loads(hub_file.read_text(encoding="utf-8"))["endpoint"] == HUB_MIRROR
+    welcome.mirror.setChecked(False)
+    qtbot.waitUntil(lambda: json.loads(hub_file.read_text(encoding="utf-8"))["endpoint"] == "",
+                    timeout=5000)

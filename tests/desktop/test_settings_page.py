@@ -1,0 +1,149 @@
+"""The Settings page: the interface, network and idle-unload controls, keyboard use, and a language
+switch that re-renders the page without touching the user's unsaved edits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+from pytestqt.qtbot import QtBot
+
+from mixtral_desk.core import i18n
+from mixtral_desk.core.settings import Settings
+from mixtral_desk.desktop.i18n import apply_language
+from mixtral_desk.desktop.settings.page import SettingsPage
+
+#: A few of the page's strings, enough to see a language switch re-render it.
+MINI_CATALOG: dict[str | tuple[str, str], str] = {
+    "Save": "保存", "Revert": "还原", "Language": "语言", "Theme": "主题",
+    "Follow the system": "跟随系统", "Light": "浅色", "Dark": "深色", "Never": "从不",
+    " minutes": " 分钟", "Offline mode": "离线模式", "all layers": "全部层",
+    "Automatic (the longest that fits)": "自动（能容纳的最大长度）",
+}
+
+
+def write_catalog(folder: Path, messages: dict[str | tuple[str, str], str]) -> None:
+    """Compile ``messages`` as the zh_CN catalog under ``folder`` (a LOCALE_DIR); a plural's
+    source is a (singular, plural) pair."""
+    catalog = Catalog(locale="zh_CN")
+    for source, translation in messages.items():
+        catalog.add(source, translation if isinstance(source, str) else (translation,))
+    target = folder / "zh_CN" / "LC_MESSAGES" / f"{i18n.DOMAIN}.mo"
+    target.parent.mkdir(parents=True)
+    with target.open("wb") as handle:
+        write_mo(handle, catalog)
+
+
+@pytest.fixture
+def mini_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A small zh_CN catalog in place of the real one; English again afterwards."""
+    write_catalog(tmp_path / "locale", MINI_CATALOG)
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "locale")
+    yield
+    apply_language("en")
+
+
+@pytest.fixture
+def page(qtbot: QtBot) -> SettingsPage:
+    widget = SettingsPage(Settings())
+    qtbot.addWidget(widget)
+    return widget
+
+
+def test_new_controls_show_the_settings_and_save_them(page: SettingsPage, qtbot: QtBot) -> None:
+    assert [page.language.itemData(i) for i in range(page.language.count())] == \
+        ["system", "en", "zh_CN"]
+    # Each language is named in its own language, whatever the interface language.
+    assert [page.language.itemText(i) for i in range(page.language.count())] == \
+        ["Follow the system", "English", "简体中文"]
+    assert [page.theme.itemText(i) for i in range(page.theme.count())] == \
+        ["Follow the system", "Light", "Dark"]
+    assert page.language.currentData() == "system" and page.theme.currentData() == "system"
+    assert not page.offline_mode.isChecked()
+    assert "chat, search and export work as always" in page.offline_note.text()
+    assert page.idle_unload.value() == 30 and page.idle_unload.suffix() == " minutes"
+    assert page.n_ctx.value() == 0 and page.n_ctx.text() == "Automatic (the longest that fits)"
+    page.idle_unload.setValue(0)
+    assert page.idle_unload.text() == "Never"
+
+    page.language.setCurrentIndex(page.language.findData("zh_CN"))
+    page.theme.setCurrentIndex(page.theme.findData("dark"))
+    page.offline_mode.setChecked(True)
+    page.n_ctx.setValue(100)  # below the minimum: saved as the minimum
+    with qtbot.waitSignal(page.save_requested, timeout=1000) as saved:
+        QTest.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    settings = saved.args[0]
+    assert isinstance(settings, Settings)
+    assert settings.interface.language == "zh_CN" and settings.interface.theme == "dark"
+    assert settings.network.offline is True
+    assert settings.load.idle_unload_minutes == 0 and settings.load.n_ctx == 256
+
+    page.set_settings(settings)
+    assert page.language.currentData() == "zh_CN" and page.theme.currentData() == "dark"
+    assert page.offline_mode.isChecked() and page.idle_unload.value() == 0
+    page.n_ctx.setValue(0)
+    assert page.settings().load.n_ctx is None  # automatic
+
+
+def test_the_idle_unload_time_needs_no_reload(page: SettingsPage) -> None:
+    settings = Settings()
+    page.set_settings(settings)
+    page._loaded_with = settings.load  # a model was loaded with these
+    page.saved(settings.model_copy(update={
+        "load": settings.load.model_copy(update={"idle_unload_minutes": 5})}))
+    assert page.reload_note.isHidden()
+    page.saved(settings.model_copy(update={
+        "load": settings.load.model_copy(update={"n_batch": 256})}))
+    assert not page.reload_note.isHidden()
+
+
+def test_new_controls_work_from_the_keyboard(page: SettingsPage, qtbot: QtBot) -> None:
+    page.show()
+    qtbot.waitExposed(page)
+    for widget in (page.language, page.theme, page.offline_mode, page.idle_unload,
+                   page.save_button, page.revert_button):
+        assert widget.focusPolicy() & Qt.FocusPolicy.TabFocus, widget
+    QTest.keyClick(page.language, Qt.Key.Key_Down)
+    assert page.language.currentData() == "en"
+    QTest.keyClick(page.offline_mode, Qt.Key.Key_Space)
+    assert page.offline_mode.isChecked()
+    page.idle_unload.setValue(1)
+    QTest.keyClick(page.idle_unload, Qt.Key.Key_Down)
+    assert page.idle_unload.value() == 0 and page.idle_unload.text() == "Never"
+    with qtbot.waitSignal(page.save_requested, timeout=1000) as saved:
+        QTest.keyClick(page.save_button, Qt.Key.Key_Space)
+    assert saved.args[0].interface.language == "en" and saved.args[0].network.offline
+    # The labels name their fields (screen readers, Alt shortcuts of translations).
+    assert page.language_label.buddy() is page.language
+    assert page.idle_unload_label.buddy() is page.idle_unload
+    assert page.gpu_layers_label.buddy() is page.gpu_slider
+    assert page.gpu_slider.accessibleName() == "GPU layers"
+
+
+def test_a_language_switch_keeps_unsaved_edits_and_saves_nothing(
+        page: SettingsPage, qtbot: QtBot, mini_chinese: None) -> None:
+    page.theme.setCurrentIndex(page.theme.findData("light"))
+    page.language.setCurrentIndex(page.language.findData("zh_CN"))
+    page.idle_unload.setValue(0)
+    page.offline_mode.setChecked(True)
+    page.gpu_slider.setValue(page.gpu_slider.maximum())
+    page.temperature.setValue(1.25)
+    before = page.settings()
+    with qtbot.assertNotEmitted(page.save_requested), \
+            qtbot.assertNotEmitted(page.language.currentIndexChanged), \
+            qtbot.assertNotEmitted(page.theme.currentIndexChanged):
+        assert apply_language("zh_CN") == "zh_CN"
+    assert page.save_button.text() == "保存" and page.language_label.text() == "语言"
+    assert page.theme.currentText() == "浅色" and page.language.itemText(0) == "跟随系统"
+    assert page.language.itemText(2) == "简体中文" and page.language.itemText(1) == "English"
+    assert page.idle_unload.text() == "从不" and page.offline_mode.text() == "离线模式"
+    assert page.gpu_label.text() == "全部层"
+    assert page.settings() == before  # the unsaved edits are all still there
+    apply_language("en")
+    assert page.save_button.text() == "Save" and page.theme.currentText() == "Light"
+    assert page.settings() == before

@@ -411,19 +411,20 @@ def fit_hint(entry: CatalogEntry, hardware: Hardware) -> FitHint:
     ``fits-gpu``: all layers on the GPU (possibly with the experts of some layers in RAM).
     ``fits-ram``: on the CPU in the RAM available now. ``tight``: only some layers on the GPU, or
     only after closing other programs (it would fit the machine's total RAM). ``too-large``:
-    more than RAM and GPU together. The reason is the plan's explanation. Raises nothing.
+    more than RAM and GPU together. The reason is the plan's explanation (translated). Raises
+    nothing.
     """
     from mixtral_desk.core.planner import machine_from_hardware, plan_for_catalog_entry
 
     plan = plan_for_catalog_entry(entry, machine_from_hardware(hardware))
     if plan.fits:
-        return FitHint(PLAN_FIT[plan.verdict], f"{plan.verdict}: {plan.explanation}")
+        return FitHint(PLAN_FIT[plan.verdict], plan.explanation)
     if hardware.ram_total > hardware.ram_available:
         roomy = plan_for_catalog_entry(entry, machine_from_hardware(hardware,
                                                                     ram=hardware.ram_total))
         if roomy.fits:
             return FitHint("tight", tr("fits only after closing other programs ({free} of RAM "
-                                       "free): {verdict}: {explanation}",
+                                       "free): {explanation}",
                                        free=format_memory(hardware.ram_available),
-                                       verdict=roomy.verdict, explanation=roomy.explanation))
-    return FitHint("too-large", f"too-large: {plan.explanation}")
+                                       explanation=roomy.explanation))
+    return FitHint("too-large", plan.explanation)

@@ -510,7 +510,7 @@ def auto_load(load: Callable[[LoadOptions], ModelInfo], options: LoadOptions, fa
                plan=plan.explanation))
         plan = plan_for_settings(model, machine, 0, 0)
     else:
-        say(tr("plan ({verdict}): {plan}", verdict=plan.verdict, plan=plan.explanation))
+        say(tr("plan: {plan}", plan=plan.explanation))
     info, plan = load_with_fallback(load, options, plan, model, machine, say)
     return info, plan, compare_with_actual(plan, info)
 

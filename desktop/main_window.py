@@ -111,6 +111,7 @@ class MainWindow(QMainWindow):
         self._serve_allowed = False  # a model is loaded and not on its way out
         self._extra_models: list[Path] = []
         self._welcome_prepared = False
+        self._send_when_loaded = False  # Send started a load: send the input once it is loaded
         self.catalog_path: Path | None = None  # None: the packaged models.toml
         self.setWindowTitle("Mixtral Desk")
         self.resize(1100, 720)
@@ -262,6 +263,7 @@ class MainWindow(QMainWindow):
         engine.model_loaded.connect(self._model_loaded)
         engine.model_unloaded.connect(self._model_unloaded)
         engine.load_failed.connect(lambda _: self._model_unloaded())
+        engine.load_failed.connect(lambda _: setattr(self, "_send_when_loaded", False))
         engine.engine_crashed.connect(self._engine_crashed)
         engine.reply_finished.connect(self.status.show_reply)
         self.store.opened.connect(self._store_opened)
@@ -442,9 +444,9 @@ class MainWindow(QMainWindow):
         minutes = self.settings.load.idle_unload_minutes
         self.sink.inform(ntr(
             "Unloaded {name} after {count} minute without use, to give its memory back. "
-            "Press Load (or send a message) to load it again.",
+            "Send a message (or press Load) to load it again.",
             "Unloaded {name} after {count} minutes without use, to give its memory back. "
-            "Press Load (or send a message) to load it again.", minutes, name=name),
+            "Send a message (or press Load) to load it again.", minutes, name=name),
             timeout_ms=None)
 
     def _settings_failed(self, error: BaseException) -> None:
@@ -528,8 +530,32 @@ class MainWindow(QMainWindow):
         self.show_chat()
 
     def _model_needed(self) -> None:
-        if not self.picker.combo.count():
-            self.show_models()
+        """Send was pressed with no model loaded: load the chosen one (after an idle unload, the
+        one that was in use) and send the message once it is ready; with none chosen, say how
+        to get one."""
+        if self.engine.model_info is not None:
+            return
+        path = self.picker.selected()
+        if path is None:
+            self.sink.inform(tr("No model is loaded yet. Pick one in the toolbar and press "
+                                "Load."), level="warning")
+            if not self.picker.combo.count():
+                self.show_models()
+            return
+        self._send_when_loaded = True
+        if self.picker.state != "loading":
+            self.load_model(path)
+        self.sink.inform(tr("Loading {name}; your message is sent when it is ready.",
+                            name=path.name), timeout_ms=None)
+
+    def _send_waiting_message(self) -> None:
+        """After a load that Send started, send what is in the input."""
+        if not self._send_when_loaded:
+            return
+        self._send_when_loaded = False
+        text = self.chat_page.view.composer.toPlainText().strip()
+        if text:
+            self.chat_page.send(text)
 
     @staticmethod
     def _gpu_offload(info: ModelInfo | None) -> bool:
@@ -557,17 +583,19 @@ class MainWindow(QMainWindow):
         if report is None or report.plan is None:
             self.sink.inform(loaded, timeout_ms=3000)
         else:  # the plan (and any fallback) stays visible; a difference from it is a warning
-            plan = " ".join(note if note.endswith(".") else note + "." for note in report.notes)
+            # The planner's notes are clauses: each becomes a sentence, in the language's way.
+            plan = " ".join(tr("{clause}.", clause=note.rstrip(".")) for note in report.notes)
             if report.warnings:
                 text = tr("{loaded} Automatic GPU layers: {plan} But llama.cpp did not follow "
                           "the plan: {differences}.", loaded=loaded, plan=plan,
-                          differences="; ".join(report.warnings))
+                          differences=tr("; ").join(report.warnings))
             else:
                 text = tr("{loaded} Automatic GPU layers: {plan}", loaded=loaded, plan=plan)
             self.sink.inform(text, level="warning" if report.warnings else "info",
                              timeout_ms=None if report.warnings else 10_000)
         if self.pages.currentWidget() is self.welcome:
             self.show_chat()
+        self._send_waiting_message()
 
     def _model_unloaded(self) -> None:
         self.picker.set_state("empty")
@@ -698,6 +726,7 @@ class MainWindow(QMainWindow):
             return
         self._closed = True
         self._memory_timer.stop()
+        self.idle.stop()
         self.chat_page.sidebar.commit_all()
         if self._models_page is not None:
             self._models_page.shutdown()

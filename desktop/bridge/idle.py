@@ -63,6 +63,11 @@ class IdleUnloader(QObject):
         else:
             self._timer.stop()
 
+    def stop(self) -> None:
+        """Stop counting for good (the window closes); :meth:`restart` starts again."""
+        self._interval_ms = 0
+        self._timer.stop()
+
     def _busy_changed(self, busy: bool) -> None:
         if busy:
             self._timer.stop()

@@ -38,7 +38,8 @@ class ChatPage(QWidget):
     Signals:
         thread_shown(object): a conversation's :class:`Thread` was shown (after a load or a turn).
         turn_finished(object): a turn ended — the TurnResult, or the exception that ended it.
-        need_model(): the user tried to send without a loaded model.
+        need_model(): the user tried to send without a loaded model (the text stays in the
+            input).
     """
 
     thread_shown = Signal(object)
@@ -138,9 +139,7 @@ class ChatPage(QWidget):
     def _ready(self) -> Store | None:
         store = self.store.store
         if self.engine.model_info is None:
-            emit(self.need_model)
-            self.sink.inform(tr("No model is loaded yet. Pick one in the toolbar and press "
-                                "Load."), level="warning")
+            emit(self.need_model)  # the window loads the chosen model, or says how to get one
             return None
         if self.engine.busy or self._creating or store is None:
             return None

@@ -268,7 +268,7 @@ class SettingsPage(QWidget):
         self.use_mmap.setText(tr("Map the model file into memory (mmap)"))
         self.use_mlock.setText(tr("Lock the model in RAM (mlock)"))
         self.idle_unload_label.setText(tr("Unload an idle model after"))
-        self.idle_unload.setSuffix(tr(" minutes"))
+        self.idle_unload.setSuffix(tr(" min"))
         self.idle_unload.setSpecialValueText(tr("Never"))
         self.idle_unload.setToolTip(tr("Unload the model when it has not been used for this long, "
                                        "giving its memory back. 0 keeps it loaded."))

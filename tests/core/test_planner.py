@@ -405,11 +405,11 @@ def test_auto_load_plans_says_loads_and_compares(tmp_path: Path) -> None:
     info, plan, warnings = auto_load(load, options, facts, hardware, cuda, said.append)
     assert plan.verdict == "gpu+cpu-experts" and plan.n_cpu_moe > 0
     assert len(tried) == 1 and (tried[0].n_gpu_layers, tried[0].n_cpu_moe) == (-1, plan.n_cpu_moe)
-    assert said == [f"plan (gpu+cpu-experts): {plan.explanation}"]
+    assert said == [f"plan: {plan.explanation}"]
     assert info.n_gpu_layers == 33
     assert any("expert tensors in RAM" in w for w in warnings)  # the fake kept none there
 
     cpu = BackendInfo(("CPU",), False, "", "0.3.36")
     said.clear()
     _, cpu_plan, _ = auto_load(load, options, facts, hardware, cpu, said.append, cpu_moe=4)
-    assert cpu_plan.verdict == "cpu" and said[0].startswith("plan (cpu): all 33 layers on the CPU")
+    assert cpu_plan.verdict == "cpu" and said[0].startswith("plan: all 33 layers on the CPU")

@@ -34,7 +34,7 @@ def test_chat_gpu_layers_auto_plans_and_generates(tiny_model: Path) -> None:
     result = cli("complete", "--model", tiny_model, "--gpu-layers", "auto", "--ctx", "256",
                  "--prompt", "Once", "--max-tokens", "6", "--temperature", "0")
     assert result.returncode == 0, result.stderr
-    assert "note: plan (cpu): all 3 layers on the CPU" in result.stderr
+    assert "note: plan: all 3 layers on the CPU" in result.stderr
     assert "warning:" not in result.stderr and result.stdout.strip()
 
 

@@ -13,7 +13,7 @@ from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.desktop import i18n as desktop_i18n
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.welcome import HUB_MIRROR
-from tests.desktop.desktop_helpers import load_model
+from tests.desktop.desktop_helpers import load_model, send, use_sampling
 
 
 def shown(window: MainWindow) -> str:
@@ -34,6 +34,22 @@ def test_an_idle_model_is_unloaded_and_says_so(window: MainWindow, qtbot: QtBot,
     assert window.engine.model_info is None
     assert window.picker.state == "empty"
     assert "to give its memory back" in shown(window)
+
+
+def test_sending_after_an_idle_unload_loads_the_model_again(window: MainWindow, qtbot: QtBot,
+                                                             tiny_model: Path) -> None:
+    use_sampling(window, max_tokens=4, temperature=0.0)
+    load_model(qtbot, window, tiny_model)
+    window.idle.set_interval_ms(200)
+    qtbot.waitUntil(lambda: window.engine.model_info is None, timeout=10_000)
+    with qtbot.waitSignal(window.engine.model_loaded, timeout=60_000):
+        send(qtbot, window, "Hello again")
+    assert window.engine.model_info is not None
+    assert window.chat_page.view.composer.toPlainText() == ""  # sent, not left waiting
+    store = window.store.store
+    assert store is not None
+    assert any(m.content == "Hello again"
+               for m in store.active_branch(window.chat_page.current or ""))
 
 
 def test_the_api_server_keeps_the_model_loaded(window: MainWindow, qtbot: QtBot,

@@ -78,7 +78,7 @@ def test_automatic_gpu_layers_tell_the_plan(window: MainWindow, qtbot: QtBot,
     info = window.engine.model_info
     assert info is not None and info.overridden_tensors == 0  # the plan, not the manual 2
     texts = [notice.text for notice in window.notifications.history]
-    assert any(text.startswith("Automatic GPU layers: plan (cpu): all 3 layers on the CPU")
+    assert any(text.startswith("Automatic GPU layers: plan: all 3 layers on the CPU")
                for text in texts), texts
     shown = window.notifications.current
     assert shown is not None and shown.level == "info"

@@ -97,3 +97,13 @@ def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: 
     welcome.mirror.setChecked(False)
     qtbot.waitUntil(lambda: json.loads(hub_file.read_text(encoding="utf-8"))["endpoint"] == "",
                     timeout=5000)
+
+
+def test_sending_with_no_model_at_all_says_how_to_get_one(window: MainWindow) -> None:
+    page = window.chat_page
+    window.pages.setCurrentWidget(page)
+    page.view.composer.setPlainText("Hello?")
+    page.send("Hello?")
+    assert "No model is loaded yet" in shown(window)
+    assert window.pages.currentWidget() is window.models_page  # where models come from
+    assert page.view.composer.toPlainText() == "Hello?"  # nothing is lost

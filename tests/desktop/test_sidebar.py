@@ -176,8 +176,13 @@ def test_unload_frees_the_model(chat_window: MainWindow, qtbot: QtBot) -> None:
     assert chat_window.picker.state == "empty" and chat_window.picker.load_button.text() == "Load"
     assert chat_window.engine.model_info is None
     assert chat_window.status.layers_label.text() == "No model loaded"
-    chat_window.chat_page.view.composer.setPlainText("Anyone there?")
-    QTest.keyClick(chat_window.chat_page.view.composer, Qt.Key.Key_Return)
-    notice = chat_window.notifications.current
-    assert notice is not None and "No model is loaded" in notice.text
-    assert chat_window.chat_page.view.composer.toPlainText() == "Anyone there?"
+    # Sending now loads the chosen model again, then sends what was typed.
+    page = chat_window.chat_page
+    page.view.composer.setPlainText("Anyone there?")
+    with qtbot.waitSignal(chat_window.engine.model_loaded, timeout=60_000), \
+            qtbot.waitSignal(page.turn_finished, timeout=60_000):
+        QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
+        notice = chat_window.notifications.current
+        assert notice is not None and "your message is sent when it is ready" in notice.text
+        assert page.view.composer.toPlainText() == "Anyone there?"
+    assert page.view.composer.toPlainText() == ""

@@ -76,7 +76,8 @@ def test_no_visible_string_is_left_in_english(window: MainWindow, qtbot: QtBot,
     window.show_chat()
     window.pages.setCurrentWidget(window.chat_page)
     counted += check_all_translated(window)
-    window.show_models()
+    with qtbot.waitSignal(window.models_page.catalog.catalog_shown, timeout=10_000):
+        window.show_models()  # the catalog's rows (buttons, fit hints) are walked too
     tabs = window.models_page.tabs
     for index in range(tabs.count()):
         tabs.setCurrentIndex(index)
@@ -110,7 +111,9 @@ def test_chinese_search_finds_two_character_words(window: MainWindow, qtbot: QtB
     store.add_message(conversation.id, "assistant", "因为鲁迅就是周树人的笔名，这是一个玩笑。")
     with qtbot.waitSignal(window.store.changed, timeout=5000):
         emit(window.store.changed)
+    qtbot.waitUntil(lambda: len(window.chat_page.sidebar.conversations) == 1)
     window.show_chat()
+    assert window.pages.currentWidget() is window.chat_page
     sidebar = window.chat_page.sidebar
     for word in ("鲁迅", "周树人"):
         with qtbot.waitSignal(sidebar.search_results, timeout=5000) as found:
@@ -141,7 +144,9 @@ def test_screenshots_of_the_main_screens_in_chinese(window: MainWindow, qtbot: Q
         window.chat_page.open(conversation.id)
     window.notifications.dismiss()
     shoot(window, "zh-chat")
-    window.show_models()
+    with qtbot.waitSignal(window.models_page.catalog.catalog_shown, timeout=10_000):
+        window.show_models()
+    qtbot.waitUntil(lambda: window.models_page.catalog.table.rowCount() > 0)
     shoot(window, "zh-models")
     window.show_settings()
     shoot(window, "zh-settings")

@@ -247,7 +247,8 @@ def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, mode
     if args.conversation:
         conversation = store.get_conversation(args.conversation)
     else:
-        title = (args.prompt or tr("New chat"))[:TITLE_LENGTH]
+        # No title until there is a prompt: each reader shows "New chat" in its own language.
+        title = args.prompt[:TITLE_LENGTH] if args.prompt else None
         conversation = store.create_conversation(title, model=model_name,
                                                  system_prompt=args.system)
     sampling = _sampling(args)

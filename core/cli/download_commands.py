@@ -222,7 +222,7 @@ def downloads_list_command(args: argparse.Namespace) -> int:
         print(tr("No downloads."))
         return 0
     print_table([_job_row(job) for job in jobs],
-                [tr("ID"), tr("MODEL"), tr("STATE"), tr("DONE"), tr("SIZE"), tr("MESSAGE")])
+                [tr("ID"), tr("MODEL"), tr("STATE"), tr("PROGRESS"), tr("SIZE"), tr("MESSAGE")])
     return 0
 
 

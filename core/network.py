@@ -27,6 +27,7 @@ from .i18n import tr
 
 _TRUE = {"1", "on", "yes", "true"}
 _offline_override: bool | None = None
+_forced_offline = False  # --offline was given (force_offline)
 #: ``HF_HUB_OFFLINE`` as the process started (restored by ``set_offline(None)``).
 _ENV_AT_START: Final = os.environ.get("HF_HUB_OFFLINE")
 
@@ -93,10 +94,17 @@ def set_offline(offline: bool | None) -> None:
         constants.HF_HUB_OFFLINE = _env_offline() if offline is None else offline
 
 
+def force_offline() -> None:
+    """``--offline``: Offline mode for the rest of this process, whatever a setting says later."""
+    global _forced_offline
+    _forced_offline = True
+    set_offline(True)
+
+
 def apply_offline_setting(enabled: bool) -> None:
     """Follow the user's Offline mode setting: on forces it on; off leaves the environment's
-    choice (``HF_HUB_OFFLINE`` / ``--offline``) in force."""
-    set_offline(True if enabled else None)
+    choice (``HF_HUB_OFFLINE``) and ``--offline`` (:func:`force_offline`) in force."""
+    set_offline(True if enabled or _forced_offline else None)
 
 
 def offline_message(feature: str) -> str:

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if offline:
         from mixtral_desk.core import network
 
-        network.set_offline(True)
+        network.force_offline()
     from .theme import apply_theme
 
     apply_theme(interface_setting_from_file(paths.settings_file, "theme"))

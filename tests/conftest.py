@@ -44,6 +44,7 @@ def process_wide_switches() -> Iterator[None]:
     yield
     i18n.set_language(i18n.SOURCE_LANGUAGE)
     network._offline_override = override
+    network._forced_offline = False
     huggingface_hub.constants.HF_HUB_OFFLINE = constant
     if variable is None:
         os.environ.pop("HF_HUB_OFFLINE", None)

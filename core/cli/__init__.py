@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.offline or offline:
-        network.set_offline(True)
+        network.force_offline()
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if args.self_test:
         handler = _self_test

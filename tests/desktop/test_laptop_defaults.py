@@ -107,3 +107,14 @@ def test_sending_with_no_model_at_all_says_how_to_get_one(window: MainWindow) ->
     assert "No model is loaded yet" in shown(window)
     assert window.pages.currentWidget() is window.models_page  # where models come from
     assert page.view.composer.toPlainText() == "Hello?"  # nothing is lost
+
+
+def test_the_offline_flag_outlasts_the_setting(make_window: object, qtbot: QtBot) -> None:
+    """``mixtral-desk --offline`` stays offline when the settings (Offline mode off) are read."""
+    from mixtral_desk.core import network
+
+    network.force_offline()
+    window: MainWindow = make_window()  # type: ignore[operator]
+    assert window.settings.network.offline is False
+    assert network.is_offline()
+    assert window.status.network == "offline"

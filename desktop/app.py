@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # The language before anything is said, the theme before the first paint (the rest of the
     # settings is read and validated in a worker afterwards).
-    from .i18n import apply_language, interface_setting_from_file
+    from mixtral_desk.core.early_settings import read_early_settings
 
-    apply_language(interface_setting_from_file(paths.settings_file, "language"))
+    from .i18n import apply_language
+
+    early = read_early_settings(paths.settings_file)
+    apply_language(early.language)
     from .single_instance import SingleInstance, bring_to_front
 
     instance = SingleInstance(paths.data_dir, app)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         network.force_offline()
     from .theme import apply_theme
 
-    apply_theme(interface_setting_from_file(paths.settings_file, "theme"))
+    apply_theme(early.theme)
     sink = ErrorSink()
     restore = install_excepthooks(sink)
 

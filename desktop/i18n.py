@@ -18,10 +18,8 @@ translated by Qt's bundled ``qtbase`` catalog, installed here beside ours.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 from PySide6.QtCore import QLibraryInfo, QLocale, QObject, QTranslator, Signal
 from PySide6.QtWidgets import QApplication
@@ -98,19 +96,3 @@ def apply_language(setting: str | None) -> str:
                 log.info("Qt's own %s catalog is not in %s", language, folder)
     emit(_language_hub().changed, language)
     return language
-
-
-def interface_setting_from_file(settings_file: Path, key: str) -> str:
-    """The ``interface.<key>`` value (``language``, ``theme``) of the settings file, read without
-    pydantic.
-
-    Start-up needs the language and the theme before the first paint, long before the settings
-    are validated in a worker; anything unreadable gives ``"system"`` (the worker then reports
-    the real problem).
-    """
-    try:
-        raw = json.loads(settings_file.read_text(encoding="utf-8"))
-        value = raw["interface"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return i18n.SYSTEM
-    return value if isinstance(value, str) else i18n.SYSTEM

@@ -12,12 +12,9 @@ follows ``LANGUAGE``/``LC_ALL``/``LC_MESSAGES``/``LANG``). ``--json`` output is 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from mixtral_desk import __version__
 from mixtral_desk.core import i18n, network
@@ -29,6 +26,7 @@ from mixtral_desk.core.cli import (
     plan_commands,
     serve_commands,
 )
+from mixtral_desk.core.early_settings import read_early_settings
 from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import data_paths
@@ -60,24 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_file(settings_file: Path) -> tuple[str, bool]:
-    """``(interface.language, network.offline)`` of the settings file, read without pydantic.
-
-    The CLI needs both before it builds its parser; anything unreadable gives ``("system",
-    False)`` (the command that loads the settings reports the real problem).
-    """
-    try:
-        raw: Any = json.loads(settings_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return i18n.SYSTEM, False
-    if not isinstance(raw, dict):
-        return i18n.SYSTEM, False
-    interface, network_settings = raw.get("interface"), raw.get("network")
-    language = interface.get("language") if isinstance(interface, dict) else None
-    offline = network_settings.get("offline") if isinstance(network_settings, dict) else None
-    return (language if isinstance(language, str) else i18n.SYSTEM), offline is True
-
-
 def _self_test(args: argparse.Namespace) -> int:
     from mixtral_desk.core.cli.self_test import run_self_test
 
@@ -86,8 +66,9 @@ def _self_test(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
-    language, offline = settings_from_file(data_paths().settings_file)
-    i18n.set_language(i18n.resolve_language(language))
+    early = read_early_settings(data_paths().settings_file)
+    offline = early.offline
+    i18n.set_language(i18n.resolve_language(early.language))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.offline or offline:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mixtral_desk.core import i18n, network
-from mixtral_desk.core.cli import main, settings_from_file
+from mixtral_desk.core.cli import main
+from mixtral_desk.core.early_settings import read_early_settings
 from mixtral_desk.core.engine import EngineHost, LoadOptions
 from mixtral_desk.core.engine.worker import GPU_ADVICE_SOME
 from mixtral_desk.core.errors import (
@@ -93,7 +94,7 @@ def test_json_output_is_never_translated(data_home: DataPaths) -> None:
 
 @pytest.mark.parametrize(("content", "expected"), [
     ('{"interface": {"language": "zh_CN"}, "network": {"offline": true}}', ("zh_CN", True)),
-    ('{"interface": {"language": "en"}}', ("en", False)),
+    ('{"interface": {"language": "en", "theme": "dark"}}', ("en", False)),
     ('{"network": {"offline": "yes"}}', ("system", False)),
     ('{"interface": "zh_CN"}', ("system", False)),
     ("[1, 2]", ("system", False)),
@@ -105,7 +106,8 @@ def test_the_settings_file_is_read_cheaply_and_forgivingly(tmp_path: Path, conte
     path = tmp_path / "settings.json"
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    assert settings_from_file(path) == expected
+    early = read_early_settings(path)
+    assert (early.language, early.offline) == expected
 
 
 def test_main_sets_the_language_before_it_builds_the_parser(
@@ -188,3 +190,11 @@ def test_the_engine_process_speaks_the_hosts_language(tiny_model: Path, tmp_path
     assert "language zh_CN" in log.read_text(encoding="utf-8"), "the catalog did not load there"
     assert str(caught.value) == expected
     assert caught.value.english == GPU_ADVICE_SOME.format(count=5)
+
+
+def test_the_theme_is_read_early_too(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text('{"interface": {"theme": "dark"}}', encoding="utf-8")
+    assert read_early_settings(path).theme == "dark"
+    path.write_text('{"interface": {"theme": 3}}', encoding="utf-8")
+    assert read_early_settings(path).theme == "system"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
+from mixtral_desk.core import i18n
 from mixtral_desk.desktop.main_window import MainWindow
 
 LOAD_TIMEOUT_MS = 60_000
@@ -48,3 +52,18 @@ def shoot(widget: QWidget, name: str) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert widget.grab().save(str(path)), f"could not save {path}"
     return path
+
+
+def use_mini_catalog(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                     messages: dict[str | tuple[str, str], str]) -> None:
+    """Compile ``messages`` as the zh_CN catalog under ``folder`` and use that folder as the
+    catalogs' home for this test (switch with ``apply_language("zh_CN")``); a plural's source is
+    a (singular, plural) pair."""
+    catalog = Catalog(locale="zh_CN")
+    for source, translation in messages.items():
+        catalog.add(source, translation if isinstance(source, str) else (translation,))
+    target = folder / "zh_CN" / "LC_MESSAGES" / f"{i18n.DOMAIN}.mo"
+    target.parent.mkdir(parents=True)
+    with target.open("wb") as handle:
+        write_mo(handle, catalog)
+    monkeypatch.setattr(i18n, "LOCALE_DIR", folder)

@@ -26,8 +26,8 @@ from mixtral_desk.desktop.models.common import ActionTable
 from mixtral_desk.desktop.models.downloads_view import DownloadRow
 from mixtral_desk.desktop.models.local_tab import LocalTab
 from mixtral_desk.desktop.models.page import ModelsPage
+from tests.desktop.desktop_helpers import use_mini_catalog
 from tests.desktop.test_models import download_button
-from tests.desktop.test_settings_page import write_catalog
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 #: A few of the Models page's strings, enough to see a language switch re-render it.
@@ -43,10 +43,7 @@ MINI_CATALOG: dict[str | tuple[str, str], str] = {
 @pytest.fixture
 def mini_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A small zh_CN catalog in place of the real one (switched to by the test); English after."""
-    from mixtral_desk.core import i18n
-
-    write_catalog(tmp_path / "locale", MINI_CATALOG)
-    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "locale")
+    use_mini_catalog(tmp_path / "locale", monkeypatch, MINI_CATALOG)
     yield
     apply_language("en")
 

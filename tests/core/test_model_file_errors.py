@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mixtral_desk.core.errors import GGUFError, ModelFileNotFoundError
+from mixtral_desk.core.gguf_validation import LFS_POINTER_START
 from mixtral_desk.core.model_file import ModelFacts, inspect_model, split_part_paths
 
 
@@ -63,7 +64,7 @@ def tensor_info_offsets(layout: dict[str, Any], i: int) -> tuple[int, int]:
     (b"<!DOCTYPE html>\n<html><head><title>Sign in</title>",
      "is a web page (HTML) saved instead of a model, likely a failed download"),
     (b"\n  <html lang=en><body>Error 404</body></html>", "is a web page (HTML)"),
-    (b"version https://git-lfs.github.com/spec/v1\noid sha256:4a5b\nsize 26441533184\n",
+    (LFS_POINTER_START + b".github.com/spec/v1\noid sha256:4a5b\nsize 26441533184\n",
      "is a Git LFS pointer"),
     (b'{"error":"Repository not found"}', "contains JSON text"),
     (b"tjgg\x03\x00\x00\x00" + bytes(64), "is an old GGML/GGJT model"),

@@ -186,25 +186,24 @@ def test_an_unreachable_server_is_a_connection_error() -> None:
 
 
 def test_base_urls_are_normalized() -> None:
-    assert normalize_base_url("http://h.example.com:8080") == "http://h.example.com:8080/v1"
-    assert normalize_base_url("http://h.example.com:8080/") == "http://h.example.com:8080/v1"
-    assert normalize_base_url("https://h.example.com/v1/") == "https://h.example.com/v1"
-    assert normalize_base_url("https://api.example.com/openai/v1") == \
-        "https://api.example.com/openai/v1"
+    assert normalize_base_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080/v1"
+    assert normalize_base_url("http://localhost:8080/") == "http://localhost:8080/v1"
+    assert normalize_base_url("https://127.0.0.1/v1/") == "https://127.0.0.1/v1"
+    assert normalize_base_url("https://localhost/openai/v1") == "https://localhost/openai/v1"
     with pytest.raises(ValueError, match="http"):
         normalize_base_url("ftp://h")
 
 
 def test_keys_are_kept_per_url_in_a_private_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MIXTRAL_DESK_REMOTE_KEY", raising=False)
-    assert stored_key("http://gpu-box.example.com:8000") is None
-    save_key("http://gpu-box.example.com:8000", "k1")
-    assert stored_key("http://gpu-box.example.com:8000/v1") == "k1"
+    assert stored_key("http://127.0.0.1:8000") is None
+    save_key("http://127.0.0.1:8000", "k1")
+    assert stored_key("http://127.0.0.1:8000/v1") == "k1"
     assert stat.S_IMODE(key_file().stat().st_mode) == 0o600
     monkeypatch.setenv("MIXTRAL_DESK_REMOTE_KEY", "from-env")
-    assert stored_key("http://other.example.com:1") == "from-env"
-    save_key("http://gpu-box.example.com:8000", None)
-    assert stored_key("http://gpu-box.example.com:8000") == "from-env"
+    assert stored_key("http://localhost:1") == "from-env"
+    save_key("http://127.0.0.1:8000", None)
+    assert stored_key("http://127.0.0.1:8000") == "from-env"
 
 
 def test_chat_remote_on_the_command_line(

@@ -235,7 +235,7 @@ def test_the_serve_command_serves_until_ctrl_c(tiny_model: Path) -> None:
         while "Serving" not in line:
             line = process.stderr.readline()
             assert line, "serve exited before listening"
-        url = re.search(r"http://127\.0\.0\.1:\d+/v1", line)
+        url = re.search(re.escape("http://127.0.0.1:") + r"\d+/v1", line)
         assert url is not None, line
         models = httpx.get(url.group(0) + "/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["cli-model"]

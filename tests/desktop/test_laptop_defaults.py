@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core.model_file import inspect_model
@@ -118,3 +120,14 @@ def test_the_offline_flag_outlasts_the_setting(make_window: object, qtbot: QtBot
     assert window.settings.network.offline is False
     assert network.is_offline()
     assert window.status.network == "offline"
+
+
+def test_the_recommended_download_starts_from_the_first_run_screen(
+        window: MainWindow, qtbot: QtBot) -> None:
+    """One click goes to the Models page and downloads the pick (here Offline mode is on, as in
+    every test, so the page says so instead of connecting)."""
+    welcome = window.welcome
+    qtbot.waitUntil(lambda: welcome._recommendation_known, timeout=10_000)
+    QTest.mouseClick(welcome.download_button, Qt.MouseButton.LeftButton)
+    assert window.pages.currentWidget() is window.models_page
+    assert "Offline mode is on" in shown(window)

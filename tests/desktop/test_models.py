@@ -27,13 +27,11 @@ FILE = "tiny-moe-Q8_0.gguf"
 
 
 @pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: Path, online: None
         ) -> Iterator[LoopbackHub]:
     """A loopback Hub serving the tiny model slowly enough to see progress; offline off."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(network, "_offline_override", False)  # whatever the settings say
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     with LoopbackHub(throttle_bps=tiny_model.stat().st_size) as server:
         server.add_repo(REPO, {FILE: tiny_model.read_bytes()})
@@ -189,3 +187,24 @@ def test_download_through_the_models_page_then_chat(
     send(qtbot, window, "Hello, downloaded model")
     assert window.chat_page.view.views[-1].item is not None
     assert window.chat_page.view.views[-1].item.status == "complete"
+
+
+def test_turning_offline_mode_on_pauses_running_downloads(
+        window: MainWindow, qtbot: QtBot, hub: LoopbackHub, tmp_path: Path,
+        tiny_model: Path) -> None:
+    page = ready_page(window, qtbot, hub, catalog_for(tmp_path / "models.toml",
+                                                      tiny_model.stat().st_size))
+    progress: list[JobProgress] = []
+    page.downloads.progress.connect(progress.append)
+    QTest.mouseClick(download_button(page), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: any(p.done > 0 for p in progress), timeout=15_000)
+    settings = window.settings
+    offline = settings.model_copy(update={"network": settings.network.model_copy(
+        update={"offline": True})})
+    with qtbot.waitSignal(window.settings_saved, timeout=5000):
+        window.save_settings(offline)
+    row = next(iter(page.rows.values()))
+    qtbot.waitUntil(lambda: row.state.text() == "Paused", timeout=10_000)
+    assert 0 < row.bar.value() < 1000  # the bytes stay
+    assert page.offline_note.isVisibleTo(window) and not download_button(page).isEnabled()
+    assert window.status.network == "offline"

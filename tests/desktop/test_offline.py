@@ -1,4 +1,5 @@
-"""The desktop app with every outbound connection blocked and an unroutable ``HF_ENDPOINT``:
+"""The desktop app with every outbound connection blocked and ``HF_ENDPOINT`` at a loopback
+tripwire that counts connections:
 starting, loading a model, chatting, searching, exporting and opening the Models page open no
 connection, in this process (the socket guard) or in the engine process (the guard through
 ``sitecustomize``, logging to a file)."""
@@ -13,31 +14,29 @@ import huggingface_hub.constants
 import pytest
 from pytestqt.qtbot import QtBot
 
+from mixtral_desk.core import network
 from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import load_model, send, use_sampling
 from tests.net_guard import (
     GUARD_PATH,
     LOG_ENV,
     NetGuard,
+    Tripwire,
     format_attempts,
     guarded_pids,
     read_log,
 )
 
-UNROUTABLE = "http://10.255.255.1"
-
 
 def test_app_works_with_the_network_blocked(make_window: WindowFactory, qtbot: QtBot,
-                                            tiny_model: Path, tmp_path: Path,
+                                            tiny_model: Path, tmp_path: Path, hub_site: Tripwire,
+                                            online: None,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "engine-attempts.jsonl"
-    # Offline mode off (the point is that nothing *tries*), the Hub unreachable, and the engine
+    # Offline mode off (the point is that nothing *tries*), the Hub at a tripwire, and the engine
     # process (multiprocessing "spawn" inherits the environment) guarded too.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", UNROUTABLE)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", hub_site.url)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [str(GUARD_PATH), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
     monkeypatch.setenv(LOG_ENV, str(log))
@@ -70,8 +69,10 @@ def test_app_works_with_the_network_blocked(make_window: WindowFactory, qtbot: Q
 
         window.unload_model()
         qtbot.waitUntil(lambda: window.engine.model_info is None, timeout=15_000)
+        assert not network.is_offline()  # the point is that nothing *tries*
         attempts = list(guard.attempts)
 
     assert attempts == [], format_attempts(attempts)
+    assert hub_site.connections == 0, "something tried the Hub"
     assert read_log(log) == [], format_attempts(read_log(log))
     assert guarded_pids(log), "the engine process did not run guarded"

@@ -1,7 +1,7 @@
 """The command line with every outbound connection blocked (the socket guard in each process, the
-engine process included) and an unroutable ``HF_ENDPOINT``: chatting with a local model,
-searching, exporting, listing and planning open no connection; what needs the Hub says so at
-once."""
+engine process included) and ``HF_ENDPOINT`` at a loopback tripwire that counts connections:
+chatting with a local model, searching, exporting, listing and planning open no connection; what
+needs the Hub says so at once."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from mixtral_desk.core.paths import DataPaths
-from tests.net_guard import format_attempts, guarded_env, guarded_pids, read_log
-
-UNROUTABLE = "http://10.255.255.1"
+from tests.net_guard import Tripwire, format_attempts, guarded_env, guarded_pids, read_log
 
 
 @pytest.fixture
@@ -25,12 +23,13 @@ def guard_log(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def env(guard_log: Path, tmp_path: Path, data_home: DataPaths) -> dict[str, str]:
-    """Guarded, Offline mode off, the Hub at an address no packet reaches."""
+def env(guard_log: Path, tmp_path: Path, data_home: DataPaths,
+        hub_site: Tripwire) -> dict[str, str]:
+    """Guarded, Offline mode off, the Hub at the tripwire."""
     environment = guarded_env(guard_log)
     for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         environment.pop(name, None)
-    environment.update(HF_ENDPOINT=UNROUTABLE, HF_HOME=str(tmp_path / "hf-home"),
+    environment.update(HF_ENDPOINT=hub_site.url, HF_HOME=str(tmp_path / "hf-home"),
                        PYTHONUNBUFFERED="1")
     return environment
 
@@ -47,7 +46,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_chat_search_export_open_no_connection(env: dict[str, str], guard_log: Path,
-                                               tiny_model: Path, tmp_path: Path) -> None:
+                                               hub_site: Tripwire, tiny_model: Path,
+                                               tmp_path: Path) -> None:
     reply = ok(cli(env, "chat", "--model", tiny_model, "--prompt", "Tell me about zeppelins",
                    "--max-tokens", "4", "--temperature", "0", "--seed", "1"))
     assert reply.strip()
@@ -63,24 +63,26 @@ def test_chat_search_export_open_no_connection(env: dict[str, str], guard_log: P
     ok(cli(env, "models"))
     ok(cli(env, "plan", "--model", tiny_model, "--vram", "0", "--ram", "8GiB"))
     assert read_log(guard_log) == [], format_attempts(read_log(guard_log))
+    assert hub_site.connections == 0
     assert len(guarded_pids(guard_log)) >= 9  # each CLI run, and the chat's engine process
 
 
-def test_guard_sees_the_cli_reach_out(env: dict[str, str], guard_log: Path) -> None:
-    """The control: planning a catalog model that is not downloaded does ask the Hub; the guard
-    in the CLI process catches that, and the CLI says "Cannot reach" at once (one attempt)."""
+def test_the_tripwire_sees_the_cli_reach_out(env: dict[str, str], guard_log: Path,
+                                             hub_site: Tripwire) -> None:
+    """The control: planning a catalog model that is not downloaded does ask the Hub; the
+    tripwire counts that one connection, and the CLI says "Cannot reach" at once."""
     started = time.monotonic()
     result = cli(env, "plan", "--model", "mixtral-8x7b-instruct-q4_k_m")
     assert result.returncode == 1 and "Cannot reach" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 20  # a process start; huggingface_hub alone took ~23 s
-    attempts = read_log(guard_log)
-    assert [(a["host"], a["port"]) for a in attempts] == [("10.255.255.1", 80)], \
-        format_attempts(attempts)
+    assert hub_site.connections == 1  # one attempt, no retry loop
+    assert read_log(guard_log) == [], format_attempts(read_log(guard_log))
 
 
 @pytest.mark.parametrize("switch", ["HF_HUB_OFFLINE", "--offline"])
 def test_offline_mode_refuses_downloads_and_remote_plans(env: dict[str, str], guard_log: Path,
+                                                         hub_site: Tripwire,
                                                          switch: str) -> None:
     flags: list[str] = []
     if switch == "--offline":
@@ -96,3 +98,4 @@ def test_offline_mode_refuses_downloads_and_remote_plans(env: dict[str, str], gu
     listing = json.loads(ok(cli(env, *flags, "downloads", "list", "--json")))
     assert listing == []  # no job was created
     assert read_log(guard_log) == [], format_attempts(read_log(guard_log))
+    assert hub_site.connections == 0

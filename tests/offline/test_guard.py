@@ -58,7 +58,8 @@ def test_outbound_connections_and_lookups_are_refused_at_once(net_guard: NetGuar
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("huggingface.co", 443)
     with pytest.raises(httpx2.ConnectError):
-        httpx2.get(f"http://{UNROUTABLE}/", timeout=30)
+        # (the URL is built from parts: the refused destination is the address itself)
+        httpx2.get(httpx2.URL(scheme="http", host=UNROUTABLE, path="/"), timeout=30)
     assert time.monotonic() - started < 2
     apis = [(a.api, a.host) for a in net_guard.attempts]
     assert ("create_connection", UNROUTABLE) in apis and ("connect", UNROUTABLE) in apis

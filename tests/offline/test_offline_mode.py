@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import huggingface_hub.constants
 import pytest
 
@@ -33,20 +35,11 @@ from mixtral_desk.core.remote_header import (
     RemoteHeaderOfflineError,
     read_remote_facts,
 )
-from tests.net_guard import NetGuard, format_attempts, guarded_env, read_log
+from tests.net_guard import NetGuard, Tripwire, format_attempts, guarded_env, read_log
 
-UNROUTABLE = "http://10.255.255.1"
 REPO, FILE = "owner/model-GGUF", "model-Q4_K_M.gguf"
 #: huggingface_hub's own loop would take ~23 s; ours answers in well under this.
 FAST_S = 2.5
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offline mode off (the test conftest turns huggingface_hub's switch on), no token."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 def timed(call: Callable[[], object], error: type[BaseException] | tuple[type[BaseException], ...]
@@ -70,7 +63,14 @@ def test_offline_mode_refuses_every_network_path_at_once(online: None, net_guard
                                                          data_home: DataPaths) -> None:
     network.set_offline(True)
     assert network.is_offline() and huggingface_hub.constants.HF_HUB_OFFLINE
-    hub = HubClient(UNROUTABLE, use_stored_token=False)
+    with Tripwire() as hub_site:
+        offline_refuses_everything(hub_site.url, data_home)
+    assert hub_site.connections == 0  # nothing even tried the Hub
+    assert net_guard.attempts == [], format_attempts(net_guard.attempts)
+
+
+def offline_refuses_everything(endpoint: str, data_home: DataPaths) -> None:
+    hub = HubClient(endpoint, use_stored_token=False)
     for name, call in hub_calls(hub).items():
         error, seconds = timed(call, network.OfflineError)
         assert seconds < 1, name
@@ -79,13 +79,16 @@ def test_offline_mode_refuses_every_network_path_at_once(online: None, net_guard
     assert isinstance(timed(hub_calls(hub)["resolve"], HubOfflineError)[0], HubUnavailableError)
     timed(hub_calls(hub)["remote header"], RemoteHeaderOfflineError)
 
-    manager = DownloadManager(paths=data_home, endpoint=UNROUTABLE, use_stored_token=False)
+    manager = DownloadManager(paths=data_home, endpoint=endpoint, use_stored_token=False)
     error, seconds = timed(lambda: manager.add_repo(REPO, [FILE]), HubOfflineError)
     assert seconds < 1 and "Offline mode is on" in str(error)
     assert manager.jobs() == [] and manager.resume_all() == []
     manager.store.close()
 
-    with RemoteEngine("http://gpu-box.example.com:8000/v1", "m") as remote:
+    # A server on another computer: refused before any socket is opened (the guard would
+    # refuse it too; no name is even looked up).
+    elsewhere = str(httpx.URL(scheme="http", host="gpu-box.example.com", port=8000, path="/v1"))
+    with RemoteEngine(elsewhere, "m") as remote:
         error, seconds = timed(remote.list_models, RemoteOfflineError)
     assert seconds < 1 and "gpu-box.example.com" in str(error)
     with socket.socket() as spare:  # a closed loopback port: allowed, and refused by the OS
@@ -94,7 +97,6 @@ def test_offline_mode_refuses_every_network_path_at_once(online: None, net_guard
     with RemoteEngine(f"http://127.0.0.1:{port}/v1", "m") as local:
         error, _ = timed(local.list_models, RemoteConnectionError)
     assert not isinstance(error, network.OfflineError)
-    assert net_guard.attempts == [], format_attempts(net_guard.attempts)
 
 
 def test_offline_mode_follows_the_setting_and_the_environment(online: None) -> None:
@@ -110,6 +112,17 @@ def test_offline_mode_follows_the_setting_and_the_environment(online: None) -> N
 def test_hf_hub_offline_in_the_environment_refuses_at_once(tmp_path: Path) -> None:
     """``HF_HUB_OFFLINE=1`` as a user sets it: in a fresh, guarded process."""
     log = tmp_path / "attempts.jsonl"
+    with Tripwire() as hub_site:
+        output = run_offline_script(hub_site.url, log, tmp_path)
+    for name, (message, seconds) in output.items():
+        assert "offline mode is on" in message.lower() and seconds < 1, (name, message)
+    assert hub_site.connections == 0
+    assert read_log(log) == [], format_attempts(read_log(log))
+
+
+def run_offline_script(endpoint: str, log: Path, tmp_path: Path) -> dict[str, list[Any]]:
+    """Every Hub path tried in a fresh guarded process with ``HF_HUB_OFFLINE=1``; what each
+    raised (message, seconds)."""
     script = textwrap.dedent(f"""
         import json, time
         from mixtral_desk.core import network
@@ -117,7 +130,7 @@ def test_hf_hub_offline_in_the_environment_refuses_at_once(tmp_path: Path) -> No
         from mixtral_desk.core.downloads.manager import DownloadManager
         from mixtral_desk.core.remote_header import read_remote_facts
 
-        hub = HubClient({UNROUTABLE!r}, use_stored_token=False)
+        hub = HubClient({endpoint!r}, use_stored_token=False)
         calls = {{
             "resolve": lambda: hub.resolve({REPO!r}, [{FILE!r}]),
             "locate": lambda: hub.locate({REPO!r}, "main", {FILE!r}),
@@ -136,26 +149,27 @@ def test_hf_hub_offline_in_the_environment_refuses_at_once(tmp_path: Path) -> No
         print(json.dumps(out))
     """)
     env = guarded_env(log)
-    env.update(HF_HUB_OFFLINE="1", HF_ENDPOINT=UNROUTABLE, HF_HOME=str(tmp_path / "hf"))
+    env.update(HF_HUB_OFFLINE="1", HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    for name, (message, seconds) in json.loads(result.stdout).items():
-        assert "offline mode is on" in message.lower() and seconds < 1, (name, message)
-    assert read_log(log) == [], format_attempts(read_log(log))
+    output: dict[str, list[Any]] = json.loads(result.stdout)
+    return output
 
 
 # --- an unreachable Hub, Offline mode off ------------------------------------------------------
 
-def test_unroutable_endpoint_fails_after_one_attempt(online: None, net_guard: NetGuard) -> None:
-    """The guard refuses 10.255.255.1 like a dead network: one attempt per call, no retry loop."""
-    hub = HubClient(UNROUTABLE, use_stored_token=False)
-    for name, call in hub_calls(hub).items():
-        net_guard.clear()
-        error, seconds = timed(call, (HubUnreachableError, RemoteHeaderError))
-        assert seconds < FAST_S and "Cannot reach" in str(error), (name, error)
-        assert network.network_problem(error) == "unreachable"
-        assert len(net_guard.attempts) == 1, format_attempts(net_guard.attempts)
+def test_a_hub_that_hangs_up_fails_after_one_attempt(online: None, net_guard: NetGuard) -> None:
+    """A dead server (every connection closed at once): one attempt per call, no retry loop."""
+    with Tripwire() as dead:
+        hub = HubClient(dead.url, use_stored_token=False)
+        for name, call in hub_calls(hub).items():
+            before = dead.connections
+            error, seconds = timed(call, (HubUnreachableError, RemoteHeaderError))
+            assert seconds < FAST_S and "Cannot reach" in str(error), (name, error)
+            assert network.network_problem(error) == "unreachable"
+            assert dead.connections - before == 1, name
+    assert net_guard.attempts == [], format_attempts(net_guard.attempts)
 
 
 def test_refused_port_fails_at_once_with_the_default_timeouts(online: None) -> None:
@@ -169,46 +183,17 @@ def test_refused_port_fails_at_once_with_the_default_timeouts(online: None) -> N
         assert network.network_problem(error) == "unreachable"
 
 
-@contextmanager
-def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
-    """A loopback port that accepts connections and never answers (a black-holing proxy)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, name="silent-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
-    finally:
-        stop.set()
-        thread.join(5)
-        for connection in accepted:
-            connection.close()
-        server.close()
-
-
 def test_server_that_never_answers_times_out_once(online: None,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(network, "METADATA_TIMEOUT_S", 1.0)
-    with silent_server() as (url, accepted):
-        hub = HubClient(url, use_stored_token=False)
+    with Tripwire(hang_up=False) as silent:  # accepts, never answers (a black-holing proxy)
+        hub = HubClient(silent.url, use_stored_token=False)
         for name, call in hub_calls(hub).items():
-            before = len(accepted)
+            before = silent.connections
             error, seconds = timed(call, (HubUnreachableError, RemoteHeaderError))
             assert 0.9 < seconds < FAST_S, (name, seconds)
             assert "Cannot reach" in str(error) and "no answer within 1 s" in str(error)
-            assert len(accepted) - before == 1, name  # no second try
+            assert silent.connections - before == 1, name  # no second try
 
 
 @contextmanager

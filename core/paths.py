@@ -42,6 +42,21 @@ class DataPaths:
         return self.config_dir / "settings.json"
 
     @property
+    def hub_settings_file(self) -> Path:
+        """The Hugging Face Hub endpoint (mirror) and token (JSON, owner-only)."""
+        return self.config_dir / "hub.json"
+
+    @property
+    def remote_keys_file(self) -> Path:
+        """API keys saved for remote engines, URL → key (JSON, owner-only)."""
+        return self.config_dir / "remote-keys.json"
+
+    @property
+    def downloads_database(self) -> Path:
+        """The download jobs (SQLite, WAL)."""
+        return self.data_dir / "downloads.sqlite3"
+
+    @property
     def engine_log(self) -> Path:
         """llama.cpp's own log lines, written by the engine process."""
         return self.log_dir / "engine.log"

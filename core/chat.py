@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mixtral_desk.core.engine import (
     ChatMessage,
@@ -27,14 +27,45 @@ from mixtral_desk.core.engine import (
     TokenEvent,
 )
 from mixtral_desk.core.errors import EngineError
-from mixtral_desk.core.store import Message, Store
+from mixtral_desk.core.store import ACTIVE_LEAF, UNSET, Conversation, Message
 
-if TYPE_CHECKING:  # the engine interface (local EngineHost or RemoteEngine); no httpx at runtime
-    from mixtral_desk.core.remote import ChatEngine
+if TYPE_CHECKING:
+    from mixtral_desk.core.engine.interface import ChatEngine
+    from mixtral_desk.core.store.models import ActiveLeaf, Unset
 
 SAVE_INTERVAL_S = 0.5
 
 TokenCallback = Callable[[str], None]
+
+
+class ChatStore(Protocol):
+    """The part of :class:`~mixtral_desk.core.store.Store` a turn uses.
+
+    A :class:`Store` satisfies it as it is; the desktop passes a proxy that runs each call on its
+    store thread, so that one thread owns the database.
+    """
+
+    def get_conversation(self, conversation_id: str) -> Conversation: ...
+
+    def create_conversation(self, title: str | None = None, *, model: str | None = None,
+                            system_prompt: str | None = None,
+                            settings: dict[str, Any] | None = None) -> Conversation: ...
+
+    def update_conversation(self, conversation_id: str, *,
+                            title: str | Unset | None = UNSET) -> Conversation: ...
+
+    def add_message(self, conversation_id: str, role: str, content: str, *,
+                    parent_id: str | ActiveLeaf | None = ACTIVE_LEAF, status: str = "complete",
+                    model: str | None = None,
+                    stats: dict[str, Any] | None = None) -> Message: ...
+
+    def update_message(self, message_id: str, *, content: str | None = None,
+                       status: str | None = None,
+                       stats: dict[str, Any] | None = None) -> None: ...
+
+    def get_message(self, message_id: str) -> Message: ...
+
+    def active_branch(self, conversation_id: str) -> list[Message]: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +78,7 @@ class TurnResult:
 
 
 def history_for(
-    store: Store, conversation_id: str, leaf_id: str | None = None
+    store: ChatStore, conversation_id: str, leaf_id: str | None = None
 ) -> list[ChatMessage]:
     """The conversation as the engine sees it: system prompt, then the branch up to ``leaf_id``.
 
@@ -72,7 +103,7 @@ def history_for(
     return messages
 
 
-def _path_to(store: Store, message_id: str) -> list[Message]:
+def _path_to(store: ChatStore, message_id: str) -> list[Message]:
     path: list[Message] = []
     current: str | None = message_id
     while current is not None:
@@ -83,7 +114,7 @@ def _path_to(store: Store, message_id: str) -> list[Message]:
 
 
 def send(
-    store: Store,
+    store: ChatStore,
     engine: ChatEngine,
     conversation_id: str,
     text: str,
@@ -104,7 +135,7 @@ def send(
 
 
 def regenerate(
-    store: Store,
+    store: ChatStore,
     engine: ChatEngine,
     conversation_id: str,
     sampling: SamplingOptions,
@@ -128,7 +159,7 @@ def regenerate(
 
 
 def reply(
-    store: Store,
+    store: ChatStore,
     engine: ChatEngine,
     conversation_id: str,
     sampling: SamplingOptions,
@@ -153,8 +184,34 @@ def reply(
     return _stream_into(store, answer, engine.chat(history, sampling), on_token)
 
 
+def edit_and_resend(
+    store: ChatStore,
+    engine: ChatEngine,
+    message_id: str,
+    text: str,
+    sampling: SamplingOptions,
+    *,
+    on_token: TokenCallback | None = None,
+    model_name: str | None = None,
+) -> TurnResult:
+    """Add ``text`` as a new version of user message ``message_id`` (a sibling: a new branch from
+    its parent) and stream the reply to it.
+
+    Raises:
+        NotFoundError: the message does not exist.
+        ValueError: the message is not a user message.
+        EngineError: as for :func:`send`.
+    """
+    edited = store.get_message(message_id)
+    if edited.role != "user":
+        raise ValueError("Only a user message can be edited and sent again.")
+    store.add_message(edited.conversation_id, "user", text, parent_id=edited.parent_id)
+    return reply(store, engine, edited.conversation_id, sampling, on_token=on_token,
+                 model_name=model_name)
+
+
 def continue_reply(
-    store: Store,
+    store: ChatStore,
     engine: ChatEngine,
     message_id: str,
     sampling: SamplingOptions,
@@ -178,7 +235,7 @@ def continue_reply(
 
 
 def _stream_into(
-    store: Store,
+    store: ChatStore,
     answer: Message,
     events: Iterator[TokenEvent | DoneEvent],
     on_token: TokenCallback | None,

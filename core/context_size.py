@@ -8,7 +8,6 @@ compute buffers fit the memory available now — and the first that fits wins.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from .memory_model import memory_model_from_facts
@@ -43,22 +42,3 @@ def automatic_context(facts: ModelFacts, machine: Machine, *, kv_type: str = "f1
         if plan_offload(model, machine).fits:
             return n_ctx
     return min(MINIMUM, trained)
-
-
-def automatic_context_for_file(path: Path, *, kv_type: str = "f16", flash_attn: bool = False,
-                               gpu_offload: bool = True) -> int:
-    """:func:`automatic_context` for a model file on the machine this runs on.
-
-    ``gpu_offload=False`` (a CPU-only llama.cpp build) plans for the CPU alone.
-
-    Raises:
-        ModelFileNotFoundError, GGUFError: the file is missing or not a valid GGUF model.
-    """
-    from .hardware import detect_hardware
-    from .model_file import inspect_model
-    from .planner import machine_from_hardware
-
-    facts = inspect_model(path)
-    machine = machine_from_hardware(detect_hardware(probe_gpus=gpu_offload),
-                                    gpu_offload=gpu_offload)
-    return automatic_context(facts, machine, kv_type=kv_type, flash_attn=flash_attn)

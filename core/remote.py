@@ -1,7 +1,7 @@
 """Engines behind one interface: the local engine process, or a remote OpenAI-compatible server.
 
-:class:`ChatEngine` is what a chat turn (:mod:`mixtral_desk.core.chat`) and the API server need of
-an engine; :class:`~mixtral_desk.core.engine.EngineHost` satisfies it as it is, and so does
+The chat interface of :mod:`mixtral_desk.core.engine.interface` is what a chat turn and the API
+server need of an engine; :class:`~mixtral_desk.core.engine.EngineHost` satisfies it, and so does
 :class:`RemoteEngine`, which streams from ``/v1/chat/completions`` and ``/v1/completions`` of
 llama.cpp's ``llama-server``, vLLM, Ollama, another Mixtral Desk (``mixtral-desk serve``) or any
 OpenAI-compatible endpoint::
@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -42,6 +42,7 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
     TokenEvent,
 )
+from mixtral_desk.core.engine.interface import ReplyEvent
 from mixtral_desk.core.errors import ContextOverflowError, EngineBusyError, EngineError
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.network import (
@@ -54,42 +55,6 @@ from mixtral_desk.core.paths import data_paths
 
 KEY_ENV = "MIXTRAL_DESK_REMOTE_KEY"
 READ_TIMEOUT_S = 600.0  # a big model's prompt processing can be slow before the first token
-
-ReplyEvent = TokenEvent | DoneEvent
-
-
-class ReplyEvents(Protocol):
-    """The events of one reply: :class:`TokenEvent`\\ s, then one :class:`DoneEvent`."""
-
-    def __iter__(self) -> Iterator[ReplyEvent]: ...
-
-    def __next__(self) -> ReplyEvent: ...
-
-    def close(self) -> None:
-        """Abandon the reply; the engine is free for the next request at once."""
-
-
-class ChatEngine(Protocol):
-    """What a chat turn and the API server need of an engine (local or remote).
-
-    One reply at a time; :meth:`stop` may be called from any thread and ends the running reply
-    with ``finish_reason="cancelled"``.
-    """
-
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> ReplyEvents:
-        """Start a reply to ``messages``; errors are raised while iterating."""
-        ...
-
-    def complete(self, prompt: str, sampling: SamplingOptions) -> ReplyEvents:
-        """Start a raw continuation of ``prompt``."""
-        ...
-
-    def stop(self) -> None:
-        """Stop the running reply; a no-op when idle."""
-
-    def close(self) -> None:
-        """Release the engine's resources; idempotent."""
-
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -491,14 +456,12 @@ def save_key(base_url: str, key: str | None) -> None:
 
 __all__ = [
     "KEY_ENV",
-    "ChatEngine",
     "RemoteAuthError",
     "RemoteConnectionError",
     "RemoteEngine",
     "RemoteEngineError",
     "RemoteOfflineError",
     "RemoteReplyStream",
-    "ReplyEvents",
     "key_file",
     "normalize_base_url",
     "save_key",

@@ -15,28 +15,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from mixtral_desk.core import chat
-from mixtral_desk.core import planner as planning
-from mixtral_desk.core.context_size import automatic_context_for_file
-from mixtral_desk.core.engine import (
-    DoneEvent,
-    EngineHost,
-    LoadOptions,
-    ModelInfo,
-    ReplyStats,
-    SamplingOptions,
-)
-from mixtral_desk.core.hardware import detect_hardware
+from mixtral_desk.core.engine import DoneEvent, ModelInfo, ReplyStats
 from mixtral_desk.core.i18n import ntr, tr
-from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import load_settings
-from mixtral_desk.core.store import Store
+from mixtral_desk.core.store import Conversation, Store
 
-if TYPE_CHECKING:  # the remote module imports httpx; only its Protocol is needed here
-    from mixtral_desk.core.remote import ChatEngine
-
-TITLE_LENGTH = 60
+if TYPE_CHECKING:
+    from mixtral_desk.core.engine.interface import ChatEngine
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,32 +91,15 @@ def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="N", help=tr("random seed for sampling"))
 
 
-def _load_options(args: argparse.Namespace) -> LoadOptions:
-    defaults = load_settings().load
-    manual = args.gpu_layers if isinstance(args.gpu_layers, int) else None
-    return LoadOptions(
-        model_path=args.model,
-        n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,
-        n_cpu_moe=defaults.n_cpu_moe if args.cpu_moe is None else args.cpu_moe,
-        n_ctx=args.ctx or defaults.n_ctx or automatic_context_for_file(
-            args.model, kv_type=defaults.kv_type, flash_attn=defaults.flash_attn),
-        n_threads=defaults.n_threads if args.threads is None else args.threads,
-        n_batch=defaults.n_batch,
-        flash_attn=defaults.flash_attn,
-        kv_type=defaults.kv_type,
-        use_mmap=defaults.use_mmap,
-        use_mlock=defaults.use_mlock,
-    )
+def load_choice(args: argparse.Namespace) -> LoadChoice:
+    """What ``--model``, ``--gpu-layers``, ``--cpu-moe``, ``--ctx`` and ``--threads`` ask for."""
+    return LoadChoice(path=args.model, gpu_layers=args.gpu_layers, cpu_moe=args.cpu_moe,
+                      n_ctx=args.ctx, n_threads=args.threads)
 
 
-def _sampling(args: argparse.Namespace) -> SamplingOptions:
-    overrides = {
-        "max_tokens": args.max_tokens,
-        "temperature": args.temperature,
-        "seed": args.seed,
-    }
-    base = load_settings().sampling
-    return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+def sampling_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The sampling values given on the command line (``None``: not given)."""
+    return {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
 
 
 def _say(text: str) -> None:
@@ -137,18 +107,13 @@ def _say(text: str) -> None:
     print("\n" + note if sys.stderr.isatty() else note, file=sys.stderr)
 
 
-def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
-    """Check the file (clear errors before llama.cpp sees it), plan the placement with
-    ``--gpu-layers auto``, load with progress (once more with a safer plan after running out of
-    memory), then warn where llama.cpp did not do what the plan expected.
+def load(session: Session, args: argparse.Namespace) -> ModelInfo:
+    """Load ``--model`` into the session (the planner's notes and the progress on stderr),
+    then warn where llama.cpp did not do what the plan expected.
 
     Raises:
         DeskError: the file is not a usable model, or the engine cannot load it.
     """
-    facts = inspect_model(args.model)
-    options = _load_options(args)
-    backend = engine.backend_info()
-    hardware = detect_hardware(probe_gpus=backend.gpu_offload)
     show = sys.stderr.isatty()
 
     def progress(fraction: float) -> None:
@@ -156,25 +121,15 @@ def _load(engine: EngineHost, args: argparse.Namespace) -> ModelInfo:
             print("\r" + tr("Loading {name}: {percent}", name=args.model.name,
                             percent=format(fraction, "4.0%")), end="", file=sys.stderr, flush=True)
 
-    def load(load_options: LoadOptions) -> ModelInfo:
-        return engine.load(load_options, on_progress=progress)
-
-    auto = args.gpu_layers == "auto" or (args.gpu_layers is None
-                                         and load_settings().load.gpu_layers_auto)
-    if auto:
-        info, _, warnings = planning.auto_load(load, options, facts, hardware, backend, _say,
-                                               cpu_moe=args.cpu_moe)
-    else:
-        model, machine = planning.planning_inputs(options, facts, hardware, backend)
-        plan = planning.plan_for_settings(model, machine, options.n_gpu_layers,
-                                          options.n_cpu_moe)
-        info = load(options)
-        warnings = planning.compare_with_actual(plan, info)
+    session.planner_said.connect(_say)
+    session.load_progress.connect(progress)
+    info = session.load(load_choice(args))
     if show:
         print(file=sys.stderr)
-    for warning in warnings:
+    report = session.load_report
+    for warning in report.warnings if report is not None else ():
         print(tr("warning: {text}", text=warning), file=sys.stderr)
-    if info.template_source == "fallback":
+    if report is not None and report.fallback_template:
         print(tr("note: this model has no chat template; using the plain fallback format."),
               file=sys.stderr)
     return info
@@ -225,16 +180,15 @@ def chat_command(args: argparse.Namespace) -> int:
 
     if serve_commands.uses_remote(args):
         return serve_commands.remote_chat_command(args)
-    with Store.open(data_paths().ensure().database) as store, EngineHost() as engine:
+    with Store.open(data_paths().ensure().database) as store, \
+            Session(load_settings()) as session:
         if args.conversation:
             store.get_conversation(args.conversation)  # an unknown id fails before the load
-        _load(engine, args)
-        return converse(store, engine, args, model_name=args.model.name,
-                        where=args.model.name)
+        load(session, args)
+        return converse(store, session, args, where=args.model.name)
 
 
-def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, model_name: str,
-             where: str) -> int:
+def converse(store: Store, session: Session, args: argparse.Namespace, *, where: str) -> int:
     """Continue ``--conversation`` or start one, then send ``--prompt`` or chat interactively.
 
     Shared by the local and the remote ``chat``; returns the exit code (130 when a reply of
@@ -244,28 +198,31 @@ def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, mode
         NotFoundError: ``--conversation`` names no conversation.
         EngineError: the engine failed; the reply so far is stored as interrupted.
     """
+    conversation_id: str | None = None
     if args.conversation:
-        conversation = store.get_conversation(args.conversation)
-    else:
-        # No title until there is a prompt: each reader shows "New chat" in its own language.
-        title = args.prompt[:TITLE_LENGTH] if args.prompt else None
-        conversation = store.create_conversation(title, model=model_name,
-                                                 system_prompt=args.system)
-    sampling = _sampling(args)
+        conversation_id = store.get_conversation(args.conversation).id
+    elif args.prompt is None:  # interactive: the first message gives the title
+        conversation_id = session.start_conversation(store, system_prompt=args.system).id
+    overrides = sampling_overrides(args)
+
+    def say_id(conversation: Conversation) -> None:
+        print(tr("conversation {id}", id=conversation.id), file=sys.stderr)
 
     def turn(text: str) -> bool:
-        with ctrl_c_stops(engine):
-            result = chat.send(store, engine, conversation.id, text, sampling,
-                               on_token=_print_token, model_name=model_name)
+        with ctrl_c_stops(session.engine):
+            result = session.send(store, conversation_id, text, on_token=_print_token,
+                                  system_prompt=args.system, overrides=overrides,
+                                  on_conversation=say_id)
         print()
         _print_stats(result.stats, result.interrupted)
         return result.interrupted
 
     if args.prompt is not None:
-        print(tr("conversation {id}", id=conversation.id), file=sys.stderr)
+        if conversation_id is not None:
+            print(tr("conversation {id}", id=conversation_id), file=sys.stderr)
         return 130 if turn(args.prompt) else 0
     print(tr("Chatting with {where} (conversation {id}). Ctrl-C stops a reply; Ctrl-D or /exit "
-             "leaves.", where=where, id=conversation.id), file=sys.stderr)
+             "leaves.", where=where, id=conversation_id), file=sys.stderr)
     while True:
         try:
             text = input("> ")
@@ -280,11 +237,13 @@ def converse(store: Store, engine: ChatEngine, args: argparse.Namespace, *, mode
 
 def complete_command(args: argparse.Namespace) -> int:
     """Stream a raw completion of ``--prompt`` to stdout; nothing is stored."""
-    with EngineHost() as engine:
-        _load(engine, args)
+    with Session(load_settings()) as session:
+        load(session, args)
         stats: ReplyStats | None = None
+        engine = session.engine
         with ctrl_c_stops(engine):
-            for event in engine.complete(args.prompt, _sampling(args)):
+            for event in engine.complete(args.prompt,
+                                         session.sampling_for(None, sampling_overrides(args))):
                 if isinstance(event, DoneEvent):
                     stats = event.stats
                 else:

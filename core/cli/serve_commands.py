@@ -13,12 +13,12 @@ import os
 import sys
 
 from mixtral_desk.core.cli import chat_commands
-from mixtral_desk.core.engine import EngineHost
 from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.remote import RemoteEngine, save_key, stored_key
-from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer, check_bind
+from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, check_bind
+from mixtral_desk.core.session import Session
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store
 
@@ -54,11 +54,9 @@ def serve_command(args: argparse.Namespace) -> int:
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     check_bind(args.host, key)  # before the (possibly long) model load
     model_id = args.model_id or args.model.name.removesuffix(".gguf")
-    with EngineHost() as engine:
-        chat_commands._load(engine, args)
-        server = ApiServer(engine, model_id, host=args.host, port=args.port, api_key=key,
-                           sampling=load_settings().sampling)
-        server.start()
+    with Session(load_settings()) as session:
+        chat_commands.load(session, args)
+        server = session.serve(host=args.host, port=args.port, api_key=key, model_id=model_id)
         if key:
             print(tr("Serving {model} at {url} (API key required). Ctrl-C stops.",
                      model=model_id, url=server.base_url), file=sys.stderr)
@@ -71,7 +69,7 @@ def serve_command(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\n" + tr("Stopping the server."), file=sys.stderr)
         finally:
-            server.stop()
+            session.stop_serving()
     return 0
 
 
@@ -119,14 +117,15 @@ def remote_chat_command(args: argparse.Namespace) -> int:
     if args.remote_key and args.save_remote_key:
         save_key(args.remote, args.remote_key)
     key = args.remote_key or stored_key(args.remote)
+    engine = RemoteEngine(args.remote, args.remote_model or "", key)
     with Store.open(data_paths().ensure().database) as store, \
-            RemoteEngine(args.remote, args.remote_model or "", key) as engine:
+            Session(load_settings(), engine=engine) as session:
         if not engine.model:
             models = engine.list_models()
             if not models:
                 raise RemoteOptionsError(N_("{url} lists no models; name one with "
                                             "--remote-model."), url=engine.base_url)
             engine.model = models[0]
-        return chat_commands.converse(store, engine, args, model_name=engine.model,
+        return chat_commands.converse(store, session, args,
                                       where=tr("{model} at {url}", model=engine.model,
                                                url=engine.base_url))

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mixtral_desk.core.engine import DoneEvent, SamplingOptions, TokenEvent
-from mixtral_desk.core.remote import ChatEngine, ReplyEvent, ReplyEvents
+from mixtral_desk.core.engine.interface import ChatEngine, ReplyEvent, ReplyEvents
 from mixtral_desk.core.server import schemas
 from mixtral_desk.core.server.auth import check_key
 from mixtral_desk.core.server.errors import ApiError, from_exception, invalid_request

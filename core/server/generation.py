@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
-from mixtral_desk.core.remote import ChatEngine, ReplyEvent, ReplyEvents
+from mixtral_desk.core.engine.interface import ChatEngine, ReplyEvent, ReplyEvents
 from mixtral_desk.core.server.errors import ApiError
 from mixtral_desk.core.server.queue import FairQueue
 

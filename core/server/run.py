@@ -25,8 +25,8 @@ from types import TracebackType
 import uvicorn
 
 from mixtral_desk.core.engine import SamplingOptions
+from mixtral_desk.core.engine.interface import ChatEngine
 from mixtral_desk.core.i18n import N_
-from mixtral_desk.core.remote import ChatEngine
 from mixtral_desk.core.server.app import OpenAIApi, create_app
 from mixtral_desk.core.server.auth import check_bind
 from mixtral_desk.core.server.errors import ServerStartError

@@ -17,8 +17,8 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
     TokenEvent,
 )
+from mixtral_desk.core.engine.interface import ReplyEvent
 from mixtral_desk.core.errors import ContextOverflowError, EngineCrashedError
-from mixtral_desk.core.remote import ReplyEvent
 from mixtral_desk.core.server import ApiServer
 
 

@@ -1,0 +1,31 @@
+"""The session layer: one application model that the window, the CLI and the API server share.
+
+* :mod:`.session` — :class:`Session`: the loaded model, chat turns, serving, idle unload;
+* :mod:`.loading` — settings and choices → load options → plan → loaded model;
+* :mod:`.conversations` — titles and per-conversation sampling;
+* :mod:`.hub_settings` — the Hugging Face Hub endpoint (mirror) and token;
+* :mod:`.events` — the plain events the session reports through.
+"""
+
+from .conversations import SAMPLING_KEY, sampling_for, title_from
+from .events import Event
+from .hub_settings import HubSettings, load_hub_settings, save_hub_settings
+from .loading import LoadChoice, LoadReport, load_model, load_options
+from .session import LOCAL_HOST, NoModelError, Session
+
+__all__ = [
+    "LOCAL_HOST",
+    "SAMPLING_KEY",
+    "Event",
+    "HubSettings",
+    "LoadChoice",
+    "LoadReport",
+    "NoModelError",
+    "Session",
+    "load_hub_settings",
+    "load_model",
+    "load_options",
+    "sampling_for",
+    "save_hub_settings",
+    "title_from",
+]

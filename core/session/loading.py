@@ -1,0 +1,140 @@
+"""Loading a model: the user's settings and choices → load options → a plan → a loaded model.
+
+One rule for the window, the CLI (``chat``, ``complete``, ``serve``) and the API server:
+
+* a command-line value (``--gpu-layers``, ``--cpu-moe``, ``--ctx``, ``--threads``) wins over the
+  saved setting of the same name;
+* "Automatic" GPU layers (``--gpu-layers auto``, or the setting) plan the GPU layers and the
+  expert placement for this machine (:func:`mixtral_desk.core.planner.auto_load`);
+* a context length that nobody chose is the longest that fits this machine with the model, planned
+  for the CPU alone when the llama.cpp build cannot offload
+  (:mod:`mixtral_desk.core.context_size`);
+* the file is inspected before llama.cpp sees it, so a broken file gets a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from mixtral_desk.core.engine import LoadOptions
+
+if TYPE_CHECKING:
+    from mixtral_desk.core.engine import EngineHost, ModelInfo
+    from mixtral_desk.core.planner import Plan
+    from mixtral_desk.core.settings import LoadDefaults
+
+GpuLayers = int | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class LoadChoice:
+    """What the user asked to load: a model file and the values given for this load only.
+
+    ``None`` for a value means "as in the settings". ``gpu_layers`` is a layer count (-1: all) or
+    ``"auto"`` (plan for this machine).
+    """
+
+    path: Path
+    gpu_layers: GpuLayers | None = None
+    cpu_moe: int | None = None
+    n_ctx: int | None = None
+    n_threads: int | None = None
+
+    def automatic(self, defaults: LoadDefaults) -> bool:
+        """Whether the GPU layers and expert placement are planned for this machine."""
+        if self.gpu_layers is None:
+            return defaults.gpu_layers_auto
+        return self.gpu_layers == "auto"
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """How a model was loaded.
+
+    ``plan``: the plan that worked, when the placement was planned automatically; ``notes``: what
+    the planner said (the plan, a fallback after running out of memory); ``warnings``: where
+    llama.cpp did not do what the plan expected; ``n_cpu_moe``: the layers whose experts were kept
+    in RAM; ``fallback_template``: the model has no chat template (a plain format is used).
+    """
+
+    n_cpu_moe: int = 0
+    plan: Plan | None = None
+    notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
+    fallback_template: bool = False
+
+
+def load_options(defaults: LoadDefaults, choice: LoadChoice, *, n_ctx: int) -> LoadOptions:
+    """The load options for ``choice`` over the saved ``defaults``, with context ``n_ctx``.
+
+    Raises:
+        ValueError: a value is out of range (pydantic's validation error).
+    """
+    manual = choice.gpu_layers if isinstance(choice.gpu_layers, int) else None
+    return LoadOptions(
+        model_path=choice.path,
+        n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,
+        n_cpu_moe=defaults.n_cpu_moe if choice.cpu_moe is None else choice.cpu_moe,
+        n_ctx=n_ctx,
+        n_threads=defaults.n_threads if choice.n_threads is None else choice.n_threads,
+        n_batch=defaults.n_batch,
+        flash_attn=defaults.flash_attn,
+        kv_type=defaults.kv_type,
+        use_mmap=defaults.use_mmap,
+        use_mlock=defaults.use_mlock,
+    )
+
+
+def load_model(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice, *,
+               say: Callable[[str], None] = lambda _: None,
+               on_progress: Callable[[float], None] | None = None,
+               ) -> tuple[ModelInfo, LoadReport]:
+    """Load ``choice`` into ``engine`` by the rules of this module; blocks until loaded.
+
+    ``say`` gets the planner's sentences as they are made (possibly on this worker thread);
+    ``on_progress`` the loading progress, 0.0 to 1.0.
+
+    Raises:
+        ModelFileNotFoundError, GGUFError: the file is missing or not a usable model.
+        GPUOffloadUnavailableError: GPU layers were asked of a CPU-only llama.cpp build.
+        DeskError: the engine cannot load the model (out of memory, llama.cpp refused it…).
+    """
+    from mixtral_desk.core import planner
+    from mixtral_desk.core.context_size import automatic_context
+    from mixtral_desk.core.hardware import detect_hardware
+    from mixtral_desk.core.model_file import inspect_model
+
+    facts = inspect_model(choice.path)
+    backend = engine.backend_info()
+    hardware = detect_hardware(probe_gpus=backend.gpu_offload)
+    n_ctx = choice.n_ctx or defaults.n_ctx
+    if n_ctx is None:
+        machine = planner.machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
+        n_ctx = automatic_context(facts, machine, kv_type=defaults.kv_type,
+                                  flash_attn=defaults.flash_attn)
+    options = load_options(defaults, choice, n_ctx=n_ctx)
+
+    def load(load_options: LoadOptions) -> ModelInfo:
+        return engine.load(load_options, on_progress=on_progress)
+
+    if choice.automatic(defaults):
+        notes: list[str] = []
+
+        def note(text: str) -> None:
+            notes.append(text)
+            say(text)
+
+        info, plan, warnings = planner.auto_load(load, options, facts, hardware, backend, note,
+                                                 cpu_moe=choice.cpu_moe)
+        return info, LoadReport(plan.n_cpu_moe, plan, tuple(notes), tuple(warnings),
+                                fallback_template=info.template_source == "fallback")
+    model, machine = planner.planning_inputs(options, facts, hardware, backend)
+    manual_plan = planner.plan_for_settings(model, machine, options.n_gpu_layers,
+                                            options.n_cpu_moe)
+    info = load(options)
+    return info, LoadReport(options.n_cpu_moe,
+                            warnings=tuple(planner.compare_with_actual(manual_plan, info)),
+                            fallback_template=info.template_source == "fallback")

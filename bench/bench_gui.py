@@ -114,7 +114,7 @@ def interleaved(model: Path, threads: int, tokens: int, rounds: int
             "temperature": 0.0, "repeat_penalty": 1.0, "max_tokens": tokens,
             "ignore_eos": True})})
     window.load_model(model)
-    wait_for(window.engine.model_loaded)
+    wait_for(window.session.model_loaded)
     alone = Alone(model, threads, tokens)
 
     lateness: list[float] = []
@@ -154,7 +154,7 @@ def interleaved(model: Path, threads: int, tokens: int, rounds: int
         streaming[0], last[0] = index >= 0, 0.0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
-        wait_for(page.thread_shown)
+        wait_for(page.branch_shown)
         if index >= 0:
             account("window", cpu0, wall0)
         streaming[0] = False

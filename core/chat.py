@@ -67,14 +67,26 @@ class ChatStore(Protocol):
 
     def active_branch(self, conversation_id: str) -> list[Message]: ...
 
+    def siblings(self, message_id: str) -> list[Message]: ...
+
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What one turn produced: the stored reply and the engine's figures for it."""
+    """What one turn produced: the stored reply and the engine's figures for it.
+
+    Also what a view needs to show the end of the turn without reading the conversation again:
+    the conversation as it is now (title, time), the user message the reply answers
+    (``question``; ``None`` for a reply at the root) and the ids of each one's alternatives,
+    itself included, oldest first (``reply_siblings``, ``question_siblings``).
+    """
 
     reply: Message
     stats: ReplyStats | None
     interrupted: bool
+    conversation: Conversation
+    question: Message | None = None
+    reply_siblings: tuple[str, ...] = ()
+    question_siblings: tuple[str, ...] = ()
 
 
 def history_for(
@@ -267,4 +279,17 @@ def _stream_into(
         status="interrupted" if interrupted else "complete",
         stats=asdict(stats) if stats is not None else None,
     )
-    return TurnResult(reply=store.get_message(answer.id), stats=stats, interrupted=interrupted)
+    return _result(store, answer.id, stats, interrupted)
+
+
+def _result(store: ChatStore, reply_id: str, stats: ReplyStats | None,
+            interrupted: bool) -> TurnResult:
+    reply = store.get_message(reply_id)
+    question = store.get_message(reply.parent_id) if reply.parent_id is not None else None
+    return TurnResult(
+        reply=reply, stats=stats, interrupted=interrupted,
+        conversation=store.get_conversation(reply.conversation_id),
+        question=question,
+        reply_siblings=tuple(m.id for m in store.siblings(reply.id)),
+        question_siblings=(tuple(m.id for m in store.siblings(question.id))
+                           if question is not None else ()))

@@ -1,4 +1,9 @@
-"""The main window: toolbar (pages, model picker), notification bar, pages, status bar."""
+"""The main window: toolbar (pages, model picker), notification bar, pages, status bar.
+
+It builds the widgets, reads and applies the settings at start-up, and assembles the controllers
+of :mod:`.controllers` (the model, the API toggle, the first run, the network indicator); the use
+cases themselves live in the core session (:mod:`mixtral_desk.core.session`).
+"""
 
 from __future__ import annotations
 
@@ -19,38 +24,36 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mixtral_desk.core.errors import EngineCrashedError
-from mixtral_desk.core.i18n import N_, ntr, tr
+from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import DataPaths, data_paths
 
-from .bridge.engine_bridge import EngineBridge
-from .bridge.idle import IdleUnloader
-from .bridge.server_bridge import DEFAULT_API_PORT, NETWORK_HINT, ServerBridge
+from .bridge.server_bridge import DEFAULT_API_PORT, ServerBridge
+from .bridge.session_bridge import SessionBridge
 from .bridge.store_bridge import StoreBridge
 from .bridge.tasks import TaskQueue
 from .chat.page import ChatPage
-from .errors import Action, ErrorSink
+from .controllers.first_run import FirstRunController
+from .controllers.model_control import ModelController
+from .controllers.network_status import NetworkIndicator
+from .controllers.serve_control import ServeController
+from .errors import ErrorSink
 from .i18n import keep_translated
-from .model_picker import ModelPicker, find_local_models
+from .model_picker import ModelPicker
 from .notification_bar import NotificationBar
 from .signals import emit
-from .status_bar import StatusBar, engine_memory
+from .status_bar import StatusBar
 from .welcome import Welcome
 
 if TYPE_CHECKING:  # pydantic, numpy and the engine package load after the first paint
     from mixtral_desk.core.catalog import CatalogEntry
-    from mixtral_desk.core.downloads.events import JobStateChanged
+    from mixtral_desk.core.downloads.local import LocalModel
     from mixtral_desk.core.engine import ModelInfo
-    from mixtral_desk.core.recommend import Recommendation
-    from mixtral_desk.core.settings import LoadDefaults, Settings
+    from mixtral_desk.core.settings import Settings
 
     from .models.page import ModelsPage
     from .settings.page import SettingsPage
 
 log = logging.getLogger(__name__)
-MEMORY_POLL_MS = 2000
-AUTOMATIC_CONTEXT_PLACEHOLDER = 4096
-SERVER_BUSY = N_("The API server is answering a request; send again when it has finished.")
 
 
 def warm_up() -> None:
@@ -89,7 +92,8 @@ class MainWindow(QMainWindow):
     Signals:
         ready(): the store is open, the settings are read and the local models are listed.
         settings_saved(object): the settings were written (carries them).
-        models_listed(object): the model picker was filled (the list of (name, path, size)).
+        models_listed(object): the model picker was filled (the list of
+            :class:`~mixtral_desk.core.downloads.local.LocalModel`).
     """
 
     ready = Signal()
@@ -103,15 +107,10 @@ class MainWindow(QMainWindow):
         self._settings: Settings | None = None
         self._started = False
         self._settings_read = False
-        self._store_open = False
         self._models_listed = False
-        self._conversation_count = 0
+        self._conversation_count: int | None = None
         self._closed = False
-        self._loaded_with: LoadDefaults | None = None
-        self._serve_allowed = False  # a model is loaded and not on its way out
         self._extra_models: list[Path] = []
-        self._welcome_prepared = False
-        self._send_when_loaded = False  # Send started a load: send the input once it is loaded
         self.catalog_path: Path | None = None  # None: the packaged models.toml
         self.setWindowTitle("Mixtral Desk")
         self.resize(1100, 720)
@@ -120,20 +119,15 @@ class MainWindow(QMainWindow):
         self.io = TaskQueue("io", on_error=lambda e: report(e), parent=self)
         self.io.setObjectName("io")
         self.store = StoreBridge(self.sink, self.paths.database, parent=self)
-        self.engine = EngineBridge(self.sink, self.paths.engine_log, parent=self)
+        self.session = SessionBridge(self.sink, self.store, self.paths.engine_log, parent=self)
         self.server = ServerBridge(self.sink, parent=self)
-        self.server.port_hint = lambda: tr(
-            'Stop that program, or choose another port: "server": {{"api_port": 8081}} in '
-            "{file} (0 picks a free port each time).", file=self.paths.settings_file)
-        self.engine.busy_elsewhere = lambda: tr(SERVER_BUSY) if self.server.busy else None
 
         self._build_toolbar()
         self.notifications = NotificationBar()
         self.sink.notice.connect(self.notifications.show_notice)
         self.pages = QStackedWidget()
         self.welcome = Welcome()
-        self.chat_page = ChatPage(self.store, self.engine, self.sink,
-                                  lambda: self.settings.sampling)
+        self.chat_page = ChatPage(self.store, self.session, self.sink)
         self._models_page: ModelsPage | None = None
         self._settings_page: SettingsPage | None = None
         self.pages.addWidget(self.welcome)
@@ -147,16 +141,20 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.status = StatusBar()
         self.setStatusBar(self.status)
+
+        self.models = ModelController(self.session, self.picker, self.status, self.chat_page,
+                                      self.sink, self.io,
+                                      lambda: self.settings.load.idle_unload_minutes, parent=self)
+        self.idle = self.models.idle
+        self.serving = ServeController(self.server, self.session, self.serve_button, self.status,
+                                       self.chat_page, self.sink, self._api_port,
+                                       self.paths.settings_file, parent=self)
+        self.first_run = FirstRunController(self.welcome, self.paths, self.io, self.sink,
+                                            lambda: self.catalog_path, parent=self)
+        self.network = NetworkIndicator(self.status, parent=self)
         self._build_shortcuts()
         self._connect()
         self.pages.setCurrentWidget(self.chat_page)
-
-        self._memory_timer = QTimer(self)
-        self._memory_timer.setInterval(MEMORY_POLL_MS)
-        self._memory_timer.timeout.connect(self._poll_memory)
-        self.idle = IdleUnloader(self.engine, lambda: self.server.busy or self.server.is_running,
-                                 parent=self)
-        self.idle.unloaded.connect(self._unloaded_when_idle)
         keep_translated(self.retranslate)
         self.installEventFilter(_AfterFirstPaint(self, self.start))
 
@@ -174,8 +172,7 @@ class MainWindow(QMainWindow):
         self.about_action.setToolTip(tr("Version, data folders and licences (F1)"))
         self.serve_button.setText(tr("Serve API"))
         self.serve_button.setAccessibleName(tr("Serve the model over an API"))
-        if not self.server.is_running:
-            self._serve_tooltip()
+        self.serving.show_tooltip()
 
     @property
     def settings(self) -> Settings:
@@ -189,6 +186,10 @@ class MainWindow(QMainWindow):
     @settings.setter
     def settings(self, value: Settings) -> None:
         self._settings = value
+        self.session.use_settings(value)
+
+    def _api_port(self) -> int:
+        return self.settings.server.api_port if self._settings is not None else DEFAULT_API_PORT
 
     def start(self) -> None:
         """Open the store, read the settings, list the models — in workers; idempotent."""
@@ -229,7 +230,6 @@ class MainWindow(QMainWindow):
         self.serve_button = QPushButton()
         self.serve_button.setCheckable(True)
         self.serve_button.setEnabled(False)
-        self._serve_tooltip()
         bar.addWidget(self.serve_button)
         self.about_action = QAction(self)
         self.about_action.triggered.connect(self.show_about)
@@ -253,92 +253,31 @@ class MainWindow(QMainWindow):
         shortcut("Esc", self.escape)
 
     def _connect(self) -> None:
-        engine, picker = self.engine, self.picker
-        picker.load_requested.connect(self.load_model)
-        picker.unload_requested.connect(self.unload_model)
-        picker.stop_load_requested.connect(engine.stop)
-        engine.load_started.connect(lambda _: picker.set_state("loading"))
-        engine.load_started.connect(lambda _: self._stop_serving())
-        engine.load_progress.connect(picker.set_progress)
-        engine.model_loaded.connect(self._model_loaded)
-        engine.model_unloaded.connect(self._model_unloaded)
-        engine.load_failed.connect(lambda _: self._model_unloaded())
-        engine.load_failed.connect(lambda _: setattr(self, "_send_when_loaded", False))
-        engine.engine_crashed.connect(self._engine_crashed)
-        engine.reply_finished.connect(self.status.show_reply)
+        self.models.load_asked.connect(self._remember_model)
+        self.models.model_changed.connect(self._model_changed)
+        self.models.no_model.connect(self.show_models)
+        self.server.started.connect(lambda _: self.idle.restart())
+        self.server.stopped.connect(self.idle.restart)
         self.store.opened.connect(self._store_opened)
         self.welcome.browse_requested.connect(self.show_models)
-        self.welcome.open_requested.connect(picker._browse)
+        self.welcome.open_requested.connect(self.picker.browse)
         self.welcome.download_requested.connect(self._download_recommended)
-        self.welcome.mirror_chosen.connect(self._use_mirror)
-        self.chat_page.need_model.connect(lambda: self._model_needed())
-        server = self.server
-        self.serve_button.clicked.connect(self._serve_clicked)
-        server.started.connect(self._serving)
-        server.stopped.connect(self._not_serving)
-        server.failed.connect(lambda _: self._not_serving())
-        server.busy_changed.connect(self._server_busy)
 
     # --- pages ---------------------------------------------------------------------------------
 
     def show_chat(self) -> None:
         """The chat page (or the welcome screen on a first run)."""
         self.chat_action.setChecked(True)
-        first_run = (self.engine.model_info is None and not self.picker.combo.count()
+        first_run = (self.session.model_info is None and not self.picker.combo.count()
                      and not self._conversation_count
                      and not self.chat_page.sidebar.conversations)
         self.pages.setCurrentWidget(self.welcome if first_run else self.chat_page)
-        if first_run and not self._welcome_prepared:
-            self._welcome_prepared = True
-            self._prepare_welcome()
-
-    def _prepare_welcome(self) -> None:
-        """Work out, in the background, the catalog entry to recommend and whether to offer the
-        Hub mirror (a Chinese-speaking system)."""
-        catalog_path, config_dir = self.catalog_path, self.paths.config_dir
-
-        def work() -> tuple[Recommendation | None, int, str]:
-            from mixtral_desk.core.catalog import load_catalog
-            from mixtral_desk.core.hardware import detect_hardware
-            from mixtral_desk.core.planner import machine_from_hardware
-            from mixtral_desk.core.recommend import recommend
-
-            from .models.hub_config import load_hub_config
-
-            hardware = detect_hardware()
-            choice = recommend(load_catalog(catalog_path), machine_from_hardware(hardware))
-            return choice, hardware.ram_available, load_hub_config(config_dir).endpoint
-        self.io.submit(work, self._welcome_prepared_now)
-
-    def _welcome_prepared_now(self, result: tuple[Recommendation | None, int, str]) -> None:
-        from mixtral_desk.core import i18n
-
-        from .i18n import system_locale_name
-        from .welcome import HUB_MIRROR
-
-        choice, ram_available, endpoint = result
-        self.welcome.show_recommendation(choice, ram_available)
-        if "zh_CN" in (i18n.normalize_language(system_locale_name()), i18n.current_language()):
-            self.welcome.offer_mirror(endpoint.rstrip("/") == HUB_MIRROR)
+        if first_run:
+            self.first_run.prepare()
 
     def _download_recommended(self, entry: CatalogEntry) -> None:
         self.show_models()
         self.models_page.download(entry)
-
-    def _use_mirror(self, on: bool) -> None:
-        """Save the Hub endpoint: the mirror (on) or the default (off); the token is kept."""
-        from dataclasses import replace
-
-        from .models.hub_config import load_hub_config, save_hub_config
-        from .welcome import HUB_MIRROR
-
-        config_dir, endpoint = self.paths.config_dir, HUB_MIRROR if on else ""
-
-        def save() -> None:
-            save_hub_config(config_dir, replace(load_hub_config(config_dir), endpoint=endpoint))
-        self.io.submit(save, lambda _: self.sink.inform(
-            tr("Downloads will use {endpoint}.", endpoint=endpoint or "huggingface.co"),
-            timeout_ms=4000))
 
     def show_models(self) -> None:
         """The Models page (built on first use)."""
@@ -362,15 +301,15 @@ class MainWindow(QMainWindow):
     def models_page(self) -> ModelsPage:
         """The Models page, created on first use (it reads the catalog and the hardware)."""
         if self._models_page is None:
+            from mixtral_desk.core import network
+
             from .models.page import ModelsPage
 
             page = ModelsPage(self.paths, self.io, self.sink, self.catalog_path)
             page.models_changed.connect(self.refresh_models)
             page.load_requested.connect(self._load_from_models_page)
-            from mixtral_desk.core import network
-
             page.set_offline(network.is_offline())
-            page.downloads.state_changed.connect(self._download_state_changed)
+            page.downloads.state_changed.connect(self.network.download_state_changed)
             self._models_page = page
             self.pages.addWidget(page)
         return self._models_page
@@ -383,10 +322,9 @@ class MainWindow(QMainWindow):
 
             page = SettingsPage(self.settings)
             page.save_requested.connect(self.save_settings)
-            page.reload_requested.connect(self.reload_model)
-            info = self.engine.model_info
-            page.model_changed(info, self._loaded_with, self._gpu_offload(info))
+            page.reload_requested.connect(self.models.reload)
             self._settings_page = page
+            self._model_changed(self.session.model_info)
             self.pages.addWidget(page)
         return self._settings_page
 
@@ -397,8 +335,7 @@ class MainWindow(QMainWindow):
         self.apply_settings(settings)
         if self._settings_page is not None:
             self._settings_page.set_settings(settings)
-        if not self.server.is_running:
-            self._serve_tooltip()
+        self.serving.show_tooltip()
         self._settings_read = True
         self.refresh_models()
 
@@ -417,37 +354,12 @@ class MainWindow(QMainWindow):
         was_offline = network.is_offline()
         network.apply_offline_setting(settings.network.offline)  # --offline/HF_HUB_OFFLINE stay
         offline = network.is_offline()
-        self._show_network("offline" if offline else "online")
+        self.network.show_mode(offline)
         if self._models_page is not None:
             self._models_page.set_offline(offline)
             if offline and not was_offline:  # running transfers stop now, their bytes are kept
                 self._models_page.downloads.pause_running()
-        self.idle.set_minutes(settings.load.idle_unload_minutes)
-
-    def _show_network(self, state: str) -> None:
-        """The status bar's quiet network indicator (``online`` shows nothing)."""
-        self.status.show_network(state)
-
-    def _download_state_changed(self, event: JobStateChanged) -> None:
-        """A download that could not reach the Hub shows the "unreachable" indicator; one that
-        completes clears it (Offline mode keeps its own)."""
-        from mixtral_desk.core import network
-
-        if network.is_offline():
-            return
-        if event.error_type == "HubUnreachableError":
-            self._show_network("unreachable")
-        elif event.state in ("running", "completed") and self.status.network == "unreachable":
-            self._show_network("online")
-
-    def _unloaded_when_idle(self, name: str) -> None:
-        minutes = self.settings.load.idle_unload_minutes
-        self.sink.inform(ntr(
-            "Unloaded {name} after {count} minute without use, to give its memory back. "
-            "Send a message (or press Load) to load it again.",
-            "Unloaded {name} after {count} minutes without use, to give its memory back. "
-            "Send a message (or press Load) to load it again.", minutes, name=name),
-            timeout_ms=None)
+        self.idle.restart()
 
     def _settings_failed(self, error: BaseException) -> None:
         self.sink.report(error, tr("while reading the settings (the defaults are used; the "
@@ -456,7 +368,6 @@ class MainWindow(QMainWindow):
         self.refresh_models()
 
     def _store_opened(self, store: object) -> None:
-        self._store_open = True
         self.chat_page.sidebar.refresh()
         self.store.call(lambda s: s.count_conversations(), self._counted)
 
@@ -466,14 +377,16 @@ class MainWindow(QMainWindow):
 
     def refresh_models(self) -> None:
         """List the local models again (in the background) and fill the picker."""
+        from mixtral_desk.core.downloads.local import models_to_offer
+
         extra = list(self._extra_models)
         if self.settings.last_model:
             extra.append(Path(self.settings.last_model))
         models_dir = self.paths.models_dir
-        self.io.submit(lambda: find_local_models(models_dir, extra), self._models_found)
+        self.io.submit(lambda: models_to_offer(models_dir, extra), self._models_found)
 
-    def _models_found(self, models: list[tuple[str, Path, int]]) -> None:
-        info = self.engine.model_info
+    def _models_found(self, models: list[LocalModel]) -> None:
+        info = self.session.model_info
         current = Path(info.path) if info is not None else (
             Path(self.settings.last_model) if self.settings.last_model else None)
         self.picker.set_models(models, current)
@@ -482,7 +395,7 @@ class MainWindow(QMainWindow):
         self._check_ready()
 
     def _check_ready(self) -> None:
-        if self._store_open and self._settings_read and self._models_listed:
+        if self._conversation_count is not None and self._settings_read and self._models_listed:
             if self.pages.currentWidget() in (self.welcome, self.chat_page):
                 self.show_chat()
             emit(self.ready)
@@ -491,189 +404,34 @@ class MainWindow(QMainWindow):
 
     def load_model(self, path: Path) -> None:
         """Load a model file with the saved load settings."""
-        from mixtral_desk.core.engine import LoadOptions
+        self.models.load(path)
 
-        path = Path(path)
+    def _remember_model(self, path: Path) -> None:
+        """A model is loading: offer it in the picker from now on and remember it as the last."""
         if path not in self._extra_models:
             self._extra_models.append(path)
-        self.picker.add_and_select(path)
-        load = self.settings.load
-        try:
-            options = LoadOptions(model_path=path, n_gpu_layers=load.n_gpu_layers,
-                                  n_cpu_moe=load.n_cpu_moe,
-                                  # automatic: replaced on the engine thread before loading
-                                  n_ctx=load.n_ctx or AUTOMATIC_CONTEXT_PLACEHOLDER,
-                                  n_threads=load.n_threads, n_batch=load.n_batch,
-                                  flash_attn=load.flash_attn,
-                                  kv_type=load.kv_type, use_mmap=load.use_mmap,
-                                  use_mlock=load.use_mlock)
-        except ValueError as error:
-            self.sink.report(error, tr("in the load settings"))
-            return
-        self._loaded_with = load
-        self.idle.set_minutes(load.idle_unload_minutes)
-        self.engine.load(options, auto=load.gpu_layers_auto, fit_context=load.n_ctx is None)
         if self.settings.last_model != str(path):
-            self.settings = self.settings.model_copy(update={"last_model": str(path)})
-            self.save_settings(self.settings, quiet=True)
-
-    def reload_model(self) -> None:
-        """Load the current model again (new load settings, or after a crash)."""
-        path = self.picker.selected() or (self.engine.last_options.model_path
-                                          if self.engine.last_options else None)
-        if path is not None:
-            self.load_model(Path(path))
+            self.save_settings(self.settings.model_copy(update={"last_model": str(path)}),
+                               quiet=True)
 
     def _load_from_models_page(self, path: Path) -> None:
-        self.picker.add_and_select(path)
         self.load_model(path)
         self.show_chat()
 
-    def _model_needed(self) -> None:
-        """Send was pressed with no model loaded: load the chosen one (after an idle unload, the
-        one that was in use) and send the message once it is ready; with none chosen, say how
-        to get one."""
-        if self.engine.model_info is not None:
-            return
-        path = self.picker.selected()
-        if path is None:
-            self.sink.inform(tr("No model is loaded yet. Pick one in the toolbar and press "
-                                "Load."), level="warning")
-            if not self.picker.combo.count():
-                self.show_models()
-            return
-        self._send_when_loaded = True
-        if self.picker.state != "loading":
-            self.load_model(path)
-        self.sink.inform(tr("Loading {name}; your message is sent when it is ready.",
-                            name=path.name), timeout_ms=None)
-
-    def _send_waiting_message(self) -> None:
-        """After a load that Send started, send what is in the input."""
-        if not self._send_when_loaded:
-            return
-        self._send_when_loaded = False
-        text = self.chat_page.view.composer.toPlainText().strip()
-        if text:
-            self.chat_page.send(text)
-
-    @staticmethod
-    def _gpu_offload(info: ModelInfo | None) -> bool:
-        return True if info is None else info.backend.gpu_offload
-
-    def unload_model(self) -> None:
-        """Stop the API server (if it serves), then unload the model."""
-        self._serve_allowed = False
-        self._set_serve_button(enabled=False, checked=False)
-        self.server.stop(then=self.engine.unload)
-
-    def _model_loaded(self, info: ModelInfo) -> None:
-        self.picker.set_state("loaded")
-        self._serve_allowed = True
-        self._set_serve_button(enabled=True, checked=False)
-        report = self.engine.load_report
-        self.status.show_model(info, report.n_cpu_moe if report is not None else 0)
-        self._memory_timer.start()
-        self._poll_memory()
+    def _model_changed(self, info: ModelInfo | None) -> None:
         if self._settings_page is not None:
-            self._settings_page.model_changed(info, self._loaded_with, info.backend.gpu_offload)
-        seconds, n_ctx = f"{info.load_seconds:.1f}", f"{info.n_ctx:,}"
-        loaded = tr("Loaded {name} in {seconds} s (context: {n_ctx} tokens).",
-                    name=Path(info.path).name, seconds=seconds, n_ctx=n_ctx)
-        if report is None or report.plan is None:
-            self.sink.inform(loaded, timeout_ms=3000)
-        else:  # the plan (and any fallback) stays visible; a difference from it is a warning
-            # The planner's notes are clauses: each becomes a sentence, in the language's way.
-            plan = " ".join(tr("{clause}.", clause=note.rstrip(".")) for note in report.notes)
-            if report.warnings:
-                text = tr("{loaded} Automatic GPU layers: {plan} But llama.cpp did not follow "
-                          "the plan: {differences}.", loaded=loaded, plan=plan,
-                          differences=tr("; ").join(report.warnings))
-            else:
-                text = tr("{loaded} Automatic GPU layers: {plan}", loaded=loaded, plan=plan)
-            self.sink.inform(text, level="warning" if report.warnings else "info",
-                             timeout_ms=None if report.warnings else 10_000)
-        if self.pages.currentWidget() is self.welcome:
+            report = self.session.load_report
+            self._settings_page.model_changed(
+                info, report.settings if report is not None else None,
+                True if info is None else info.backend.gpu_offload)
+        if info is not None and self.pages.currentWidget() is self.welcome:
             self.show_chat()
-        self._send_waiting_message()
-
-    def _model_unloaded(self) -> None:
-        self.picker.set_state("empty")
-        self._stop_serving()
-        self.status.clear_model()
-        self._memory_timer.stop()
-        if self._settings_page is not None:
-            self._settings_page.model_changed(None, None, True)
-
-    # --- the API server --------------------------------------------------------------------------
-
-    def _serve_tooltip(self, url: str | None = None) -> None:
-        port = (self.settings.server.api_port if self._settings is not None
-                else DEFAULT_API_PORT)
-        where = url or (f"http://127.0.0.1:{port}/v1" if port
-                        else tr("http://127.0.0.1:(a free port)/v1"))
-        self.serve_button.setToolTip(tr(
-            "Serve the loaded model over an OpenAI-compatible API at {url}, for programs on "
-            "this computer only (no key needed). {hint}", url=where, hint=tr(NETWORK_HINT)))
-
-    def _set_serve_button(self, *, enabled: bool, checked: bool) -> None:
-        self.serve_button.setEnabled(enabled)
-        self.serve_button.setChecked(checked)
-
-    def _serve_clicked(self, checked: bool) -> None:
-        """The Serve API toggle: start the server on 127.0.0.1 (port from the settings) or stop
-        it; the button is disabled until that is done."""
-        self.serve_button.setEnabled(False)
-        if not checked:
-            self.server.stop()
-            return
-        name = self.engine.model_name()
-        if not self._serve_allowed or name is None:
-            self._set_serve_button(enabled=False, checked=False)
-            return
-        self.server.start(self.engine.host, name, self.settings.server.api_port,
-                          sampling=self.settings.sampling)
-
-    def _stop_serving(self) -> None:
-        """The model goes away (unloaded, crashed, another one loads): stop serving it."""
-        self._serve_allowed = False
-        self._set_serve_button(enabled=False, checked=False)
-        if not self._closed:
-            self.server.stop()
-
-    def _serving(self, url: str) -> None:
-        self.status.show_api(url)
-        self._serve_tooltip(url)
-        self._set_serve_button(enabled=self._serve_allowed, checked=True)
-        self.sink.inform(tr("Serving the model at {url} (this computer only).", url=url),
-                         timeout_ms=6000)
-
-    def _not_serving(self) -> None:
-        self.status.show_api(None)
-        self._serve_tooltip()
-        self._server_busy(False)
-        self._set_serve_button(enabled=self._serve_allowed, checked=False)
-
-    def _server_busy(self, busy: bool) -> None:
-        send = self.chat_page.view.send_button
-        send.setEnabled(not busy)
-        send.setToolTip(tr(SERVER_BUSY) if busy else "")
-
-    def _engine_crashed(self, error: EngineCrashedError) -> None:
-        self.sink.report(error, actions=(Action(tr("Reload model"), self.reload_model),))
-
-    def _poll_memory(self) -> None:
-        if not self.engine.check_alive():
-            return
-        pid = self.engine.pid
-        self.io.submit(lambda: engine_memory(pid), self.status.show_memory)
 
     # --- settings ------------------------------------------------------------------------------
 
     def save_settings(self, settings: Settings, quiet: bool = False) -> None:
         """Write the settings in the background; say so when done."""
         def saved(_: None) -> None:
-            self.settings = settings
             if self._settings_page is not None:
                 self._settings_page.saved(settings)
             self.apply_settings(settings)
@@ -704,12 +462,12 @@ class MainWindow(QMainWindow):
     def focus_input(self) -> None:
         """Ctrl+L."""
         self.show_chat()
-        self.chat_page.view.composer.setFocus()
+        self.chat_page.focus_input()
 
     def escape(self) -> None:
         """Esc: stop the reply, else leave edit mode."""
-        if self.engine.busy:
-            self.engine.stop()
+        if self.session.busy:
+            self.session.stop()
         else:
             self.chat_page.view.cancel_edit()
 
@@ -725,12 +483,11 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
-        self._memory_timer.stop()
-        self.idle.stop()
+        self.models.stop()
         self.chat_page.sidebar.commit_all()
         if self._models_page is not None:
             self._models_page.shutdown()
-        self.server.close()
-        self.engine.close()
+        self.serving.close()
+        self.session.close()
         self.store.close()
         self.io.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -21,28 +22,8 @@ from mixtral_desk.core.units import format_bytes
 from .i18n import keep_translated
 from .signals import emit
 
-
-def find_local_models(models_dir: Path, extra: list[Path]) -> list[tuple[str, Path, int]]:
-    """(name, path, size) of the models the app knows: the models folder and ``extra`` files.
-
-    Uses the download manager's registry where available (it lists only verified files), else
-    every ``*.gguf`` under the models folder. Runs on a worker thread (it reads the disk).
-    """
-    found: dict[Path, tuple[str, Path, int]] = {}
-    try:
-        from mixtral_desk.core.downloads.local import list_local_models
-
-        for model in list_local_models(models_dir):
-            found[model.path] = (model.name, model.path, model.size)
-    except ImportError:  # pragma: no cover - the download manager is optional here
-        pass
-    if models_dir.is_dir() and not found:
-        for path in sorted(models_dir.rglob("*.gguf")):
-            found[path] = (path.stem, path, path.stat().st_size)
-    for path in extra:
-        if path.is_file() and path not in found:
-            found[path] = (path.stem, path, path.stat().st_size)
-    return sorted(found.values(), key=lambda m: m[0].lower())
+if TYPE_CHECKING:
+    from mixtral_desk.core.downloads.local import LocalModel
 
 
 class ModelPicker(QWidget):
@@ -66,7 +47,7 @@ class ModelPicker(QWidget):
         self.combo.setMinimumContentsLength(28)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.open_button = QPushButton()
-        self.open_button.clicked.connect(self._browse)
+        self.open_button.clicked.connect(self.browse)
         self.load_button = QPushButton()
         self.load_button.clicked.connect(self._load_clicked)
         self.progress = QProgressBar()
@@ -92,13 +73,14 @@ class ModelPicker(QWidget):
         self.progress.setToolTip(tr("Loading the model"))
         self._update()
 
-    def set_models(self, models: list[tuple[str, Path, int]], current: Path | None) -> None:
+    def set_models(self, models: list[LocalModel], current: Path | None) -> None:
         """Fill the list; select ``current`` (the loaded or last used model) when present."""
         previous = self.combo.currentData()
         self.combo.blockSignals(True)
         self.combo.clear()
-        for name, path, size in models:
-            self.combo.addItem(f"{name}  ({format_bytes(size)})", str(path))
+        for model in models:
+            path = model.path
+            self.combo.addItem(f"{model.name}  ({format_bytes(model.size)})", str(path))
             self.combo.setItemData(self.combo.count() - 1, str(path),
                                    Qt.ItemDataRole.ToolTipRole)
         index = self.combo.findData(str(current)) if current is not None else -1
@@ -156,7 +138,8 @@ class ModelPicker(QWidget):
         elif self.selected() is not None:
             emit(self.load_requested, self.selected())
 
-    def _browse(self) -> None:
+    def browse(self) -> None:
+        """Ask for a .gguf file anywhere on this computer, add it and ask to load it."""
         # The patterns stay outside the translation: only the descriptions are text.
         gguf, every = tr("GGUF models"), tr("All files")
         filters = f"{gguf} (*.gguf);;{every} (*)"

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     from mixtral_desk.core.catalog import CatalogEntry
     from mixtral_desk.core.recommend import Recommendation
 
-#: The mirror offered on first run to people whose system speaks Chinese.
-HUB_MIRROR = "https://hf-mirror.com"
-
-
 class Welcome(QWidget):
     """Shown while there is no model and no conversation.
 

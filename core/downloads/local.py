@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -233,3 +234,19 @@ def _cache_parts(path: Path) -> tuple[Path, ...]:
         return tuple(split_part_paths(path)) or (path,)
     except (GGUFError, OSError):
         return (path,)
+
+
+def models_to_offer(models_dir: Path, extra: Iterable[Path] = ()) -> list[LocalModel]:
+    """The models a front end offers to load, by name: the complete models of ``models_dir``
+    (:func:`list_local_models`; unverified ``*.gguf`` files are never offered) and the ``extra``
+    files the user opened from elsewhere, where they still exist. Reads the disk; never raises.
+    """
+    found = {model.path: model for model in list_local_models(models_dir)}
+    for path in extra:
+        try:
+            if path not in found and path.is_file():
+                found[path] = LocalModel(name=path.stem, path=path, files=(path,),
+                                         size=path.stat().st_size, source="linked")
+        except OSError:
+            continue
+    return sorted(found.values(), key=lambda model: model.name.lower())

@@ -65,6 +65,7 @@ class LoadReport:
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     fallback_template: bool = False
+    settings: LoadDefaults | None = None
 
 
 def load_options(defaults: LoadDefaults, choice: LoadChoice, *, n_ctx: int) -> LoadOptions:
@@ -130,11 +131,13 @@ def load_model(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice, *
         info, plan, warnings = planner.auto_load(load, options, facts, hardware, backend, note,
                                                  cpu_moe=choice.cpu_moe)
         return info, LoadReport(plan.n_cpu_moe, plan, tuple(notes), tuple(warnings),
-                                fallback_template=info.template_source == "fallback")
+                                fallback_template=info.template_source == "fallback",
+                                settings=defaults)
     model, machine = planner.planning_inputs(options, facts, hardware, backend)
     manual_plan = planner.plan_for_settings(model, machine, options.n_gpu_layers,
                                             options.n_cpu_moe)
     info = load(options)
     return info, LoadReport(options.n_cpu_moe,
                             warnings=tuple(planner.compare_with_actual(manual_plan, info)),
-                            fallback_template=info.template_source == "fallback")
+                            fallback_template=info.template_source == "fallback",
+                            settings=defaults)

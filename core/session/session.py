@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixtral_desk.core import chat
-from mixtral_desk.core.errors import DeskError
+from mixtral_desk.core.errors import DeskError, EngineCrashedError
 from mixtral_desk.core.i18n import N_
 
 from .conversations import sampling_for, title_from
@@ -68,6 +68,7 @@ class Session:
         self._log_path = log_path
         self._host: EngineHost | None = None
         self._lock = threading.Lock()
+        self._server_lock = threading.Lock()  # serve() and stop_serving() from any thread
         self._busy = False
         self._last_used = time.monotonic()
         self.model_info: ModelInfo | None = None
@@ -317,11 +318,15 @@ class Session:
 
     @contextmanager
     def _turn(self) -> Iterator[None]:
+        """A reply runs: busy meanwhile; a dead engine process takes the model with it."""
         with self._lock:
             self._busy = True
         self.busy_changed.emit(True)
         try:
             yield
+        except EngineCrashedError:
+            self._forget_model()
+            raise
         finally:
             with self._lock:
                 self._busy = False
@@ -344,16 +349,17 @@ class Session:
         """
         from mixtral_desk.core.server import ApiServer
 
-        if self.server is not None:
-            return self.server
-        name = model_id or self.model_name
-        if name is None:
-            raise NoModelError(N_("No model is loaded; load one to serve it."))
-        server = ApiServer(self.engine, name, host=host, port=port, api_key=api_key,
-                           sampling=self.settings.sampling)
-        server.start()
-        self.server = server
-        return server
+        with self._server_lock:
+            if self.server is not None:
+                return self.server
+            name = model_id or self.model_name
+            if name is None:
+                raise NoModelError(N_("No model is loaded; load one to serve it."))
+            server = ApiServer(self.engine, name, host=host, port=port, api_key=api_key,
+                               sampling=self.settings.sampling)
+            server.start()
+            self.server = server
+            return server
 
     @property
     def serving_busy(self) -> bool:
@@ -363,10 +369,11 @@ class Session:
 
     def stop_serving(self) -> bool:
         """Stop the API server; returns whether one ran."""
-        server, self.server = self.server, None
-        if server is None:
-            return False
-        server.stop()
+        with self._server_lock:
+            server, self.server = self.server, None
+            if server is None:
+                return False
+            server.stop()
         self._last_used = time.monotonic()
         return True
 

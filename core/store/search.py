@@ -125,15 +125,20 @@ def _strip_punctuation(text: str) -> str:
     return text[start:end]
 
 
-def parse_query(query: str) -> ParsedQuery:
-    """Parse plain user text (see the module docstring); never fails."""
+def parse_query(query: str, *, as_you_type: bool = False) -> ParsedQuery:
+    """Parse plain user text (see the module docstring); never fails.
+
+    ``as_you_type``: every word outside quotes is a prefix (``pine`` finds "pineapples"), for a
+    search box that searches while the user types; phrases stay exact.
+    """
     terms: list[tuple[str, bool]] = []
     needles: list[str] = []
     for match in _TERM.finditer(query):
         phrase, star, word = match.group(1), match.group(2), match.group(3)
         if word is not None:
-            prefix = word.endswith("*") and len(word) > 1
-            text = word.rstrip("*") if prefix else word
+            starred = word.endswith("*") and len(word) > 1
+            text = word.rstrip("*") if starred else word
+            prefix = starred or (as_you_type and text != "OR" and _searchable(text))
         else:
             text, prefix = phrase, bool(star)
         terms.append((text, prefix))
@@ -203,15 +208,15 @@ _TITLE_HIT: Final = f"""
 """
 
 
-def run_search(conn: sqlite3.Connection, query: str, *, limit: int,
-               raw: bool) -> list[SearchHit]:
+def run_search(conn: sqlite3.Connection, query: str, *, limit: int, raw: bool,
+               as_you_type: bool = False) -> list[SearchHit]:
     """Search messages and titles (see :meth:`Store.search`); best match first.
 
     Raises:
         SearchQueryError: FTS5 refused the query (only expected with ``raw``).
         sqlite3.Error: the database cannot be read.
     """
-    parsed = parse_query(query)
+    parsed = parse_query(query, as_you_type=as_you_type)
     expressions = {
         "messages": query if raw else parsed.expression("search_cjk"),
         "titles": query if raw else parsed.expression("title_cjk"),

@@ -524,13 +524,15 @@ class Store:
 
     # --- search ------------------------------------------------------------------------------
 
-    def search(self, query: str, *, limit: int = 20, raw: bool = False) -> list[SearchHit]:
+    def search(self, query: str, *, limit: int = 20, raw: bool = False,
+               as_you_type: bool = False) -> list[SearchHit]:
         """Full-text search over message contents and conversation titles, best match first.
 
         By default ``query`` is plain text (see :mod:`mixtral_desk.core.store.search`): any
         input is safe, ``word*`` is a prefix, ``"a phrase"`` a phrase, ``OR`` an alternative,
         and Chinese/Japanese/Korean words are found inside longer runs. With ``raw=True`` it is
-        FTS5 query syntax, for experts.
+        FTS5 query syntax, for experts. ``as_you_type`` makes every plain word a prefix (a search
+        box that searches while the user types).
 
         Hits are ranked by bm25 (a title match weighs double). A query that matches more than
         :data:`~mixtral_desk.core.store.search.SEARCH_CANDIDATES` messages ranks only the newest
@@ -540,7 +542,7 @@ class Store:
             SearchQueryError: ``raw`` is true and ``query`` is not valid FTS5 syntax.
         """
         with self._use() as conn:
-            return run_search(conn, query, limit=limit, raw=raw)
+            return run_search(conn, query, limit=limit, raw=raw, as_you_type=as_you_type)
 
     # --- export and import -------------------------------------------------------------------
 

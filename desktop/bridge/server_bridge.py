@@ -1,10 +1,11 @@
 """The "Serve API" toggle's worker: the OpenAI-compatible server over the GUI's own engine.
 
-:class:`~mixtral_desk.core.server.ApiServer` is started and stopped on the ``server`` task queue
-(``start()`` blocks until the port listens), never on the GUI thread. The server uses the same
-:class:`~mixtral_desk.core.engine.EngineHost` as the chat page, so while it answers a request the
-GUI cannot start a turn (the engine generates one reply at a time): :attr:`ServerBridge.busy`
-says so, and :attr:`ServerBridge.busy_changed` lets the window disable Send meanwhile.
+The session (:meth:`~mixtral_desk.core.session.Session.serve`) starts and stops the server; this
+bridge does that on the ``server`` task queue (starting blocks until the port listens), never on
+the GUI thread. The server uses the session's engine, as the chat page does, so while it answers
+a request the GUI cannot start a turn (the engine generates one reply at a time):
+:attr:`ServerBridge.busy` says so, and :attr:`ServerBridge.busy_changed` lets the window disable
+Send meanwhile.
 
 The GUI serves this computer only (127.0.0.1, no key); serving the network is the command line's
 job (``mixtral-desk serve --host 0.0.0.0 --api-key KEY``).
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from mixtral_desk.core.errors import UserText
 from mixtral_desk.core.i18n import N_, tr
 
 from ..errors import ErrorSink
@@ -26,12 +28,10 @@ from ..signals import emit
 from .tasks import TaskQueue
 
 if TYPE_CHECKING:  # uvicorn and Starlette are imported on first use
-    from mixtral_desk.core.engine import EngineHost, SamplingOptions
-    from mixtral_desk.core.server import ApiServer
+    from mixtral_desk.core.session import Session
 
 log = logging.getLogger(__name__)
 
-LOCAL_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8080  # as core.settings.ServerSettings (not imported before the first paint)
 BUSY_POLL_MS = 250
 NETWORK_HINT = N_("To serve other computers on the network, use the command line: "
@@ -59,14 +59,14 @@ class ServerBridge(QObject):
     def __init__(self, sink: ErrorSink, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._sink = sink
-        self._live: ApiServer | None = None  # set on the server thread (close(): once it ended)
+        self._session: Session | None = None  # set when a start is asked for
         self._url: str | None = None
         self._busy = False
         self._closed = False
-        #: Says what to do after "another program uses this port", in the current language
-        #: (the window's version names its settings file).
-        self.port_hint: Callable[[], str] = lambda: tr(
-            "Stop that program, or choose another port in the settings.")
+        #: Says what to do after "another program uses this port" (the window's version names its
+        #: settings file).
+        self.port_hint: Callable[[], UserText] = lambda: UserText(
+            N_("Stop that program, or choose another port in the settings."))
         self.tasks = TaskQueue("server", on_error=lambda e: sink.report(e), parent=self)
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(BUSY_POLL_MS)
@@ -85,41 +85,32 @@ class ServerBridge(QObject):
         return self._url is not None
 
     @property
-    def api_server(self) -> ApiServer | None:
-        """The running :class:`ApiServer` (``None`` when none runs); any thread may read it."""
-        return self._live
-
-    @property
     def busy(self) -> bool:
         """Whether the server is answering a request (read live; requests waiting behind it keep
-        it busy). Only the flag is read here: the queue's waiters belong to the server's loop."""
-        server = self._live
-        return server is not None and server.api.replies.queue.busy
+        it busy)."""
+        return self._session is not None and self._session.serving_busy
 
     # --- start and stop ------------------------------------------------------------------------
 
-    def start(self, engine: EngineHost, model_id: str, port: int,
-              sampling: SamplingOptions | None = None) -> None:
-        """Serve ``engine``'s loaded model as ``model_id`` on 127.0.0.1:``port`` (0: any free
-        port), in the background: :attr:`started` or :attr:`failed` follows."""
-        def start_now() -> str:
-            from mixtral_desk.core.server import ApiServer, ServerStartError
+    def start(self, session: Session, port: int) -> None:
+        """Serve the session's loaded model on 127.0.0.1:``port`` (0: any free port), in the
+        background: :attr:`started` or :attr:`failed` follows."""
+        self._session = session
 
-            if self._live is not None:
-                return self._live.base_url
-            server = ApiServer(engine, model_id, host=LOCAL_HOST, port=port, sampling=sampling)
+        def start_now() -> str:
+            from mixtral_desk.core.server import ServerStartError
+            from mixtral_desk.core.session import LOCAL_HOST
+
             try:
-                server.start()
+                return session.serve(port=port).base_url
             except ServerStartError as error:  # its hint names the command line's --port
                 cause = error.__cause__
                 if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
-                    address = f"{LOCAL_HOST}:{port}"
-                    raise ServerStartError(tr(
+                    raise ServerStartError(N_(
                         "Cannot serve the API on {address}: another program uses this port. "
-                        "{hint}", address=address, hint=self.port_hint())) from error
+                        "{hint}"), address=f"{LOCAL_HOST}:{port}",
+                        hint=self.port_hint()) from error
                 raise
-            self._live = server
-            return server.base_url
         self.tasks.submit(start_now, self._started, self._start_failed)
 
     def stop(self, then: Callable[[], None] | None = None) -> None:
@@ -135,11 +126,7 @@ class ServerBridge(QObject):
         self.tasks.submit(self._stop_now, done)
 
     def _stop_now(self) -> bool:  # on the server thread
-        server, self._live = self._live, None
-        if server is None:
-            return False
-        server.stop()
-        return True
+        return self._session is not None and self._session.stop_serving()
 
     def _started(self, url: str) -> None:
         self._url = url
@@ -174,7 +161,5 @@ class ServerBridge(QObject):
         self._poll_timer.stop()
         self.tasks.submit(self._stop_now)
         self.tasks.close(timeout=15)
-        server, self._live = self._live, None
-        if server is not None:  # the worker did not get to it in time
-            server.stop()
+        self._stop_now()  # in case the worker did not get to it in time
         self._url = None

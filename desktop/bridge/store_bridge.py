@@ -1,27 +1,32 @@
 """The conversation store behind a serial worker thread (all SQL off the GUI thread).
 
-One :class:`~mixtral_desk.core.store.Store` is opened on the ``store`` task queue, and every call
-the GUI makes goes through :meth:`StoreBridge.call`, so SQL statements run one at a time on that
-thread. The engine bridge also writes replies into the same Store from its own thread while a
-reply streams; the Store's lock serialises those writes with ours (its connection is opened with
-``check_same_thread=False`` for exactly this).
+One :class:`~mixtral_desk.core.store.Store` is opened on the ``store`` task queue and only that
+thread runs SQL (like Anki's single collection executor): every call the GUI makes goes through
+:meth:`StoreBridge.call`, and a chat turn on the engine thread writes through :class:`QueuedStore`,
+whose calls run on the store thread while the engine thread waits for their result. So the
+streaming reply is saved by the store queue, in order with everything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
 from mixtral_desk.core.errors import StoreError
-from mixtral_desk.core.store import Store
+from mixtral_desk.core.i18n import N_
+from mixtral_desk.core.store import ACTIVE_LEAF, UNSET, Conversation, Message, Store
 
 from ..errors import ErrorSink
 from ..signals import emit
 from .tasks import ErrorCallback, TaskQueue
+
+if TYPE_CHECKING:
+    from mixtral_desk.core.store.models import ActiveLeaf, Unset
 
 T = TypeVar("T")
 
@@ -56,9 +61,40 @@ class StoreBridge(QObject):
         return self._store
 
     @property
+    def is_open(self) -> bool:
+        """Whether the store has been opened."""
+        return self._store is not None
+
+    @property
     def store(self) -> Store | None:
-        """The open store (for the engine bridge's chat turns), ``None`` until it opened."""
+        """The open store, for tests that prepare or check data while the app is idle; the app
+        itself never uses it (its SQL runs on the store thread only)."""
         return self._store
+
+    def _task(self, work: Callable[[Store], T]) -> Callable[[], T]:
+        def task() -> T:
+            if self._store is None:
+                raise StoreError(N_("The conversation store is not open."))
+            return work(self._store)
+        return task
+
+    def call_and_wait(self, work: Callable[[Store], T]) -> T:
+        """Run ``work(store)`` on the store thread and return its result; for worker threads
+        only (the GUI thread must use :meth:`call`).
+
+        Raises:
+            whatever ``work`` raised; StoreError: the store is not open.
+        """
+        future: Future[T] = Future()
+        task = self._task(work)
+
+        def run() -> None:
+            try:
+                future.set_result(task())
+            except BaseException as error:  # handed to the waiting thread
+                future.set_exception(error)
+        self.tasks.submit(run)
+        return future.result()
 
     def call(self, work: Callable[[Store], T], on_done: Callable[[T], None] | None = None,
              on_error: ErrorCallback | None = None, *, changes: bool = False) -> None:
@@ -67,18 +103,13 @@ class StoreBridge(QObject):
         ``changes``: the work changes the conversation list; :attr:`changed` is emitted after.
         Errors go to ``on_error``, else to the error sink.
         """
-        def task() -> T:
-            if self._store is None:
-                raise StoreError("The conversation store is not open.")
-            return work(self._store)
-
         def done(result: T) -> None:
             if on_done is not None:
                 on_done(result)
             if changes:
                 emit(self.changed)
 
-        self.tasks.submit(task, done, on_error)
+        self.tasks.submit(self._task(work), done, on_error)
 
     def close(self) -> None:
         """Finish queued work, close the database and stop the thread."""
@@ -87,3 +118,49 @@ class StoreBridge(QObject):
                 self._store.close()
         self.tasks.submit(shut)
         self.tasks.close()
+
+
+class QueuedStore:
+    """The store as a chat turn on the engine thread sees it (a
+    :class:`~mixtral_desk.core.chat.ChatStore`): each call runs on the store thread.
+
+    Signals: none.
+    """
+
+    def __init__(self, bridge: StoreBridge) -> None:
+        self._run = bridge.call_and_wait
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        return self._run(lambda s: s.get_conversation(conversation_id))
+
+    def create_conversation(self, title: str | None = None, *, model: str | None = None,
+                            system_prompt: str | None = None,
+                            settings: dict[str, Any] | None = None) -> Conversation:
+        return self._run(lambda s: s.create_conversation(
+            title, model=model, system_prompt=system_prompt, settings=settings))
+
+    def update_conversation(self, conversation_id: str, *,
+                            title: str | Unset | None = UNSET) -> Conversation:
+        return self._run(lambda s: s.update_conversation(conversation_id, title=title))
+
+    def add_message(self, conversation_id: str, role: str, content: str, *,
+                    parent_id: str | ActiveLeaf | None = ACTIVE_LEAF, status: str = "complete",
+                    model: str | None = None,
+                    stats: dict[str, Any] | None = None) -> Message:
+        return self._run(lambda s: s.add_message(conversation_id, role, content,
+                                                 parent_id=parent_id, status=status,
+                                                 model=model, stats=stats))
+
+    def update_message(self, message_id: str, *, content: str | None = None,
+                       status: str | None = None, stats: dict[str, Any] | None = None) -> None:
+        self._run(lambda s: s.update_message(message_id, content=content, status=status,
+                                             stats=stats))
+
+    def get_message(self, message_id: str) -> Message:
+        return self._run(lambda s: s.get_message(message_id))
+
+    def active_branch(self, conversation_id: str) -> list[Message]:
+        return self._run(lambda s: s.active_branch(conversation_id))
+
+    def siblings(self, message_id: str) -> list[Message]:
+        return self._run(lambda s: s.siblings(message_id))

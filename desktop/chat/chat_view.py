@@ -8,6 +8,7 @@ that message).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QPalette, QShortcut
@@ -27,7 +28,10 @@ from ..i18n import keep_translated
 from ..signals import emit
 from .composer import Composer
 from .message_view import REGENERATE_KEYS, MessageView
-from .thread import MessageItem, Thread
+from .shown_branch import MessageItem, ShownBranch
+
+if TYPE_CHECKING:
+    from mixtral_desk.core.chat import TurnResult
 
 RENDER_INTERVAL_MS = 100
 MAX_RENDER_INTERVAL_MS = 500
@@ -63,13 +67,13 @@ class ChatView(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.thread_data: Thread | None = None
+        self.shown_branch: ShownBranch | None = None
         self.views: list[MessageView] = []
         self._streaming: MessageView | None = None
         self._editing: str | None = None
         self._busy = False
         self.renders = 0  # how many times the streaming message was re-rendered (tests, bench)
-        self.kept = 0  # how many views the last show_thread() kept as they were (tests)
+        self.kept = 0  # how many views the last show_branch() kept as they were (tests)
         self._title: str | None = ""  # None: a new chat ("New chat"); "": nothing shown
         self._refocus: tuple[int, str] | None = None  # (view index, part) after a branch switch
 
@@ -178,19 +182,19 @@ class ChatView(QWidget):
 
     # --- showing a conversation ------------------------------------------------------------------
 
-    def show_thread(self, thread: Thread) -> None:
+    def show_branch(self, branch: ShownBranch) -> None:
         """Show this conversation's branch.
 
         Messages already on screen with the same content are kept as they are (a finished
         reply, the user's message before it): only what changed is rendered again, so ending a
         turn in a long conversation costs one message, not all of them.
         """
-        self.thread_data = thread
-        self.set_title(thread.conversation.title or None)
+        self.shown_branch = branch
+        self.set_title(branch.conversation.title or None)
         self._render_timer.stop()
         self._streaming = None
         keep = 0  # same role and text: keep the view (set_item() updates status and siblings)
-        for view, item in zip(self.views, thread.items, strict=False):
+        for view, item in zip(self.views, branch.items, strict=False):
             if view.role != item.role or view.text != item.content:
                 break
             keep += 1
@@ -198,10 +202,10 @@ class ChatView(QWidget):
             view.setParent(None)
             view.deleteLater()
         self.views = self.views[:keep]
-        for view, item in zip(self.views, thread.items, strict=False):
+        for view, item in zip(self.views, branch.items, strict=False):
             if view.item != item:
                 view.set_item(item)
-        for item in thread.items[keep:]:
+        for item in branch.items[keep:]:
             self._add_view(MessageView(item, item.role))
         self.placeholder.setVisible(not self.views)
         self._update_last()
@@ -213,7 +217,7 @@ class ChatView(QWidget):
 
     def clear(self) -> None:
         """Show no conversation."""
-        self.thread_data = None
+        self.shown_branch = None
         self.set_title("")
         self._clear()
         self.placeholder.show()
@@ -306,6 +310,31 @@ class ChatView(QWidget):
             self._render_timer.setInterval(int(min(MAX_RENDER_INTERVAL_MS,
                                                    max(RENDER_INTERVAL_MS,
                                                        RENDER_BUDGET * cost_ms))))
+
+    def finish_turn(self, result: TurnResult) -> ShownBranch | None:
+        """Show a finished turn from its result (no reading from the store): the reply being
+        written becomes the stored one, and the user message before it gets its id and
+        alternatives. Returns the branch now shown, or ``None`` when the view shows no reply
+        being written (it was cleared meanwhile)."""
+        from .shown_branch import items_of_turn
+
+        streaming, self._streaming = self._streaming, None
+        if streaming is None or streaming not in self.views:
+            return None
+        self._render_timer.stop()
+        question, reply = items_of_turn(result)
+        if streaming.text != reply.content:  # normally the same: the stream was all of it
+            streaming.text = reply.content
+            streaming.show_text()
+        streaming.set_item(reply)
+        index = self.views.index(streaming)
+        if question is not None and index > 0 and self.views[index - 1].role == "user":
+            self.views[index - 1].set_item(question)
+        self._update_last()
+        self.kept = len(self.views)
+        self.shown_branch = ShownBranch(result.conversation, tuple(self.items()))
+        self.set_title(result.conversation.title or None)
+        return self.shown_branch
 
     @property
     def streaming_text(self) -> str:

@@ -19,22 +19,13 @@ from PySide6.QtWidgets import (
 
 from mixtral_desk.core.engine import SamplingOptions
 from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.session.conversations import (
+    SAMPLING_KEY,
+    sampling_for,
+    sampling_overrides,
+)
 
 from ..i18n import keep_translated
-
-SAMPLING_KEY = "sampling"
-
-
-def sampling_for(defaults: SamplingOptions,
-                 conversation_settings: dict[str, Any]) -> SamplingOptions:
-    """The app's default sampling with this conversation's overrides applied (bad ones ignored)."""
-    overrides = conversation_settings.get(SAMPLING_KEY)
-    if not isinstance(overrides, dict) or not overrides:
-        return defaults
-    try:
-        return SamplingOptions(**{**defaults.model_dump(), **overrides})
-    except ValueError:
-        return defaults
 
 
 class ConversationSettingsDialog(QDialog):
@@ -47,7 +38,7 @@ class ConversationSettingsDialog(QDialog):
                  defaults: SamplingOptions, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setMinimumWidth(460)
-        overrides = settings.get(SAMPLING_KEY) or {}
+        overrides = sampling_overrides(settings)
         current = sampling_for(defaults, settings)
         layout = QVBoxLayout(self)
         self.prompt_label = QLabel()

@@ -35,7 +35,7 @@ from mixtral_desk.core.i18n import ntr, tr
 from ..i18n import keep_translated
 from ..signals import emit
 from .markdown import Style
-from .thread import MessageItem
+from .shown_branch import MessageItem
 
 PREVIOUS_KEYS = "Alt+Left"  # while the focus is in a message: its previous version
 NEXT_KEYS = "Alt+Right"

@@ -104,17 +104,6 @@ def snippet_html(snippet: str) -> str:
     return text.replace(SNIPPET_OPEN, "<b>").replace(SNIPPET_CLOSE, "</b>")
 
 
-def as_you_type(query: str) -> str:
-    """Make each plain word a prefix (``pine`` finds "pineapples") while the user types.
-
-    Queries with quotes are left alone (a phrase means exactly that).
-    """
-    if '"' in query:
-        return query
-    words = [w if w == "OR" or w.endswith("*") else w + "*" for w in query.split()]
-    return " ".join(words)
-
-
 def hit_source(hit: SearchHit) -> str:
     """Where a search hit was found, in the current language (a result's small header)."""
     if hit.message_id is None:
@@ -269,6 +258,15 @@ class Sidebar(QWidget):
         if target is not None:
             self.tree.setCurrentItem(target, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
         self.tree.blockSignals(False)
+
+    def show_changed(self, conversation: Conversation) -> None:
+        """One conversation changed (a turn ended, a chat began): update its row in place,
+        keeping the list's order (pinned first, then the newest), without reading the list
+        again."""
+        listed = [c for c in self._conversations if c.id != conversation.id]
+        listed.append(conversation)
+        listed.sort(key=lambda c: (c.pinned, c.updated_at, c.id), reverse=True)
+        self._fill(listed[:LIST_LIMIT])
 
     def set_current(self, conversation_id: str | None) -> None:
         """Highlight the shown conversation (and put the keyboard cursor on it)."""
@@ -471,8 +469,7 @@ class Sidebar(QWidget):
         if not query:
             self.stack.setCurrentWidget(self.tree)
             return
-        typed = as_you_type(query)
-        self._store.call(lambda s: s.search(typed, limit=50), self._show_hits)
+        self._store.call(lambda s: s.search(query, limit=50, as_you_type=True), self._show_hits)
 
     def _show_hits(self, hits: list[SearchHit]) -> None:
         if not self.search_box.text().strip():

@@ -192,3 +192,15 @@ def test_only_the_newest_candidates_are_ranked(store: Store,
     assert store.search("word")[0].message_id == old_dense.id
     monkeypatch.setattr(search, "SEARCH_CANDIDATES", 3)
     assert {h.message_id for h in store.search("word")} == {m.id for m in newer}
+
+
+def test_as_you_type_makes_every_plain_word_a_prefix(store: Store) -> None:
+    conversation = store.create_conversation("Fruit")
+    store.add_message(conversation.id, "user", "Where do pineapples grow? In apple orchards?")
+    store.add_message(conversation.id, "user", "An exact phrasebook")
+    assert store.search("pine appl") == []
+    assert [h.message_id is not None for h in store.search("pine appl", as_you_type=True)] == [True]
+    assert parse_query("pine OR appl", as_you_type=True).terms == (
+        ("pine", True), ("OR", False), ("appl", True))
+    assert store.search('"exact phrase"', as_you_type=True) == []  # a phrase stays exact
+    assert len(store.search('"exact phrasebook" an', as_you_type=True)) == 1

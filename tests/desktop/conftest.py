@@ -98,7 +98,7 @@ def chat_window(window: MainWindow, qtbot: QtBot, tiny_model: Path) -> MainWindo
     """A window with the tiny model loaded and short, deterministic replies."""
     use_sampling(window, temperature=0.0, max_tokens=48, ignore_eos=True, seed=1)
     progress: list[float] = []
-    window.engine.load_progress.connect(progress.append)
+    window.session.load_progress.connect(progress.append)
     load_model(qtbot, window, tiny_model)
     assert progress and progress[-1] == 1.0  # the picker showed load progress
     assert window.picker.state == "loaded" and window.picker.load_button.text() == "Unload"

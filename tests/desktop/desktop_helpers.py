@@ -14,10 +14,12 @@ from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core import i18n
+from mixtral_desk.core.settings import ServerSettings
 from mixtral_desk.desktop.main_window import MainWindow
 
 LOAD_TIMEOUT_MS = 60_000
 REPLY_TIMEOUT_MS = 30_000
+START_TIMEOUT_MS = 15_000
 
 
 def use_sampling(window: MainWindow, **values: object) -> None:
@@ -29,14 +31,30 @@ def use_sampling(window: MainWindow, **values: object) -> None:
 
 def load_model(qtbot: QtBot, window: MainWindow, path: Path) -> None:
     """Load ``path`` in the window and wait until it is loaded."""
-    with qtbot.waitSignal(window.engine.model_loaded, timeout=LOAD_TIMEOUT_MS):
+    with qtbot.waitSignal(window.session.model_loaded, timeout=LOAD_TIMEOUT_MS):
         window.load_model(path)
+
+
+def use_port(window: MainWindow, port: int) -> None:
+    """Serve on ``port`` in this session (not saved)."""
+    window.settings = window.settings.model_copy(
+        update={"server": ServerSettings(api_port=port)})
+
+
+def serve(qtbot: QtBot, window: MainWindow) -> str:
+    """Check the Serve API toggle (on a free port); wait for the server; return its base URL."""
+    use_port(window, 0)
+    with qtbot.waitSignal(window.server.started, timeout=START_TIMEOUT_MS) as blocker:
+        window.serve_button.click()
+    url = str(blocker.args[0])
+    assert window.serve_button.isChecked() and window.serve_button.isEnabled()
+    return url
 
 
 def send(qtbot: QtBot, window: MainWindow, text: str) -> None:
     """Type ``text`` and press Enter in the composer; wait for the reply to end and be shown."""
     page = window.chat_page
-    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS), \
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS), \
             qtbot.waitSignal(page.turn_finished, timeout=REPLY_TIMEOUT_MS):
         page.view.composer.setPlainText(text)
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)

@@ -18,8 +18,8 @@ def test_send_streams_renders_and_persists(chat_window: MainWindow, qtbot: QtBot
     true_refs = sys.getrefcount(True)
     tokens: list[str] = []
     stamps: list[float] = []
-    chat_window.engine.token.connect(tokens.append)
-    chat_window.engine.token.connect(lambda _: stamps.append(time.perf_counter()))
+    chat_window.session.token.connect(tokens.append)
+    chat_window.session.token.connect(lambda _: stamps.append(time.perf_counter()))
     send(qtbot, chat_window, "Hello there")
     streamed_ms = (time.perf_counter() - stamps[0]) * 1000
 
@@ -57,7 +57,7 @@ def test_send_streams_renders_and_persists(chat_window: MainWindow, qtbot: QtBot
 def test_stop_mid_reply_keeps_it_interrupted(chat_window: MainWindow, qtbot: QtBot) -> None:
     use_sampling(chat_window, max_tokens=100_000)
     page = chat_window.chat_page
-    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
         page.view.composer.setPlainText("Tell me a long story")
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
         qtbot.waitUntil(lambda: len(page.view.streaming_text) > 40, timeout=REPLY_TIMEOUT_MS)
@@ -73,7 +73,7 @@ def test_stop_mid_reply_keeps_it_interrupted(chat_window: MainWindow, qtbot: QtB
     # Continue appends to the same message.
     use_sampling(chat_window, max_tokens=8)
     before = last.text
-    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
         QTest.mouseClick(last.continue_button, Qt.MouseButton.LeftButton)
     again = page.view.views[-1]
     assert again.item is not None and again.item.id == last.item.id
@@ -87,14 +87,14 @@ def test_regenerate_creates_branches(chat_window: MainWindow, qtbot: QtBot) -> N
     first = page.view.views[-1]
     assert first.item is not None and first.prev_button.isHidden()
     use_sampling(chat_window, temperature=1.5, seed=7)
-    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
         QTest.mouseClick(first.regenerate_button, Qt.MouseButton.LeftButton)
     second = page.view.views[-1]
     assert second.item is not None and second.item.id != first.item.id
     assert not second.branch_label.isHidden() and second.branch_label.text() == "2/2"
     assert len(page.view.views) == 2
 
-    with qtbot.waitSignal(page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(page.branch_shown, timeout=5000):
         QTest.mouseClick(second.prev_button, Qt.MouseButton.LeftButton)
     shown = page.view.views[-1]
     assert shown.item is not None and shown.item.id == first.item.id
@@ -105,7 +105,7 @@ def test_regenerate_creates_branches(chat_window: MainWindow, qtbot: QtBot) -> N
     QTest.mouseClick(user.edit_button, Qt.MouseButton.LeftButton)
     assert not page.view.edit_banner.isHidden()
     assert page.view.composer.toPlainText() == "Pick a word"
-    with qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
         page.view.composer.setPlainText("Pick another word")
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
     edited = page.view.views[0]
@@ -127,7 +127,7 @@ def test_search_finds_a_message(chat_window: MainWindow, qtbot: QtBot) -> None:
 
     # Clicking a hit opens its conversation.
     chat_window.chat_page.new_chat()
-    with qtbot.waitSignal(chat_window.chat_page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(chat_window.chat_page.branch_shown, timeout=5000):
         item = sidebar.results.item(0)
         rect = sidebar.results.visualItemRect(item)
         QTest.mouseClick(sidebar.results.viewport(), Qt.MouseButton.LeftButton,

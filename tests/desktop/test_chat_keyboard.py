@@ -18,8 +18,8 @@ from mixtral_desk.core import i18n
 from mixtral_desk.core.store import Conversation
 from mixtral_desk.desktop.chat.chat_view import ChatView
 from mixtral_desk.desktop.chat.message_view import MessageView
+from mixtral_desk.desktop.chat.shown_branch import MessageItem, ShownBranch
 from mixtral_desk.desktop.chat.sidebar import relative_time
-from mixtral_desk.desktop.chat.thread import MessageItem, Thread
 from mixtral_desk.desktop.errors import Notice
 from mixtral_desk.desktop.i18n import _language_hub
 from mixtral_desk.desktop.main_window import MainWindow
@@ -37,11 +37,11 @@ def item(id_: str, role: str, content: str, siblings: tuple[str, ...] = (),
                        stats=None, siblings=siblings or (id_,), index=index)
 
 
-def thread(*items: MessageItem, title: str = "Strings") -> Thread:
+def thread(*items: MessageItem, title: str = "Strings") -> ShownBranch:
     conversation = Conversation(id="c1", title=title, created_at=NOW, updated_at=NOW,
                                 model=None, system_prompt=None, settings={}, pinned=False,
                                 archived=False, active_leaf_id=items[-1].id if items else None)
-    return Thread(conversation, items)
+    return ShownBranch(conversation, items)
 
 
 def run_menu(action: object) -> list[str]:
@@ -253,7 +253,7 @@ def test_ctrl_r_and_branch_keys_in_the_chat_view(qtbot: QtBot) -> None:
     view.resize(700, 500)
     with qtbot.waitActive(view):
         view.show()
-    view.show_thread(thread(item("u", "user", "Hi"),
+    view.show_branch(thread(item("u", "user", "Hi"),
                             item("a1", "assistant", "Hello", ("a1", "a2"))))
     assert view.scroll_area.accessibleName() == "Messages"
     assert view.composer.accessibleName() == "Message"
@@ -271,7 +271,7 @@ def test_ctrl_r_and_branch_keys_in_the_chat_view(qtbot: QtBot) -> None:
     with qtbot.waitSignal(view.branch_requested, timeout=1000) as step:
         QTest.keyClick(reply.next_button, Qt.Key.Key_Right, Qt.KeyboardModifier.AltModifier)
     assert step.args == ["a2"]
-    view.show_thread(thread(item("u", "user", "Hi"),
+    view.show_branch(thread(item("u", "user", "Hi"),
                             item("a2", "assistant", "Hi there", ("a1", "a2"), 1)))
     shown = view.views[1]
     assert shown is not reply and shown.item is not None and shown.item.id == "a2"

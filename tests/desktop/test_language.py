@@ -140,7 +140,7 @@ def test_screenshots_of_the_main_screens_in_chinese(window: MainWindow, qtbot: Q
         emit(window.store.changed)
     qtbot.waitUntil(lambda: len(window.chat_page.sidebar.conversations) == 2)
     window.show_chat()
-    with qtbot.waitSignal(window.chat_page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(window.chat_page.branch_shown, timeout=5000):
         window.chat_page.open(conversation.id)
     window.notifications.dismiss()
     shoot(window, "zh-chat")

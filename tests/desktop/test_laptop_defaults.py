@@ -12,10 +12,10 @@ from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.session.hub_settings import HUB_MIRROR
 from mixtral_desk.desktop import i18n as desktop_i18n
 from mixtral_desk.desktop.main_window import MainWindow
-from mixtral_desk.desktop.welcome import HUB_MIRROR
-from tests.desktop.desktop_helpers import load_model, send, use_sampling
+from tests.desktop.desktop_helpers import load_model, send, serve, use_sampling
 
 
 def shown(window: MainWindow) -> str:
@@ -29,11 +29,11 @@ def test_an_idle_model_is_unloaded_and_says_so(window: MainWindow, qtbot: QtBot,
     load_model(qtbot, window, tiny_model)
     assert window.idle.active  # counting from the load (30 minutes by default)
     window.idle.set_interval_ms(300)
-    with qtbot.waitSignal(window.engine.model_unloaded, timeout=10_000), \
+    with qtbot.waitSignal(window.session.model_unloaded, timeout=10_000), \
             qtbot.waitSignal(window.idle.unloaded, timeout=10_000) as unloaded:
         pass
     assert unloaded.args == [tiny_model.stem]
-    assert window.engine.model_info is None
+    assert window.session.model_info is None
     assert window.picker.state == "empty"
     assert "to give its memory back" in shown(window)
 
@@ -43,10 +43,10 @@ def test_sending_after_an_idle_unload_loads_the_model_again(window: MainWindow, 
     use_sampling(window, max_tokens=4, temperature=0.0)
     load_model(qtbot, window, tiny_model)
     window.idle.set_interval_ms(200)
-    qtbot.waitUntil(lambda: window.engine.model_info is None, timeout=10_000)
-    with qtbot.waitSignal(window.engine.model_loaded, timeout=60_000):
+    qtbot.waitUntil(lambda: window.session.model_info is None, timeout=10_000)
+    with qtbot.waitSignal(window.session.model_loaded, timeout=60_000):
         send(qtbot, window, "Hello again")
-    assert window.engine.model_info is not None
+    assert window.session.model_info is not None
     assert window.chat_page.view.composer.toPlainText() == ""  # sent, not left waiting
     store = window.store.store
     assert store is not None
@@ -55,21 +55,26 @@ def test_sending_after_an_idle_unload_loads_the_model_again(window: MainWindow, 
 
 
 def test_the_api_server_keeps_the_model_loaded(window: MainWindow, qtbot: QtBot,
-                                               tiny_model: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               tiny_model: Path) -> None:
     load_model(qtbot, window, tiny_model)
-    monkeypatch.setattr(type(window.server), "is_running", property(lambda self: True))
+    serve(qtbot, window)
     window.idle.set_interval_ms(100)
     qtbot.wait(600)
-    assert window.engine.model_info is not None
-    assert window.idle.active  # it counts again instead
+    assert window.session.model_info is not None
+    assert not window.idle.active  # no countdown while the model is served
+    with qtbot.waitSignal(window.server.stopped, timeout=10_000):
+        window.serve_button.click()
+    assert window.idle.active  # served no more: it counts again
+    with qtbot.waitSignal(window.idle.unloaded, timeout=10_000):
+        pass
+    assert window.session.model_info is None
 
 
 def test_the_context_defaults_to_what_fits(window: MainWindow, qtbot: QtBot,
                                            tiny_model: Path) -> None:
     assert window.settings.load.n_ctx is None
     load_model(qtbot, window, tiny_model)
-    info = window.engine.model_info
+    info = window.session.model_info
     assert info is not None
     # The tiny model is trained on 4096 tokens, and this machine has room for all of them.
     assert info.n_ctx == inspect_model(tiny_model).context_length

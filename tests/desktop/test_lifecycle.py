@@ -48,7 +48,7 @@ def test_conversations_and_settings_survive_a_restart(
     assert second.picker.selected() == tiny_model
     qtbot.waitUntil(lambda: [c.id for c in second.chat_page.sidebar.conversations]
                     == [conversation_id])
-    with qtbot.waitSignal(second.chat_page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(second.chat_page.branch_shown, timeout=5000):
         second.chat_page.open(conversation_id or "")
     assert second.chat_page.view.views[0].text == "Remember this"
     assert second.settings_page.n_ctx.value() == 2048
@@ -58,10 +58,10 @@ def test_engine_killed_mid_reply_shows_error_and_recovers(
         chat_window: MainWindow, qtbot: QtBot, tiny_model: Path) -> None:
     use_sampling(chat_window, max_tokens=100_000)
     page = chat_window.chat_page
-    pid = chat_window.engine.pid
+    pid = chat_window.session.pid
     assert pid is not None
-    with qtbot.waitSignal(chat_window.engine.engine_crashed, timeout=REPLY_TIMEOUT_MS), \
-            qtbot.waitSignal(page.thread_shown, timeout=REPLY_TIMEOUT_MS):
+    with qtbot.waitSignal(chat_window.session.engine_crashed, timeout=REPLY_TIMEOUT_MS), \
+            qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
         page.view.composer.setPlainText("Keep talking")
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
         qtbot.waitUntil(lambda: len(page.view.streaming_text) > 20, timeout=REPLY_TIMEOUT_MS)
@@ -78,9 +78,9 @@ def test_engine_killed_mid_reply_shows_error_and_recovers(
     assert "SIGKILL" in log_text
 
     # The notice's button reloads the model; then chatting works again.
-    with qtbot.waitSignal(chat_window.engine.model_loaded, timeout=60_000):
+    with qtbot.waitSignal(chat_window.session.model_loaded, timeout=60_000):
         bar._buttons[0].click()
-    assert chat_window.engine.pid not in (None, pid)
+    assert chat_window.session.pid not in (None, pid)
     use_sampling(chat_window, max_tokens=8)
     send(qtbot, chat_window, "Are you back?")
     assert page.view.views[-1].item is not None

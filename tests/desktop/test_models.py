@@ -179,11 +179,11 @@ def test_download_through_the_models_page_then_chat(
 
     # Load it from the finished download and chat with it.
     use_sampling(window, temperature=0.0, max_tokens=8, ignore_eos=True)
-    with qtbot.waitSignal(window.engine.model_loaded, timeout=60_000):
+    with qtbot.waitSignal(window.session.model_loaded, timeout=60_000):
         QTest.mouseClick(row.load_button, Qt.MouseButton.LeftButton)
     assert window.pages.currentWidget() is window.chat_page
-    assert window.engine.model_info is not None
-    assert Path(window.engine.model_info.path).name == FILE
+    assert window.session.model_info is not None
+    assert Path(window.session.model_info.path).name == FILE
     send(qtbot, window, "Hello, downloaded model")
     assert window.chat_page.view.views[-1].item is not None
     assert window.chat_page.view.views[-1].item.status == "complete"

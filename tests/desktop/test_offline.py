@@ -67,8 +67,8 @@ def test_app_works_with_the_network_blocked(make_window: WindowFactory, qtbot: Q
             window.show_models()
         qtbot.wait(500)  # the download manager starts and lists its (no) jobs
 
-        window.unload_model()
-        qtbot.waitUntil(lambda: window.engine.model_info is None, timeout=15_000)
+        window.models.unload()
+        qtbot.waitUntil(lambda: window.session.model_info is None, timeout=15_000)
         assert not network.is_offline()  # the point is that nothing *tries*
         attempts = list(guard.attempts)
 

@@ -45,7 +45,7 @@ def test_screenshot_chat_with_code_block(window: MainWindow, qtbot: QtBot) -> No
     qtbot.waitUntil(lambda: len(window.chat_page.sidebar.conversations) == 3)
     window.show_chat()
     assert window.pages.currentWidget() is window.chat_page
-    with qtbot.waitSignal(window.chat_page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(window.chat_page.branch_shown, timeout=5000):
         window.chat_page.open(conversation.id)
     reply = window.chat_page.view.views[-1]
     assert reply.body.toPlainText().count("def reverse") == 1

@@ -16,28 +16,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core.settings import ServerSettings
+from mixtral_desk.desktop.bridge.session_bridge import SERVER_BUSY
 from mixtral_desk.desktop.errors import Notice
-from mixtral_desk.desktop.main_window import SERVER_BUSY, MainWindow
-from tests.desktop.desktop_helpers import send
-
-START_TIMEOUT_MS = 15_000
-
-
-def use_port(window: MainWindow, port: int) -> None:
-    """Serve on ``port`` in this session (not saved)."""
-    window.settings = window.settings.model_copy(
-        update={"server": ServerSettings(api_port=port)})
-
-
-def serve(qtbot: QtBot, window: MainWindow) -> str:
-    """Check the toggle; wait for the server and return its base URL."""
-    use_port(window, 0)
-    with qtbot.waitSignal(window.server.started, timeout=START_TIMEOUT_MS) as blocker:
-        window.serve_button.click()
-    url = str(blocker.args[0])
-    assert window.serve_button.isChecked() and window.serve_button.isEnabled()
-    return url
+from mixtral_desk.desktop.main_window import MainWindow
+from tests.desktop.desktop_helpers import START_TIMEOUT_MS, send, serve, use_port
 
 
 def port_of(url: str) -> int:
@@ -93,7 +75,7 @@ def test_gui_send_waits_while_the_server_answers(chat_window: MainWindow,
                                                  qtbot: QtBot) -> None:
     window = chat_window
     serve(qtbot, window)
-    server = window.server.api_server
+    server = window.session.session.server
     assert server is not None
     queue = server.api.replies.queue
     notices: list[Notice] = []
@@ -111,11 +93,11 @@ def test_gui_send_waits_while_the_server_answers(chat_window: MainWindow,
         assert notices and notices[-1].level == "warning"
         assert notices[-1].text.startswith(SERVER_BUSY)
         assert composer.toPlainText() == "Me too"  # not sent, and not lost
-        assert not window.engine.busy
+        assert not window.session.busy
     finally:
         queue.release()
     qtbot.waitUntil(send_button.isEnabled, timeout=5000)
-    assert send_button.toolTip() == "" and window.engine.busy_elsewhere() is None
+    assert send_button.toolTip() == "" and not window.session.serving_busy
     send(qtbot, window, "Me too")  # now the GUI gets the engine
     last = window.chat_page.view.views[-1].item
     assert last is not None and last.status == "complete"
@@ -127,13 +109,13 @@ def test_unloading_or_closing_stops_the_server(chat_window: MainWindow, qtbot: Q
     window = chat_window
     port = port_of(serve(qtbot, window))
     with qtbot.waitSignal(window.server.stopped, timeout=START_TIMEOUT_MS), \
-            qtbot.waitSignal(window.engine.model_unloaded, timeout=START_TIMEOUT_MS):
+            qtbot.waitSignal(window.session.model_unloaded, timeout=START_TIMEOUT_MS):
         window.picker.load_button.click()  # "Unload"
     assert not window.serve_button.isEnabled() and not window.serve_button.isChecked()
     assert window.status.api_label.isHidden()
     assert_closed(port)
 
-    with qtbot.waitSignal(window.engine.model_loaded, timeout=60_000):
+    with qtbot.waitSignal(window.session.model_loaded, timeout=60_000):
         window.picker.load_button.click()  # "Load" again
     port = port_of(serve(qtbot, window))
     window.close()

@@ -57,10 +57,10 @@ def test_expert_layers_in_ram_keep_six_expert_tensors_and_chat_works(
     use_sampling(window, temperature=0.0, max_tokens=8, ignore_eos=True, seed=1)
     use_load(window, n_cpu_moe=2, n_ctx=256)
     load_model(qtbot, window, tiny_model)
-    info = window.engine.model_info
+    info = window.session.model_info
     assert info is not None and info.overridden_tensors == 6
-    options = window.engine.last_options
-    assert options is not None and options.n_cpu_moe == 2
+    report = window.session.load_report
+    assert report is not None and report.n_cpu_moe == 2
     assert window.status.layers_label.text().endswith(
         "0/3 layers on GPU, experts of 2 layers in RAM")
     send(qtbot, window, "Hello")
@@ -72,10 +72,10 @@ def test_automatic_gpu_layers_tell_the_plan(window: MainWindow, qtbot: QtBot,
                                             tiny_model: Path) -> None:
     use_load(window, gpu_layers_auto=True, n_cpu_moe=2, n_ctx=256)
     load_model(qtbot, window, tiny_model)
-    report = window.engine.load_report
+    report = window.session.load_report
     assert report is not None and report.plan is not None
     assert report.plan.verdict == "cpu" and report.warnings == ()
-    info = window.engine.model_info
+    info = window.session.model_info
     assert info is not None and info.overridden_tensors == 0  # the plan, not the manual 2
     texts = [notice.text for notice in window.notifications.history]
     assert any(text.startswith("Automatic GPU layers: plan: all 3 layers on the CPU")

@@ -9,9 +9,9 @@ from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core.engine import SamplingOptions
+from mixtral_desk.core.session import sampling_for
 from mixtral_desk.core.store import Store
-from mixtral_desk.desktop.chat.conversation_settings import sampling_for
-from mixtral_desk.desktop.chat.sidebar import as_you_type, date_group, snippet_html
+from mixtral_desk.desktop.chat.sidebar import date_group, snippet_html
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.signals import emit
 
@@ -87,8 +87,6 @@ def test_helpers() -> None:
     assert date_group(now - timedelta(days=3), now) == "Previous 7 days"
     assert date_group(now - timedelta(days=20), now) == "Previous 30 days"
     assert date_group(now - timedelta(days=90), now) == "August 2026"
-    assert as_you_type("pine apple") == "pine* apple*"
-    assert as_you_type('"exact phrase"') == '"exact phrase"'
     assert snippet_html("a «b» <c>") == "a <b>b</b> &lt;c&gt;"
     defaults = SamplingOptions(temperature=0.7)
     assert sampling_for(defaults, {}) is defaults
@@ -110,9 +108,9 @@ def test_conversation_system_prompt_reaches_the_store(chat_window: MainWindow,
         chat_window.store.call(lambda s: s.update_conversation(
             conversation_id, system_prompt="Answer briefly.",
             settings={"sampling": {"max_tokens": 3}}), changes=True)
-    with qtbot.waitSignal(page.thread_shown, timeout=5000):
+    with qtbot.waitSignal(page.branch_shown, timeout=5000):
         page.reload()
-    with qtbot.waitSignal(page.thread_shown, timeout=30_000):
+    with qtbot.waitSignal(page.branch_shown, timeout=30_000):
         page.view.composer.setPlainText("Again")
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
     last = store.active_branch(conversation_id)[-1]
@@ -130,10 +128,10 @@ def test_settings_change_that_needs_a_reload_says_so(chat_window: MainWindow,
     with qtbot.waitSignal(chat_window.settings_saved, timeout=5000):
         QTest.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
     assert not page.reload_note.isHidden()
-    with qtbot.waitSignal(chat_window.engine.model_loaded, timeout=60_000):
+    with qtbot.waitSignal(chat_window.session.model_loaded, timeout=60_000):
         QTest.mouseClick(page.reload_button, Qt.MouseButton.LeftButton)
     assert page.reload_note.isHidden()
-    info = chat_window.engine.model_info
+    info = chat_window.session.model_info
     assert info is not None and info.n_ctx == 2048
 
 
@@ -171,15 +169,15 @@ def test_conversation_settings_dialog_values(qtbot: QtBot) -> None:
 
 
 def test_unload_frees_the_model(chat_window: MainWindow, qtbot: QtBot) -> None:
-    with qtbot.waitSignal(chat_window.engine.model_unloaded, timeout=10_000):
+    with qtbot.waitSignal(chat_window.session.model_unloaded, timeout=10_000):
         QTest.mouseClick(chat_window.picker.load_button, Qt.MouseButton.LeftButton)
     assert chat_window.picker.state == "empty" and chat_window.picker.load_button.text() == "Load"
-    assert chat_window.engine.model_info is None
+    assert chat_window.session.model_info is None
     assert chat_window.status.layers_label.text() == "No model loaded"
     # Sending now loads the chosen model again, then sends what was typed.
     page = chat_window.chat_page
     page.view.composer.setPlainText("Anyone there?")
-    with qtbot.waitSignal(chat_window.engine.model_loaded, timeout=60_000), \
+    with qtbot.waitSignal(chat_window.session.model_loaded, timeout=60_000), \
             qtbot.waitSignal(page.turn_finished, timeout=60_000):
         QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
         notice = chat_window.notifications.current

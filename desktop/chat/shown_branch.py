@@ -1,11 +1,15 @@
-"""What the chat view shows of a conversation, read from the store in one go (on its thread)."""
+"""What the chat view shows of a conversation: its active branch, read from the store in one go
+(on the store thread)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixtral_desk.core.store import Conversation, Message, Store
+
+if TYPE_CHECKING:
+    from mixtral_desk.core.chat import TurnResult
 
 
 @dataclass(frozen=True)
@@ -22,22 +26,23 @@ class MessageItem:
     index: int
 
     @classmethod
-    def of(cls, message: Message, siblings: list[Message]) -> MessageItem:
-        ids = tuple(s.id for s in siblings) or (message.id,)
+    def of(cls, message: Message, sibling_ids: tuple[str, ...]) -> MessageItem:
+        """The item of ``message`` among its alternatives (ids, oldest first)."""
+        ids = sibling_ids or (message.id,)
         return cls(id=message.id, role=message.role, content=message.content,
                    status=message.status, model=message.model, stats=message.stats,
                    siblings=ids, index=ids.index(message.id) if message.id in ids else 0)
 
 
 @dataclass(frozen=True)
-class Thread:
+class ShownBranch:
     """A conversation and its active branch, root first."""
 
     conversation: Conversation
     items: tuple[MessageItem, ...]
 
 
-def read_thread(store: Store, conversation_id: str) -> Thread:
+def read_shown_branch(store: Store, conversation_id: str) -> ShownBranch:
     """The conversation's active branch with sibling counts (runs on the store thread).
 
     Raises:
@@ -45,5 +50,13 @@ def read_thread(store: Store, conversation_id: str) -> Thread:
     """
     conversation = store.get_conversation(conversation_id)
     branch = store.active_branch(conversation_id)
-    items = tuple(MessageItem.of(m, store.siblings(m.id)) for m in branch if m.role != "system")
-    return Thread(conversation, items)
+    items = tuple(MessageItem.of(m, tuple(s.id for s in store.siblings(m.id)))
+                  for m in branch if m.role != "system")
+    return ShownBranch(conversation, items)
+
+
+def items_of_turn(result: TurnResult) -> tuple[MessageItem | None, MessageItem]:
+    """The shown items of a finished turn's user message (``None`` at the root) and reply."""
+    question = (MessageItem.of(result.question, result.question_siblings)
+                if result.question is not None else None)
+    return question, MessageItem.of(result.reply, result.reply_siblings)

@@ -91,8 +91,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", help=tr("Hub endpoint or mirror (default: HF_ENDPOINT, "
-                                              "else https://huggingface.co)"))
+    parser.add_argument("--endpoint", help=tr("Hub endpoint or mirror (default: the app's Hub "
+                                              "settings, else HF_ENDPOINT, else "
+                                              "https://huggingface.co)"))
     parser.add_argument("--models-dir", type=Path,
                         help=tr("the models folder (default: in the data folder)"))
 
@@ -152,11 +153,13 @@ class _ProgressBar:
 def _manager(args: argparse.Namespace, on_event: Any = None,
              policy: RetryPolicy | None = None) -> DownloadManager:
     from ..downloads.manager import DownloadManager
+    from ..session.hub_settings import load_hub_settings
 
     paths = data_paths().ensure()
+    hub = load_hub_settings(paths)  # the window's Hub tab: mirror and token
     return DownloadManager(paths=paths, models_dir=getattr(args, "models_dir", None),
-                           endpoint=getattr(args, "endpoint", None), on_event=on_event,
-                           policy=policy)
+                           endpoint=getattr(args, "endpoint", None) or hub.endpoint or None,
+                           token=hub.token or None, on_event=on_event, policy=policy)
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:

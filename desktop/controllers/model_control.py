@@ -127,9 +127,9 @@ class ModelController(QObject):
         """The load, and the automatic plan, which stays visible (a difference from it: a
         warning)."""
         report = self.session.load_report
+        seconds, n_ctx = f"{info.load_seconds:.1f}", f"{info.n_ctx:,}"
         loaded = tr("Loaded {name} in {seconds} s (context: {n_ctx} tokens).",
-                    name=Path(info.path).name, seconds=f"{info.load_seconds:.1f}",
-                    n_ctx=f"{info.n_ctx:,}")
+                    name=Path(info.path).name, seconds=seconds, n_ctx=n_ctx)
         if report is None or report.plan is None:
             self.sink.inform(loaded, timeout_ms=3000)
             return

@@ -21,6 +21,11 @@ from PySide6.QtWidgets import (
 
 from mixtral_desk.core import network
 from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.session.hub_settings import (
+    HubSettings,
+    load_hub_settings,
+    save_hub_settings,
+)
 
 from ..bridge.downloads_bridge import DownloadsBridge
 from ..bridge.tasks import TaskQueue
@@ -30,7 +35,6 @@ from ..signals import emit
 from .catalog_tab import OFFLINE_DOWNLOAD, CatalogTab
 from .common import buttons
 from .downloads_view import OFFLINE_RESUME, DownloadRow
-from .hub_config import HubConfig, load_hub_config, save_hub_config
 from .local_tab import LocalTab
 
 if TYPE_CHECKING:
@@ -96,7 +100,7 @@ class ModelsPage(QWidget):
         keep_translated(self.retranslate)
         self.catalog.refresh()
         self.local.refresh()
-        self.io.submit(lambda: load_hub_config(paths.config_dir), self._hub_loaded)
+        self.io.submit(lambda: load_hub_settings(paths), self._hub_loaded)
 
     def _build_downloads_tab(self) -> QWidget:
         tab = QWidget()
@@ -229,7 +233,7 @@ class ModelsPage(QWidget):
 
     # --- Hub settings --------------------------------------------------------------------------
 
-    def _hub_loaded(self, config: HubConfig) -> None:
+    def _hub_loaded(self, config: HubSettings) -> None:
         if self._hub_saved or self._closed:
             return
         self.token.setText(config.token)
@@ -237,14 +241,14 @@ class ModelsPage(QWidget):
         self.downloads.configure(config.endpoint, config.token)
 
     def _save_hub_clicked(self) -> None:
-        self.save_hub(HubConfig(endpoint=self.endpoint.text().strip().rstrip("/"),
-                                token=self.token.text().strip()))
+        self.save_hub(HubSettings(endpoint=self.endpoint.text().strip().rstrip("/"),
+                                  token=self.token.text().strip()))
 
-    def save_hub(self, config: HubConfig) -> None:
+    def save_hub(self, config: HubSettings) -> None:
         """Save the Hub settings and use them for new downloads."""
         self._hub_saved = True
-        config_dir = self.paths.config_dir
-        self.io.submit(lambda: save_hub_config(config_dir, config),
+        paths = self.paths
+        self.io.submit(lambda: save_hub_settings(config, paths),
                        lambda _: self.sink.inform(tr("Hub settings saved."), timeout_ms=2500))
         self.downloads.configure(config.endpoint, config.token)
 

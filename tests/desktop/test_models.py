@@ -15,8 +15,8 @@ from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core import network
 from mixtral_desk.core.downloads.events import JobProgress
+from mixtral_desk.core.session import HubSettings
 from mixtral_desk.desktop.main_window import MainWindow
-from mixtral_desk.desktop.models.hub_config import HubConfig
 from mixtral_desk.desktop.models.page import ModelsPage
 from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import send, shoot, use_sampling
@@ -94,7 +94,7 @@ def ready_page(window: MainWindow, qtbot: QtBot, hub: LoopbackHub, catalog: Path
     with qtbot.waitSignal(page.catalog.catalog_shown, timeout=10_000):
         window.show_models()
     with qtbot.waitSignal(page.downloads.jobs_listed, timeout=10_000):
-        page.save_hub(HubConfig(endpoint=hub.url))
+        page.save_hub(HubSettings(endpoint=hub.url))
     return page
 
 

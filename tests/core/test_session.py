@@ -25,7 +25,7 @@ from mixtral_desk.core.session import (
     title_from,
 )
 from mixtral_desk.core.settings import LoadDefaults, Settings
-from mixtral_desk.core.store import Store
+from mixtral_desk.core.store import Conversation, Store
 
 SHORT = SamplingOptions(temperature=0.0, max_tokens=6, ignore_eos=True, seed=1)
 
@@ -87,7 +87,7 @@ def session(tiny_model: Path) -> Iterator[Session]:
 
 def test_send_starts_a_titled_conversation_with_its_system_prompt(
         session: Session, store: Store) -> None:
-    created = []
+    created: list[Conversation] = []
     tokens: list[str] = []
     result = session.send(store, None, "Plan a trip\nto Lisbon", on_token=tokens.append,
                           system_prompt="Be brief.", on_conversation=created.append)

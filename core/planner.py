@@ -29,6 +29,10 @@ Constants (documented estimates, not measurements, except the CUDA overhead):
 
 Tokens per second from this model are an upper bound ("by memory bandwidth"); real decoding
 reaches perhaps 50–80 % of it.
+
+Why one module of over 500 lines: the plan, its explanation to the user and the comparison with
+what llama.cpp did speak the same terms (layers, expert tensors, buffers); the memory model
+itself lives in :mod:`.memory_model`.
 """
 
 from __future__ import annotations

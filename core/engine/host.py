@@ -9,6 +9,9 @@ starts a fresh process. When the host dies, the engine exits by itself (see ``wo
 
 Threading: one request runs at a time. :meth:`EngineHost.stop` may be called from any thread
 (a GUI button, a SIGINT handler); everything else is meant for one thread at a time.
+
+Why one module of about 500 lines: the process's life (start, crash detection, shutdown) and the
+requests it serves share the same pipe and state; the protocol is in :mod:`.protocol`.
 """
 
 from __future__ import annotations

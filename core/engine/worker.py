@@ -13,6 +13,10 @@ point. Two threads:
 
 ``llama_cpp`` is imported here only, lazily, so the host never loads llama.cpp for generation.
 Every llama.cpp log line goes to the engine log file through ``llama_log_set``.
+
+Why one module of over 500 lines: it is the engine process's whole program (its loop, loading,
+chat and completion, cancellation and log capture share the process's one model and state);
+the message formats, placement and history fitting live in their own modules.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Branching: a message's ``parent_id`` is the message it answers or follows. Regen
 or editing a user message adds a *sibling* (a new message with the same parent) instead of
 overwriting, and the conversation remembers which leaf is shown (``active_leaf_id``). The shown
 branch is the path from the root to that leaf.
+
+Why one module of about 600 lines: :class:`Store` is the store's whole public API, and every
+method is a short transaction on the one connection and lock it owns; migrations, search,
+export and the row mapping already live in their own modules.
 """
 
 from __future__ import annotations

@@ -117,15 +117,15 @@ def remote_chat_command(args: argparse.Namespace) -> int:
     if args.remote_key and args.save_remote_key:
         save_key(args.remote, args.remote_key)
     key = args.remote_key or stored_key(args.remote)
-    engine = RemoteEngine(args.remote, args.remote_model or "", key)
     with Store.open(data_paths().ensure().database) as store, \
-            Session(load_settings(), engine=engine) as session:
+            RemoteEngine(args.remote, args.remote_model or "", key) as engine:
         if not engine.model:
             models = engine.list_models()
             if not models:
                 raise RemoteOptionsError(N_("{url} lists no models; name one with "
                                             "--remote-model."), url=engine.base_url)
             engine.model = models[0]
-        return chat_commands.converse(store, session, args,
-                                      where=tr("{model} at {url}", model=engine.model,
-                                               url=engine.base_url))
+        with Session(load_settings(), engine=engine, remote_model=engine.model) as session:
+            return chat_commands.converse(store, session, args,
+                                          where=tr("{model} at {url}", model=engine.model,
+                                                   url=engine.base_url))

@@ -48,9 +48,9 @@ class NoModelError(DeskError, RuntimeError):
 class Session:
     """One front end's model, engine, chats and server (see the module docstring).
 
-    ``engine``: a remote engine (``chat --remote``) to chat with instead of a local model; without
-    one, llama.cpp runs in an engine process started on first use (its log goes to
-    ``log_path``).
+    ``engine``: a remote engine (``chat --remote``) to chat with instead of a local model, serving
+    the model ``remote_model``; without one, llama.cpp runs in an engine process started on first
+    use (its log goes to ``log_path``).
 
     Events (emitted on the thread that runs the method):
         load_started(Path): a model file began loading.
@@ -62,9 +62,10 @@ class Session:
     """
 
     def __init__(self, settings: Settings, *, engine: ChatEngine | None = None,
-                 log_path: Path | None = None) -> None:
+                 remote_model: str | None = None, log_path: Path | None = None) -> None:
         self.settings = settings
         self._remote = engine
+        self._remote_model = remote_model
         self._log_path = log_path
         self._host: EngineHost | None = None
         self._lock = threading.Lock()
@@ -106,9 +107,8 @@ class Session:
     @property
     def model_name(self) -> str | None:
         """The loaded model's file name without ``.gguf`` (the remote model's name), or None."""
-        remote_name = getattr(self._remote, "model", None)
-        if isinstance(remote_name, str) and remote_name:
-            return remote_name
+        if self._remote is not None:
+            return self._remote_model
         return Path(self.model_info.path).stem if self.model_info is not None else None
 
     @property

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import ValidationError
+
 from mixtral_desk.core.engine import LoadOptions
+from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.i18n import N_
 
 if TYPE_CHECKING:
     from mixtral_desk.core.engine import EngineHost, ModelInfo
@@ -72,9 +76,20 @@ def load_options(defaults: LoadDefaults, choice: LoadChoice, *, n_ctx: int) -> L
     """The load options for ``choice`` over the saved ``defaults``, with context ``n_ctx``.
 
     Raises:
-        ValueError: a value is out of range (pydantic's validation error).
+        SettingsError: the values cannot be used together (say, a quantized KV cache without
+            flash attention); the message says which and why.
     """
     manual = choice.gpu_layers if isinstance(choice.gpu_layers, int) else None
+    try:
+        return _options(defaults, choice, manual, n_ctx)
+    except ValidationError as error:
+        problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise SettingsError(N_("These load settings cannot be used: {problem}"),
+                            problem=problem) from error
+
+
+def _options(defaults: LoadDefaults, choice: LoadChoice, manual: int | None,
+             n_ctx: int) -> LoadOptions:
     return LoadOptions(
         model_path=choice.path,
         n_gpu_layers=defaults.n_gpu_layers if manual is None else manual,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mixtral_desk.core.engine import SamplingOptions
-from mixtral_desk.core.errors import ModelFileNotFoundError, NotFoundError
+from mixtral_desk.core.errors import ModelFileNotFoundError, NotFoundError, SettingsError
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.session import (
     HubSettings,
@@ -43,6 +43,12 @@ def test_a_load_choice_wins_over_the_settings() -> None:
     assert not given.automatic(LoadDefaults(gpu_layers_auto=True))  # a number is manual
     assert LoadChoice(Path("m.gguf"), gpu_layers="auto").automatic(defaults)
     assert LoadChoice(Path("m.gguf")).automatic(LoadDefaults(gpu_layers_auto=True))
+
+
+def test_load_settings_that_cannot_work_together_are_a_known_error() -> None:
+    defaults = LoadDefaults(kv_type="q8_0", flash_attn=False)
+    with pytest.raises(SettingsError, match="cannot be used: kv_type 'q8_0' needs flash_attn"):
+        load_options(defaults, LoadChoice(Path("m.gguf")), n_ctx=4096)
 
 
 def test_titles_come_from_the_first_line() -> None:

@@ -274,8 +274,7 @@ class Session:
             NoModelError, NotFoundError, EngineError: as for :meth:`send`.
             ValueError: the conversation has no user message yet.
         """
-        self._require_model()
-        sampling = self.sampling_for(store.get_conversation(conversation_id), overrides)
+        sampling = self._turn_sampling(store, conversation_id, overrides)
         with self._turn():
             return chat.regenerate(store, self.engine, conversation_id, sampling,
                                    on_token=on_token, model_name=self.model_name)
@@ -289,9 +288,8 @@ class Session:
             NoModelError, NotFoundError, EngineError: as for :meth:`send`.
             ValueError: the message is not a user message.
         """
-        self._require_model()
         edited = store.get_message(message_id)
-        sampling = self.sampling_for(store.get_conversation(edited.conversation_id), overrides)
+        sampling = self._turn_sampling(store, edited.conversation_id, overrides)
         with self._turn():
             return chat.edit_and_resend(store, self.engine, message_id, text, sampling,
                                         on_token=on_token, model_name=self.model_name)
@@ -305,9 +303,8 @@ class Session:
             NoModelError, NotFoundError, EngineError: as for :meth:`send`.
             ValueError: the message is not an interrupted assistant reply.
         """
-        self._require_model()
         message = store.get_message(message_id)
-        sampling = self.sampling_for(store.get_conversation(message.conversation_id), overrides)
+        sampling = self._turn_sampling(store, message.conversation_id, overrides)
         with self._turn():
             return chat.continue_reply(store, self.engine, message_id, sampling,
                                        on_token=on_token)
@@ -315,6 +312,12 @@ class Session:
     def _require_model(self) -> None:
         if self._remote is None and self.model_info is None:
             raise NoModelError(N_("No model is loaded yet. Load one, then send again."))
+
+    def _turn_sampling(self, store: ChatStore, conversation_id: str,
+                       overrides: dict[str, Any] | None) -> SamplingOptions:
+        """The sampling of a turn in a conversation that exists, once a model is loaded."""
+        self._require_model()
+        return self.sampling_for(store.get_conversation(conversation_id), overrides)
 
     @contextmanager
     def _turn(self) -> Iterator[None]:

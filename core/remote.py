@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine import (
     ChatMessage,
     DoneEvent,
@@ -477,16 +477,7 @@ def save_key(base_url: str, key: str | None) -> None:
         keys[url] = key
     else:
         keys.pop(url, None)
-    path = key_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".remote-keys-")  # 0600
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(keys, handle, indent=2)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(key_file(), json.dumps(keys, indent=2), private=True)
 
 
 __all__ = [

@@ -449,7 +449,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
 
 def key_file() -> Path:
     """Where :func:`save_key` keeps API keys (one JSON object, URL → key, mode 0600)."""
-    return data_paths().config_dir / "remote-keys.json"
+    return data_paths().remote_keys_file
 
 
 def _stored_keys() -> dict[str, str]:

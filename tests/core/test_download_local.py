@@ -110,7 +110,7 @@ def test_gguf_models_in_the_hf_cache_are_found(tiny_model: Path, tmp_path: Path,
 
 
 def test_job_store_survives_reopening_and_refuses_newer_schema(data_home: DataPaths) -> None:
-    path = data_home.data_dir / "downloads.sqlite3"
+    path = data_home.downloads_database
     store = JobStore(path)
     job = store.create(model_id="m", repo_id="o/m", revision=None, requested=["m.gguf"],
                        dest_dir=data_home.models_dir / "m", endpoint="http://127.0.0.1:1")

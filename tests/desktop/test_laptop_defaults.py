@@ -92,7 +92,7 @@ def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: 
     welcome = window.welcome
     qtbot.waitUntil(lambda: welcome.mirror.isVisibleTo(window), timeout=10_000)
     assert not welcome.mirror.isChecked()
-    hub_file = window.paths.config_dir / "hub.json"
+    hub_file = window.paths.hub_settings_file
     welcome.mirror.setChecked(True)
     qtbot.waitUntil(hub_file.exists, timeout=5000)
     assert json.loads(hub_file.read_text(encoding="utf-8"))["endpoint"] == HUB_MIRROR

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -52,14 +52,14 @@ def assert_closed(port: int) -> None:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
+def client() -> Iterator[httpx2.Client]:
     """An HTTP client that ignores proxy settings (everything here is on 127.0.0.1)."""
-    with httpx.Client(timeout=30, trust_env=False) as http:
+    with httpx2.Client(timeout=30, trust_env=False) as http:
         yield http
 
 
 def test_toggle_serves_the_loaded_model_and_stops(chat_window: MainWindow, qtbot: QtBot,
-                                                   client: httpx.Client) -> None:
+                                                   client: httpx2.Client) -> None:
     window = chat_window
     assert window.serve_button.isEnabled() and not window.serve_button.isChecked()
     assert "mixtral-desk serve --host 0.0.0.0 --api-key KEY" in window.serve_button.toolTip()

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import huggingface_hub.constants
 import pytest
 
@@ -87,7 +87,7 @@ def offline_refuses_everything(endpoint: str, data_home: DataPaths) -> None:
 
     # A server on another computer: refused before any socket is opened (the guard would
     # refuse it too; no name is even looked up).
-    elsewhere = str(httpx.URL(scheme="http", host="gpu-box.example.com", port=8000, path="/v1"))
+    elsewhere = str(httpx2.URL(scheme="http", host="gpu-box.example.com", port=8000, path="/v1"))
     with RemoteEngine(elsewhere, "m") as remote:
         error, seconds = timed(remote.list_models, RemoteOfflineError)
     assert seconds < 1 and "gpu-box.example.com" in str(error)

@@ -99,6 +99,21 @@ def offline_refuses_everything(endpoint: str, data_home: DataPaths) -> None:
     assert not isinstance(error, network.OfflineError)
 
 
+@pytest.mark.parametrize(("host", "local"), [
+    ("127.0.0.1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("[::]", False), ("192.168.1.20", False)])
+def test_offline_mode_allows_a_remote_engine_on_loopback_only(host: str, local: bool) -> None:
+    """The check comes before any connection: nothing here opens a socket. 0.0.0.0 and :: are
+    where a server listens on every interface, not a loopback address to connect to."""
+    network.set_offline(True)
+    with RemoteEngine(f"http://{host}:8080/v1", "m") as remote:
+        if local:
+            remote.require_network()
+        else:
+            with pytest.raises(RemoteOfflineError, match="Offline mode is on"):
+                remote.require_network()
+
+
 def test_offline_mode_follows_the_setting_and_the_environment(online: None) -> None:
     assert not network.is_offline()
     network.apply_offline_setting(True)

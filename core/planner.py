@@ -130,10 +130,6 @@ class Machine:
         margin = max(RAM_MARGIN_MIN, int(self.ram_bytes * RAM_MARGIN_SHARE))
         return max(0, self.ram_bytes - margin - RAM_PROCESS_OVERHEAD)
 
-    def with_vram(self, vram_bytes: int) -> Machine:
-        """The same machine with another amount of free VRAM."""
-        return replace(self, vram_bytes=max(0, vram_bytes))
-
     def describe(self) -> str:
         """``RTX 4090 (nvidia, 23.5 GiB free), 60.0 GiB RAM`` or ``no GPU, 30.0 GiB RAM``."""
         ram = format_memory(self.ram_bytes)

@@ -32,6 +32,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..errors import (
     ContextOverflowError,
     DeskError,
@@ -92,13 +94,7 @@ PR_SET_PDEATHSIG = 1
 
 def physical_cores() -> int:
     """Physical CPU cores (logical ones when unknown), at least 1."""
-    try:
-        import psutil
-
-        count = psutil.cpu_count(logical=False)
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        count = None
-    return max(1, count or os.cpu_count() or 1)
+    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
 def _set_parent_death_signal(parent_pid: int) -> None:

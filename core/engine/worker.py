@@ -44,9 +44,9 @@ from ..errors import (
 )
 from ..i18n import N_, set_language
 from .backend import collect_backend_info
-from .context import fit_messages, reply_reserve
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
 from .formatting import ChatFormatter, TemplateError, split_at_stop
+from .history_fit import fit_messages, reply_reserve
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides

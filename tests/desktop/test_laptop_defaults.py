@@ -101,6 +101,7 @@ def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: 
                     timeout=5000)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "No model is loaded yet")
 def test_sending_with_no_model_at_all_says_how_to_get_one(window: MainWindow) -> None:
     page = window.chat_page
     window.pages.setCurrentWidget(page)
@@ -122,6 +123,7 @@ def test_the_offline_flag_outlasts_the_setting(make_window: object, qtbot: QtBot
     assert window.status.network == "offline"
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "Offline mode is on")
 def test_the_recommended_download_starts_from_the_first_run_screen(
         window: MainWindow, qtbot: QtBot) -> None:
     """One click goes to the Models page and downloads the pick (here Offline mode is on, as in

@@ -89,6 +89,7 @@ def test_toggle_serves_the_loaded_model_and_stops(chat_window: MainWindow, qtbot
     assert_closed(port)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "The API server is answering a request")
 def test_gui_send_waits_while_the_server_answers(chat_window: MainWindow,
                                                  qtbot: QtBot) -> None:
     window = chat_window
@@ -141,6 +142,7 @@ def test_unloading_or_closing_stops_the_server(chat_window: MainWindow, qtbot: Q
     assert_closed(port)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "another program uses this port")
 def test_a_taken_port_is_reported_and_unchecks_the_toggle(chat_window: MainWindow,
                                                           qtbot: QtBot) -> None:
     window = chat_window

@@ -15,7 +15,7 @@ from .memory_model import memory_model_from_facts
 from .planner import plan_offload
 
 if TYPE_CHECKING:
-    from .model_file import ModelFacts
+    from .gguf.model_file import ModelFacts
     from .planner import Machine
 
 #: The lengths tried, longest first. Longer contexts than 32k are possible but slow to fill on a
@@ -54,8 +54,8 @@ def automatic_context_for_file(path: Path, *, kv_type: str = "f16", flash_attn: 
     Raises:
         ModelFileNotFoundError, GGUFError: the file is missing or not a valid GGUF model.
     """
+    from .gguf.model_file import inspect_model
     from .hardware import detect_hardware
-    from .model_file import inspect_model
     from .planner import machine_from_hardware
 
     facts = inspect_model(path)

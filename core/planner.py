@@ -45,9 +45,9 @@ from .units import MiB, format_memory
 if TYPE_CHECKING:
     from .catalog import CatalogEntry
     from .engine import BackendInfo, LoadOptions, ModelInfo
+    from .gguf.model_file import ModelFacts
     from .hardware import GPU, Hardware
     from .memory_model import MemoryModel
-    from .model_file import ModelFacts
 
 Verdict = Literal["gpu", "gpu+cpu-experts", "partial", "cpu", "too-large"]
 VERDICTS: tuple[Verdict, ...] = ("gpu", "gpu+cpu-experts", "partial", "cpu", "too-large")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
 from mixtral_desk.core.paths import HOME_ENV, DataPaths, data_paths
-from mixtral_desk.core.synthetic import TINY, write_synthetic_model
 from tests.net_guard import Tripwire
 
 # English text whatever the developer's locale (Qt reads these when it starts; the tests that

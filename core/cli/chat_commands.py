@@ -26,9 +26,9 @@ from mixtral_desk.core.engine import (
     ReplyStats,
     SamplingOptions,
 )
+from mixtral_desk.core.gguf.model_file import inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import ntr, tr
-from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from ..atomic_write import write_atomic
 from ..errors import DeskError, GGUFError
+from ..gguf.model_file import inspect_model, split_part_paths
 from ..i18n import tr
-from ..model_file import inspect_model, split_part_paths
 from .errors import LocalModelNotFoundError
 
 MANIFEST = "model.json"

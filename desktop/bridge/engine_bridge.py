@@ -173,8 +173,8 @@ class EngineBridge(QObject):
         if not auto:
             return load(options), LoadReport(n_cpu_moe=options.n_cpu_moe)
         from mixtral_desk.core import planner
+        from mixtral_desk.core.gguf.model_file import inspect_model
         from mixtral_desk.core.hardware import detect_hardware
-        from mixtral_desk.core.model_file import inspect_model
 
         notes: list[str] = []
 

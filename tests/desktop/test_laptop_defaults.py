@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.gguf.model_file import inspect_model
 from mixtral_desk.desktop import i18n as desktop_i18n
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.welcome import HUB_MIRROR

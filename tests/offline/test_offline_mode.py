@@ -28,13 +28,13 @@ from mixtral_desk.core.downloads.errors import (
 )
 from mixtral_desk.core.downloads.hub import HubClient
 from mixtral_desk.core.downloads.manager import DownloadManager
-from mixtral_desk.core.paths import DataPaths
-from mixtral_desk.core.remote import RemoteConnectionError, RemoteEngine, RemoteOfflineError
-from mixtral_desk.core.remote_header import (
+from mixtral_desk.core.gguf.remote_header import (
     RemoteHeaderError,
     RemoteHeaderOfflineError,
     read_remote_facts,
 )
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.remote import RemoteConnectionError, RemoteEngine, RemoteOfflineError
 from tests.net_guard import NetGuard, Tripwire, format_attempts, guarded_env, read_log
 
 REPO, FILE = "owner/model-GGUF", "model-Q4_K_M.gguf"
@@ -143,7 +143,7 @@ def run_offline_script(endpoint: str, log: Path, tmp_path: Path) -> dict[str, li
         from mixtral_desk.core import network
         from mixtral_desk.core.downloads.hub import HubClient
         from mixtral_desk.core.downloads.manager import DownloadManager
-        from mixtral_desk.core.remote_header import read_remote_facts
+        from mixtral_desk.core.gguf.remote_header import read_remote_facts
 
         hub = HubClient({endpoint!r}, use_stored_token=False)
         calls = {{

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mixtral_desk.core.engine import EngineHost, LoadOptions, SamplingOptions, TokenEvent
-from mixtral_desk.core.synthetic import BENCH, write_synthetic_model
+from mixtral_desk.core.gguf.synthetic import BENCH, write_synthetic_model
 
 CACHE = Path("/tmp/mixtral-desk-bench")
 MODEL = CACHE / "bench-moe-q8_0.gguf"
@@ -94,7 +94,7 @@ def cpu_overhead(rounds: int, tokens: int = 1500) -> float:
     import llama_cpp
     import psutil
 
-    from mixtral_desk.core.synthetic import TINY
+    from mixtral_desk.core.gguf.synthetic import TINY
 
     tiny = write_synthetic_model(CACHE / "tiny-moe.gguf", TINY)
     llama = llama_cpp.Llama(model_path=str(tiny), n_ctx=2048, n_threads=1, n_threads_batch=1,

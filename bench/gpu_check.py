@@ -80,11 +80,11 @@ class LogSink:
 
 
 def load_synthetic() -> ModuleType:
-    """Import the repository's core/synthetic.py without the package being installed."""
+    """Import the repository's core/gguf/synthetic.py without the package being installed."""
     name = "mixtral_desk_core_synthetic"
-    spec = importlib.util.spec_from_file_location(name, REPO / "core" / "synthetic.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "core" / "gguf" / "synthetic.py")
     if spec is None or spec.loader is None:
-        raise ImportError("core/synthetic.py not found")
+        raise ImportError("core/gguf/synthetic.py not found")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ from .memory_model import memory_model_from_facts
 from .planner import plan_offload
 
 if TYPE_CHECKING:
-    from .model_file import ModelFacts
+    from .gguf.model_file import ModelFacts
     from .planner import Machine
 
 #: The lengths tried, longest first. Longer contexts than 32k are possible but slow to fill on a

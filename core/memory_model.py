@@ -1,7 +1,7 @@
 """How much memory a model needs, and where, computed from its GGUF header alone.
 
-:func:`memory_model_from_facts` turns :class:`~mixtral_desk.core.model_file.ModelFacts` (from a
-local file, or from a remote file's first megabytes, see :mod:`.remote_header`) into a
+:func:`memory_model_from_facts` turns :class:`~mixtral_desk.core.gguf.model_file.ModelFacts` (from a
+local file, or from a remote file's first megabytes, see :mod:`.gguf.remote_header`) into a
 :class:`MemoryModel`: per layer the dense bytes (attention, norms, router, shared experts) and the
 expert bytes, the input embedding (which llama.cpp always keeps in CPU memory), the output layer,
 the KV cache per layer for a context length and KV type, and a compute-buffer estimate.
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from .model_file import ModelFacts, layer_of
+from .gguf.model_file import ModelFacts, layer_of
 
 if TYPE_CHECKING:
     from .catalog import CatalogEntry

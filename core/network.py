@@ -125,10 +125,22 @@ def require_network(feature: str, error: type[OfflineError] = OfflineError) -> N
         raise error(offline_message(feature))
 
 
+#: Host names that always mean the loopback interface (``/etc/hosts`` of common systems).
+LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost",
+                                   "ip6-loopback"})
+
+
 def is_loopback_host(host: str) -> bool:
-    """True for this computer: ``localhost``, 127.0.0.0/8, ``::1`` (and 0.0.0.0 / ``::``)."""
+    """True when ``host`` is this computer's loopback interface and nothing else: ``localhost``
+    (and :data:`LOOPBACK_NAMES`), 127.0.0.0/8, ``::1`` (also IPv4-mapped, ``[::1]``, ``::1%lo``).
+
+    False for the unspecified addresses ``0.0.0.0`` and ``::``: a server bound there listens on
+    every interface (so it needs an API key, :func:`~.server.auth.check_bind`), and as an address
+    to connect to they are no portable way to say "this computer" (Offline mode refuses a remote
+    engine there). False for any other name too: it could resolve to anything.
+    """
     name = host.strip().strip("[]").split("%")[0].lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name in LOOPBACK_NAMES:
         return True
     try:
         address = ipaddress.ip_address(name)
@@ -136,7 +148,7 @@ def is_loopback_host(host: str) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    return address.is_loopback
 
 
 def _chain(error: BaseException) -> list[BaseException]:

@@ -49,9 +49,9 @@ from .units import MiB, format_memory
 if TYPE_CHECKING:
     from .catalog import CatalogEntry
     from .engine import BackendInfo, LoadOptions, ModelInfo
+    from .gguf.model_file import ModelFacts
     from .hardware import GPU, Hardware
     from .memory_model import MemoryModel
-    from .model_file import ModelFacts
 
 Verdict = Literal["gpu", "gpu+cpu-experts", "partial", "cpu", "too-large"]
 VERDICTS: tuple[Verdict, ...] = ("gpu", "gpu+cpu-experts", "partial", "cpu", "too-large")
@@ -133,10 +133,6 @@ class Machine:
         """Available RAM less the safety margin and the engine process."""
         margin = max(RAM_MARGIN_MIN, int(self.ram_bytes * RAM_MARGIN_SHARE))
         return max(0, self.ram_bytes - margin - RAM_PROCESS_OVERHEAD)
-
-    def with_vram(self, vram_bytes: int) -> Machine:
-        """The same machine with another amount of free VRAM."""
-        return replace(self, vram_bytes=max(0, vram_bytes))
 
     def describe(self) -> str:
         """``RTX 4090 (nvidia, 23.5 GiB free), 60.0 GiB RAM`` or ``no GPU, 30.0 GiB RAM``."""

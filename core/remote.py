@@ -25,15 +25,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
+from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine import (
     ChatMessage,
     DoneEvent,
@@ -82,7 +82,7 @@ def normalize_base_url(url: str) -> str:
     Raises:
         ValueError: the URL is not http(s).
     """
-    parsed = httpx.URL(url.strip())
+    parsed = httpx2.URL(url.strip())
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"Not an http(s) URL: {url!r} (e.g. http://127.0.0.1:8080/v1)")
     text = str(parsed).rstrip("/")
@@ -103,14 +103,14 @@ class RemoteEngine:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *,
                  extended_sampling: bool = True, read_timeout_s: float = READ_TIMEOUT_S,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx2.BaseTransport | None = None) -> None:
         self.base_url = normalize_base_url(base_url)
         self.model = model
         self.extended_sampling = extended_sampling
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
+        self._client = httpx2.Client(
             base_url=self.base_url + "/", headers=headers, transport=transport,
-            timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read_timeout_s))
+            timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=read_timeout_s))
         self._lock = threading.Lock()
         self._active: RemoteReplyStream | None = None
 
@@ -120,7 +120,7 @@ class RemoteEngine:
         Raises:
             RemoteOfflineError: as said.
         """
-        host = httpx.URL(self.base_url).host
+        host = httpx2.URL(self.base_url).host
         if not is_loopback_host(host):
             require_network(tr("Chatting with the remote engine at {url}", url=self.base_url),
                             RemoteOfflineError)
@@ -134,7 +134,7 @@ class RemoteEngine:
         self.require_network()
         try:
             response = self._client.get("models")
-        except httpx.HTTPError as error:
+        except httpx2.HTTPError as error:
             raise RemoteConnectionError(self._unreachable(error)) from error
         if response.status_code >= 400:
             raise _status_error(self.base_url, response.status_code, response.text)
@@ -261,7 +261,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
         self._path = path
         self._payload = payload
         self._chat = chat
-        self._response: httpx.Response | None = None
+        self._response: httpx2.Response | None = None
         self._lines: Iterator[str] | None = None
         self._cancelled = threading.Event()
         self._finished = False
@@ -315,7 +315,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
         request = engine._client.build_request("POST", self._path, json=self._payload)
         try:
             response = engine._client.send(request, stream=True)
-        except httpx.HTTPError as error:
+        except httpx2.HTTPError as error:
             raise RemoteConnectionError(engine._unreachable(error)) from error
         self._response = response
         if response.status_code >= 400:
@@ -356,7 +356,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
                             "The remote engine at {url} ended the reply without finishing it.",
                             url=self._engine.base_url)) from None
                     return self._done()
-                except (httpx.HTTPError, OSError) as error:
+                except (httpx2.HTTPError, OSError) as error:
                     if self._cancelled.is_set():
                         return self._done("cancelled")
                     raise RemoteConnectionError(tr(
@@ -414,7 +414,7 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
 
 def key_file() -> Path:
     """Where :func:`save_key` keeps API keys (one JSON object, URL → key, mode 0600)."""
-    return data_paths().config_dir / "remote-keys.json"
+    return data_paths().remote_keys_file
 
 
 def _stored_keys() -> dict[str, str]:
@@ -442,16 +442,7 @@ def save_key(base_url: str, key: str | None) -> None:
         keys[url] = key
     else:
         keys.pop(url, None)
-    path = key_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".remote-keys-")  # 0600
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(keys, handle, indent=2)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(key_file(), json.dumps(keys, indent=2), private=True)
 
 
 __all__ = [

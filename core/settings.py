@@ -7,14 +7,13 @@ offers to reset it, after keeping a copy).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine.options import SamplingOptions
 from mixtral_desk.core.errors import SettingsError
 from mixtral_desk.core.i18n import tr
@@ -130,14 +129,7 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     """
     path = path or data_paths().settings_file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
-                                         prefix=".settings-", delete=False) as handle:
-            handle.write(settings.model_dump_json(indent=2))
-            temporary = Path(handle.name)
-        temporary.replace(path)
+        write_atomic(path, settings.model_dump_json(indent=2))
     except OSError as error:
-        with contextlib.suppress(NameError, OSError):
-            temporary.unlink(missing_ok=True)
         raise SettingsError(tr("Cannot save the settings to {path}: {problem}", path=path,
                                problem=error.strerror)) from error

@@ -61,11 +61,6 @@ def keep_translated(retranslate: Callable[[], None]) -> None:
     _language_hub().changed.connect(retranslate)
 
 
-def on_language_changed(slot: Callable[[str], None]) -> None:
-    """Call ``slot(language)`` after every language switch (not now)."""
-    _language_hub().changed.connect(slot)
-
-
 def system_locale_name() -> str:
     """The system's UI locale as Qt sees it (``zh_CN``, ``en_US``); reads macOS/Windows settings."""
     languages = QLocale.system().uiLanguages()

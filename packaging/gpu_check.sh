@@ -59,7 +59,7 @@ if [[ " $CHECK_ARGS " != *" --small "* ]]; then
     rm -f "$MODEL" "$MODEL.part"
     "$PY" - "$MODEL" > "$OUT/check.log" 2>&1 <<'EOF' &
 import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("synthetic", "core/synthetic.py")
+spec = importlib.util.spec_from_file_location("synthetic", "core/gguf/synthetic.py")
 module = importlib.util.module_from_spec(spec)
 sys.modules["synthetic"] = module
 spec.loader.exec_module(module)

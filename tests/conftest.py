@@ -1,19 +1,24 @@
-"""Shared fixtures: a private data home for every test and generated GGUF models.
+"""Shared fixtures: a private data home for every test, generated GGUF models, and a test fails
+on any unexpected WARNING or ERROR log record.
 
 No test touches the real home folder (``MIXTRAL_DESK_HOME`` points into a temporary folder) and no
-test reaches beyond 127.0.0.1.
+test reaches beyond 127.0.0.1. A warning in the log is something a user would see as wrong, so a
+test during which one is logged fails, unless the test allows it with
+``@pytest.mark.allow_log("logger.name", "part of the message")`` (the warning is then the
+behaviour under test).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
 from mixtral_desk.core.paths import HOME_ENV, DataPaths, data_paths
-from mixtral_desk.core.synthetic import TINY, write_synthetic_model
 from tests.net_guard import Tripwire
 
 # English text whatever the developer's locale (Qt reads these when it starts; the tests that
@@ -70,6 +75,48 @@ def process_wide_switches() -> Iterator[None]:
         os.environ.pop("HF_HUB_OFFLINE", None)
     else:
         os.environ["HF_HUB_OFFLINE"] = variable
+
+
+class _Collector(logging.Handler):
+    """Keeps every record of WARNING and above that reaches the root logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _allowed(record: logging.LogRecord, allowances: list[tuple[str, str]]) -> bool:
+    for logger, text in allowances:
+        if (record.name == logger or record.name.startswith(logger + ".")) \
+                and text in record.getMessage():
+            return True
+    return False
+
+
+@pytest.fixture(autouse=True)
+def unexpected_logs_fail(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when a WARNING or ERROR record is logged during it (its fixtures included)
+    that no ``allow_log(logger, message_part)`` marker of the test allows."""
+    allowances = []
+    for mark in request.node.iter_markers("allow_log"):
+        logger, *text = mark.args
+        allowances.append((str(logger), str(text[0]) if text else ""))
+    collector = _Collector()
+    root = logging.getLogger()
+    root.addHandler(collector)
+    try:
+        yield
+    finally:
+        root.removeHandler(collector)
+    unexpected = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in collector.records
+                  if not _allowed(r, allowances)]
+    if unexpected:
+        pytest.fail("unexpected log records (allow the expected ones with "
+                    "@pytest.mark.allow_log(logger, message_part)):\n  " + "\n  ".join(unexpected),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def write_mixtral_q4_k_m(path: Path) -> Path:
 
 def bench_tensors(n_layers: int = 8, e: int = 1024, kv: int = 256, f: int = 2816, x: int = 8,
                   v: int = 32000) -> list[TensorSpec]:
-    """The tensors of core/synthetic.py's BENCH model (Q8_0; norms and router F32)."""
+    """The tensors of core/gguf/synthetic.py's BENCH model (Q8_0; norms and router F32)."""
     tensors: list[TensorSpec] = [("token_embd.weight", (v, e), Q.Q8_0)]
     for i in range(n_layers):
         p = f"blk.{i}."

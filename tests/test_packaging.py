@@ -102,6 +102,18 @@ def test_qt_modules_the_app_uses_are_shipped() -> None:
     assert not used & excluded
 
 
+def test_one_declared_http_client() -> None:
+    """The app speaks HTTP through httpx2 only, the client huggingface_hub itself uses (so a
+    transport error is one type everywhere), and declares it."""
+    imported = {name.split(".")[0] for p in _app_sources() for name in _imported_modules(p)}
+    assert "httpx2" in imported
+    assert not imported & {"httpx", "requests", "urllib3", "aiohttp"}
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower()
+                for d in config["project"]["dependencies"]}
+    assert "httpx2" in declared and "httpx" not in declared
+
+
 def test_launcher_calls_freeze_support_before_importing_the_app() -> None:
     text = (PACKAGING / "launcher.py").read_text(encoding="utf-8")
     assert text.index("multiprocessing.freeze_support()") < text.index("from mixtral_desk")

@@ -13,9 +13,9 @@ from mixtral_desk import __version__
 from mixtral_desk.core.catalog import fit_hint, load_catalog
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.engine import probe_backend
+from mixtral_desk.core.gguf.model_file import aligned_lines, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
-from mixtral_desk.core.model_file import aligned_lines, inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.units import format_bytes
 

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from mixtral_desk.core.model_file import display_width
+from mixtral_desk.core.gguf.model_file import display_width
 
 
 def print_json(data: Any) -> None:

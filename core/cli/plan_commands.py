@@ -15,10 +15,10 @@ from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.cli.output import print_json
 from mixtral_desk.core.context_size import automatic_context
 from mixtral_desk.core.errors import ModelFileNotFoundError
+from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.memory_model import MemoryModel, memory_model_from_facts
-from mixtral_desk.core.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.planner import Machine, Plan, machine_from_hardware, plan_offload
 from mixtral_desk.core.settings import load_settings
@@ -77,7 +77,7 @@ def _facts(model: str, endpoint: str | None) -> tuple[ModelFacts, str]:
     if entry.is_downloaded(models_dir):
         return inspect_model(entry.local_paths(models_dir)[0]), "downloaded file"
     from mixtral_desk.core.downloads.hub import HubClient
-    from mixtral_desk.core.remote_header import read_remote_facts
+    from mixtral_desk.core.gguf.remote_header import read_remote_facts
 
     hub = HubClient(endpoint)
     return read_remote_facts(hub, entry.repo_id, entry.files, entry.revision), \

@@ -18,11 +18,11 @@ from typing import TypeVar
 from mixtral_desk import __version__
 from mixtral_desk.core import chat
 from mixtral_desk.core.engine import EngineHost, LoadOptions, SamplingOptions
+from mixtral_desk.core.gguf.model_file import inspect_model
+from mixtral_desk.core.gguf.synthetic import write_synthetic_model
 from mixtral_desk.core.i18n import tr
-from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.paths import HOME_ENV, data_paths
 from mixtral_desk.core.store import Store
-from mixtral_desk.core.synthetic import write_synthetic_model
 
 T = TypeVar("T")
 

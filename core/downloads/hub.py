@@ -113,10 +113,6 @@ class HubClient:
         self._token = token or (get_token() if use_stored_token else None)
         self._api = HfApi(endpoint=self.endpoint, token=self._token or False)
 
-    @property
-    def has_token(self) -> bool:
-        return bool(self._token)
-
     def repo_url(self, repo_id: str) -> str:
         """The repository's page (where a gated licence is accepted)."""
         return f"{self.endpoint}/{repo_id}"

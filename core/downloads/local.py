@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic_write import write_atomic
 from ..errors import DeskError, GGUFError
+from ..gguf.model_file import inspect_model, split_part_paths
 from ..i18n import tr
-from ..model_file import inspect_model, split_part_paths
 from .errors import LocalModelNotFoundError
 
 MANIFEST = "model.json"
@@ -55,10 +56,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> None:
     """Write the manifest atomically. Raises OSError (e.g. disk full)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    temporary = folder / f".{MANIFEST}.tmp"
-    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    temporary.replace(folder / MANIFEST)
+    write_atomic(folder / MANIFEST, json.dumps(data, indent=2))
 
 
 def record_download(folder: Path, *, primary: str, files: list[str], repo_id: str, commit: str,
@@ -157,9 +155,21 @@ def _free_name(models_dir: Path, stem: str) -> str:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
+    """Copy a (big) model file as ``<target>.part``, streamed, then rename it to ``target``.
+
+    Not :func:`~mixtral_desk.core.atomic_write.write_atomic`, which holds the data in memory.
+
+    Raises:
+        OSError: the copy failed (e.g. disk full); the partial file is removed.
+    """
     partial = target.with_name(target.name + ".part")
-    shutil.copyfile(source, partial)
-    partial.replace(target)
+    try:
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
 
 
 def delete_local_model(models_dir: Path, name: str) -> LocalModel:

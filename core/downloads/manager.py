@@ -10,8 +10,9 @@ Typical use::
 A job runs in four steps: resolve (revision → commit, sizes and sha256 from the Hub, a gated repo
 refused here), check free space (what remains plus a margin), transfer each part (see
 :mod:`.transfer`; a part gets its final name only after its size and sha256 verified), then join
-old-style pieces and record the model in the folder's manifest. Jobs live in ``downloads.sqlite3``
-so they survive crashes; another process may pause or cancel a running job through it.
+old-style pieces and record the model in the folder's manifest. Jobs live in the downloads database
+(``DataPaths.downloads_database``) so they survive crashes; another process may pause or cancel a
+running job through it.
 
 Offline mode refuses at once (:class:`HubOfflineError`) to add, start or run a job; a job that
 meets it while running (the user switched it on) is paused, its bytes kept.
@@ -68,7 +69,6 @@ from .transfer import (
 
 log = logging.getLogger("mixtral_desk.downloads")
 
-DB_NAME = "downloads.sqlite3"
 #: Free space kept beyond what a download needs: 1 GiB, or 2 % of the download if more.
 MIN_SPACE_MARGIN = 1024**3
 _STALL_NOTICE_S = 5.0
@@ -111,7 +111,7 @@ class DownloadManager:
                  space_margin: int = MIN_SPACE_MARGIN, progress_interval: float = 0.25) -> None:
         self.paths = paths or data_paths()
         self.models_dir = models_dir or self.paths.models_dir
-        self.store = store or JobStore(self.paths.data_dir / DB_NAME)
+        self.store = store or JobStore(self.paths.downloads_database)
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         self.max_parallel = max(1, max_parallel)
         self.policy = policy or RetryPolicy()

@@ -56,17 +56,23 @@ def join_pieces(folder: Path, names: list[str]) -> str:
     For anything else, return the primary file's name and touch nothing.
 
     Raises:
-        OSError: reading or writing failed (e.g. disk full); the pieces are kept.
+        OSError: reading or writing failed (e.g. disk full); the pieces are kept and the partly
+            joined file is removed.
     """
     target = joined_name(names[0])
     if target is None:
         return primary_file(names)
     joined = folder / (target + ".part")
-    with joined.open("wb") as out:
-        for name in names:
-            with (folder / name).open("rb") as piece:
-                shutil.copyfileobj(piece, out, _JOIN_CHUNK)
-    joined.replace(folder / target)
+    try:
+        with joined.open("wb") as out:
+            for name in names:
+                with (folder / name).open("rb") as piece:
+                    shutil.copyfileobj(piece, out, _JOIN_CHUNK)
+        joined.replace(folder / target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            joined.unlink()
+        raise
     for name in names:
         (folder / name).unlink()
     return target

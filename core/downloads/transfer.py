@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import httpx2
 
+from ..atomic_write import write_atomic
 from ..i18n import tr
 from ..network import OfflineError
 from .errors import (
@@ -141,7 +142,7 @@ def prepare_part(part: Path, identity: dict[str, Any], size: int) -> int:
     if known != identity or have > size:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
-        side.write_text(json.dumps(identity), encoding="utf-8")
+        write_atomic(side, json.dumps(identity))
         have = 0
     part.touch()
     return have

@@ -36,6 +36,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..errors import (
     ContextOverflowError,
     DeskError,
@@ -46,9 +48,9 @@ from ..errors import (
 )
 from ..i18n import N_, set_language
 from .backend import collect_backend_info
-from .context import fit_messages, reply_reserve
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
 from .formatting import ChatFormatter, TemplateError, split_at_stop
+from .history_fit import fit_messages, reply_reserve
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides
@@ -96,13 +98,7 @@ PR_SET_PDEATHSIG = 1
 
 def physical_cores() -> int:
     """Physical CPU cores (logical ones when unknown), at least 1."""
-    try:
-        import psutil
-
-        count = psutil.cpu_count(logical=False)
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        count = None
-    return max(1, count or os.cpu_count() or 1)
+    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
 def _set_parent_death_signal(parent_pid: int) -> None:

@@ -6,7 +6,7 @@ to the event loop (:mod:`.generation`). Start it with :class:`ApiServer`.
 """
 
 from mixtral_desk.core.server.app import create_app
-from mixtral_desk.core.server.auth import check_bind, is_loopback
+from mixtral_desk.core.server.auth import check_bind
 from mixtral_desk.core.server.errors import ApiError, ServerConfigError, ServerStartError
 from mixtral_desk.core.server.queue import FairQueue, QueueFullError
 from mixtral_desk.core.server.run import DEFAULT_HOST, DEFAULT_PORT, ApiServer
@@ -22,5 +22,4 @@ __all__ = [
     "ServerStartError",
     "check_bind",
     "create_app",
-    "is_loopback",
 ]

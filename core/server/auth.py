@@ -1,30 +1,19 @@
 """Who may use the server: the bind-address rule and the API key check.
 
-Bound to a loopback address (127.0.0.0/8, ``::1``, ``localhost``) the server may run without a
-key; bound to anything else (``0.0.0.0``, a LAN address, a host name) it refuses to start without
-one. When a key is set, every ``/v1`` request must carry it as ``Authorization: Bearer KEY``.
+Bound to a loopback address (127.0.0.0/8, ``::1``, ``localhost``:
+:func:`~mixtral_desk.core.network.is_loopback_host`) the server may run without a key; bound to
+anything else (``0.0.0.0`` or ``::``, which mean every interface, a LAN address, a host name) it
+refuses to start without one. When a key is set, every ``/v1`` request must carry it as
+``Authorization: Bearer KEY``.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from mixtral_desk.core.i18n import N_
+from mixtral_desk.core.network import is_loopback_host
 from mixtral_desk.core.server.errors import ApiError, ServerConfigError
-
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    name = host.strip().strip("[]").lower()
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # a host name could resolve to anything
 
 
 def check_bind(host: str, api_key: str | None) -> None:
@@ -33,7 +22,7 @@ def check_bind(host: str, api_key: str | None) -> None:
     Raises:
         ServerConfigError: ``host`` is not a loopback address and ``api_key`` is empty.
     """
-    if not is_loopback(host) and not api_key:
+    if not is_loopback_host(host) and not api_key:
         raise ServerConfigError(
             N_("Refusing to serve on {host} without an API key: anyone who can reach this "
                "address could use the model. Set one with --api-key KEY (or "

@@ -120,8 +120,8 @@ def load_model(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice, *
     """
     from mixtral_desk.core import planner
     from mixtral_desk.core.context_size import automatic_context
+    from mixtral_desk.core.gguf.model_file import inspect_model
     from mixtral_desk.core.hardware import detect_hardware
-    from mixtral_desk.core.model_file import inspect_model
 
     facts = inspect_model(choice.path)
     backend = engine.backend_info()

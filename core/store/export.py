@@ -17,14 +17,13 @@ are ISO 8601 with milliseconds and a UTC offset.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final, cast
 
+from ..atomic_write import write_atomic
 from ..errors import ImportFormatError, UserText
 from ..i18n import N_, tr
 from .ids import is_valid_id, new_id
@@ -348,21 +347,12 @@ def to_markdown(conversation: Conversation, branch: list[Message]) -> str:
 def write_export(path: Path | str, data: dict[str, Any]) -> None:
     """Write ``data`` as UTF-8 JSON to ``path`` atomically (a temporary file, then a rename).
 
+    The file is readable by its owner only: it holds the user's conversations.
+
     Raises:
         OSError: the file cannot be written (permissions, full disk); ``path`` is unchanged.
     """
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file, ensure_ascii=False, indent=1)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        Path(temporary).replace(target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), json.dumps(data, ensure_ascii=False, indent=1) + "\n", private=True)
 
 
 def read_export(path: Path | str) -> dict[str, Any]:

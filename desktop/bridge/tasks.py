@@ -75,10 +75,6 @@ class TaskQueue(QObject):
             emit(self.busy_changed, True)
         self._queue.put((task, on_done, on_error))
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the GUI thread (safe to call from any thread)."""
-        emit(self.delivered, callback)
-
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queued tasks, then stop the thread (idempotent; waits up to ``timeout``)."""
         if not self._closed:

@@ -65,6 +65,8 @@ def test_shipped_catalog_loads() -> None:
     for entry in catalog:
         assert entry.license
         assert entry.sources, f"{entry.id} names no source"
+        for source in entry.sources:  # the catalog ships: public sources only, no local paths
+            assert not source.startswith(("/", "~", ".")) and "/work/" not in source, source
 
 
 def test_required_mixtral_quants_present_and_sizes_ascend() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
+from mixtral_desk.core.downloads import local
 from mixtral_desk.core.downloads.errors import LocalModelNotFoundError
 from mixtral_desk.core.downloads.jobs import JobStore
 from mixtral_desk.core.downloads.local import (
@@ -15,6 +16,7 @@ from mixtral_desk.core.downloads.local import (
     list_local_models,
     scan_hf_cache,
 )
+from mixtral_desk.core.downloads.storage import join_pieces
 from mixtral_desk.core.errors import GGUFError
 from mixtral_desk.core.paths import DataPaths
 from tests.hub_server import LoopbackHub
@@ -41,6 +43,34 @@ def test_copied_import_is_a_real_copy(tiny_model: Path, data_home: DataPaths) ->
     assert again.name != model.name  # a second import gets its own name
     delete_local_model(data_home.models_dir, model.name)
     assert not model.path.exists() and tiny_model.exists()
+
+
+def test_an_interrupted_copy_leaves_no_partial_file(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed copy of a big model removes its ``.part`` when it fails (disk full, Ctrl-C)."""
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    import shutil
+
+    real_copyfile = shutil.copyfile
+
+    def copy_then_fail(source: Path, target: Path) -> None:
+        real_copyfile(source, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        local._copy_atomic(tiny_model, folder / "model.gguf")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_failed_join_of_old_pieces_keeps_the_pieces_only(tmp_path: Path) -> None:
+    folder = tmp_path / "pieces"
+    folder.mkdir()
+    (folder / "old.gguf.part1of2").write_bytes(b"GGUF" + bytes(10))  # part 2 is missing
+    with pytest.raises(FileNotFoundError):
+        join_pieces(folder, ["old.gguf.part1of2", "old.gguf.part2of2"])
+    assert [p.name for p in folder.iterdir()] == ["old.gguf.part1of2"]
 
 
 def test_import_refuses_what_is_not_a_model(tmp_path: Path, data_home: DataPaths) -> None:
@@ -80,7 +110,7 @@ def test_gguf_models_in_the_hf_cache_are_found(tiny_model: Path, tmp_path: Path,
 
 
 def test_job_store_survives_reopening_and_refuses_newer_schema(data_home: DataPaths) -> None:
-    path = data_home.data_dir / "downloads.sqlite3"
+    path = data_home.downloads_database
     store = JobStore(path)
     job = store.create(model_id="m", repo_id="o/m", revision=None, requested=["m.gguf"],
                        dest_dir=data_home.models_dir / "m", endpoint="http://127.0.0.1:1")

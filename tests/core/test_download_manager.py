@@ -103,6 +103,7 @@ def test_download_is_verified_named_and_listed(hub: LoopbackHub, data_home: Data
     states = [e.state for e in recorder.of(JobStateChanged)]
     assert states == ["running", "completed"]
     assert recorder.of(JobStateChanged)[-1].path == path
+    assert manager.store.path == data_home.downloads_database
     # Same command again: the existing, finished model is reused.
     again = manager.add_repo("owner/model", [NAME])
     assert again.id != job.id

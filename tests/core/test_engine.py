@@ -41,8 +41,8 @@ from mixtral_desk.core.errors import (
     ModelFileNotFoundError,
     ModelLoadError,
 )
+from mixtral_desk.core.gguf.synthetic import MIXTRAL_CHAT_TEMPLATE
 from mixtral_desk.core.paths import DataPaths
-from mixtral_desk.core.synthetic import MIXTRAL_CHAT_TEMPLATE
 
 if importlib.util.find_spec("llama_cpp") is None:  # not imported here: the host never does
     pytest.skip("llama-cpp-python is not installed", allow_module_level=True)

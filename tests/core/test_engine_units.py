@@ -18,12 +18,12 @@ from mixtral_desk.core.engine import (
     cpu_moe_patterns,
     merge_system_prompt,
 )
-from mixtral_desk.core.engine.context import fit_messages, reply_reserve
 from mixtral_desk.core.engine.formatting import split_at_stop
+from mixtral_desk.core.engine.history_fit import fit_messages, reply_reserve
 from mixtral_desk.core.engine.logs import EngineLog
 from mixtral_desk.core.engine.placement import TensorBuftOverride, TensorOverrides
 from mixtral_desk.core.errors import ContextOverflowError
-from mixtral_desk.core.synthetic import MIXTRAL_CHAT_TEMPLATE
+from mixtral_desk.core.gguf.synthetic import MIXTRAL_CHAT_TEMPLATE
 
 SYSTEM = ChatMessage("system", "Be brief.")
 U1, A1, U2 = ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello!"), ChatMessage("user",

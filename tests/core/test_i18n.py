@@ -55,6 +55,7 @@ def test_placeholders_are_filled_in_either_language() -> None:
     assert i18n.ntr("{count} model", "{count} models", 3) in ("3 个模型", "3 models")
 
 
+@pytest.mark.allow_log("mixtral_desk.core.i18n", "No compiled zh_CN catalog")
 def test_a_missing_catalog_falls_back_to_english(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.context_size import CANDIDATES, MINIMUM, automatic_context
-from mixtral_desk.core.model_file import ModelFacts, inspect_model
+from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.planner import simulated_machine
 from mixtral_desk.core.recommend import READABLE_TOKENS_PER_S, recommend
 from mixtral_desk.core.settings import Settings

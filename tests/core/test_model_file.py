@@ -15,8 +15,8 @@ from typing import Any
 import gguf
 import pytest
 
-from mixtral_desk.core.model_file import ModelFacts, inspect_model, is_expert_tensor, layer_of
-from mixtral_desk.core.synthetic import TINY, SyntheticShape, write_synthetic_model
+from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model, is_expert_tensor, layer_of
+from mixtral_desk.core.gguf.synthetic import TINY, SyntheticShape, write_synthetic_model
 from tests.mixtral_header import TensorSpec, n_bytes, write_header_model
 
 Q = gguf.GGMLQuantizationType

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from mixtral_desk.core.errors import GGUFError, ModelFileNotFoundError
-from mixtral_desk.core.gguf_validation import LFS_POINTER_START
-from mixtral_desk.core.model_file import ModelFacts, inspect_model, split_part_paths
+from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model, split_part_paths
+from mixtral_desk.core.gguf.validation import LFS_POINTER_START
 
 
 def error_of(path: Path | str) -> str:

@@ -13,6 +13,8 @@ from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.engine import BackendInfo, LoadOptions, ModelInfo
 from mixtral_desk.core.engine.logs import EngineLog
 from mixtral_desk.core.errors import EngineCrashedError, ModelLoadError
+from mixtral_desk.core.gguf.model_file import inspect_model
+from mixtral_desk.core.gguf.synthetic import TINY
 from mixtral_desk.core.hardware import GPU, Hardware
 from mixtral_desk.core.memory_model import (
     MemoryModel,
@@ -20,7 +22,6 @@ from mixtral_desk.core.memory_model import (
     memory_model_from_catalog,
     memory_model_from_facts,
 )
-from mixtral_desk.core.model_file import inspect_model
 from mixtral_desk.core.planner import (
     Machine,
     Plan,
@@ -36,7 +37,6 @@ from mixtral_desk.core.planner import (
     safer_plan,
     simulated_machine,
 )
-from mixtral_desk.core.synthetic import TINY
 from mixtral_desk.core.units import GiB, MiB, format_memory
 from tests.mixtral_header import (
     mixtral_q4_k_m_tensors,

@@ -16,15 +16,15 @@ import pytest
 
 from mixtral_desk.core.downloads.hub import HubClient
 from mixtral_desk.core.errors import GGUFError
-from mixtral_desk.core.memory_model import memory_model_from_facts
-from mixtral_desk.core.model_file import inspect_model
-from mixtral_desk.core.paths import DataPaths
-from mixtral_desk.core.planner import plan_offload, simulated_machine
-from mixtral_desk.core.remote_header import (
+from mixtral_desk.core.gguf.model_file import inspect_model
+from mixtral_desk.core.gguf.remote_header import (
     RemoteHeaderError,
     parse_header_prefix,
     read_remote_facts,
 )
+from mixtral_desk.core.memory_model import memory_model_from_facts
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.planner import plan_offload, simulated_machine
 from mixtral_desk.core.units import GiB
 from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
 from tests.mixtral_header import write_mixtral_q4_k_m

@@ -22,7 +22,7 @@ from mixtral_desk.core.engine import (
     TokenEvent,
 )
 from mixtral_desk.core.errors import EngineBusyError, EngineError
-from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.paths import DataPaths, data_paths
 from mixtral_desk.core.remote import (
     RemoteAuthError,
     RemoteConnectionError,
@@ -199,6 +199,7 @@ def test_keys_are_kept_per_url_in_a_private_file(monkeypatch: pytest.MonkeyPatch
     assert stored_key("http://127.0.0.1:8000") is None
     save_key("http://127.0.0.1:8000", "k1")
     assert stored_key("http://127.0.0.1:8000/v1") == "k1"
+    assert key_file() == data_paths().remote_keys_file
     assert stat.S_IMODE(key_file().stat().st_mode) == 0o600
     monkeypatch.setenv("MIXTRAL_DESK_REMOTE_KEY", "from-env")
     assert stored_key("http://localhost:1") == "from-env"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -119,22 +119,22 @@ def test_a_wrong_or_missing_key_is_refused(server: ApiServer) -> None:
             pytest.raises(openai.AuthenticationError) as caught:
         wrong.chat.completions.create(model=MODEL, messages=HELLO)
     assert caught.value.status_code == 401
-    response = httpx.get(server.base_url + "/models")
+    response = httpx2.get(server.base_url + "/models")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_errors_have_the_openai_shape(server: ApiServer, client: openai.OpenAI) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
-    bad_json = httpx.post(server.base_url + "/chat/completions", content=b"{nope",
+    bad_json = httpx2.post(server.base_url + "/chat/completions", content=b"{nope",
                           headers=headers)
     assert bad_json.status_code == 400
     assert set(bad_json.json()["error"]) == {"message", "type", "param", "code"}
-    missing = httpx.post(server.base_url + "/chat/completions", json={"model": MODEL},
+    missing = httpx2.post(server.base_url + "/chat/completions", json={"model": MODEL},
                          headers=headers)
     assert missing.status_code == 400
     assert missing.json()["error"]["param"] == "messages"
-    unknown = httpx.get(server.url + "/v1/nothing", headers=headers)
+    unknown = httpx2.get(server.url + "/v1/nothing", headers=headers)
     assert unknown.status_code == 404
     assert unknown.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as caught:
@@ -161,8 +161,8 @@ def test_twenty_concurrent_requests_are_all_answered(server: ApiServer) -> None:
     assert server.api.replies.queue.waiting == 0 and not server.api.replies.queue.busy
 
 
-def _start_long_stream(server: ApiServer) -> tuple[httpx.Client, httpx.Response]:
-    http = httpx.Client(timeout=60)
+def _start_long_stream(server: ApiServer) -> tuple[httpx2.Client, httpx2.Response]:
+    http = httpx2.Client(timeout=60)
     request = http.build_request(
         "POST", server.base_url + "/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
         json={"model": MODEL, "messages": HELLO, "stream": True, **LONG})
@@ -208,11 +208,11 @@ def test_stop_ends_running_streams_promptly(engine: EngineHost) -> None:
     http.close()
     assert not server.is_running
     assert elapsed < PROMPTLY_S
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(server.base_url + "/models")
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(server.base_url + "/models")
     server.start()  # can be started again (the GUI toggle)
     try:
-        assert httpx.get(server.base_url + "/models").status_code == 200
+        assert httpx2.get(server.base_url + "/models").status_code == 200
     finally:
         server.stop()
 
@@ -237,7 +237,7 @@ def test_the_serve_command_serves_until_ctrl_c(tiny_model: Path) -> None:
             assert line, "serve exited before listening"
         url = re.search(re.escape("http://127.0.0.1:") + r"\d+/v1", line)
         assert url is not None, line
-        models = httpx.get(url.group(0) + "/models", timeout=10).json()
+        models = httpx2.get(url.group(0) + "/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["cli-model"]
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -124,7 +124,7 @@ def test_the_event_loop_never_waits_on_the_engine() -> None:
             time.sleep(0.01)
         assert server.api.replies.queue.waiting == 2  # one generating, two queued
         started = time.perf_counter()
-        assert httpx.get(server.base_url + "/models").status_code == 200
+        assert httpx2.get(server.base_url + "/models").status_code == 200
         assert time.perf_counter() - started < 1.0  # answered while the engine is blocked
         engine.gate.set()
         for asker in askers:

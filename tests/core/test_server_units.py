@@ -8,6 +8,7 @@ import pytest
 
 from mixtral_desk.core.cli import main
 from mixtral_desk.core.engine import SamplingOptions
+from mixtral_desk.core.network import is_loopback_host
 from mixtral_desk.core.server import (
     ApiError,
     ApiServer,
@@ -15,21 +16,23 @@ from mixtral_desk.core.server import (
     QueueFullError,
     ServerConfigError,
     check_bind,
-    is_loopback,
 )
 from mixtral_desk.core.server.auth import check_key
 from mixtral_desk.core.server.schemas import ChatCompletionRequest, CompletionRequest
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost",
+                                  "LOCALHOST", "::ffff:127.0.0.1"])
 def test_loopback_addresses_need_no_key(host: str) -> None:
-    assert is_loopback(host)
+    assert is_loopback_host(host)
     check_bind(host, None)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "my-laptop.local"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.168.1.20", "my-laptop.local",
+                                  "app.localhost"])
 def test_other_addresses_need_a_key(host: str) -> None:
-    assert not is_loopback(host)
+    """0.0.0.0 and :: bind every interface: the whole network could reach the model."""
+    assert not is_loopback_host(host)
     with pytest.raises(ServerConfigError, match="API key"):
         check_bind(host, None)
     with pytest.raises(ServerConfigError):

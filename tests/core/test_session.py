@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from mixtral_desk.core.engine import SamplingOptions
@@ -162,7 +162,7 @@ def test_idle_unload_waits_for_the_server_and_the_time(tiny_model: Path) -> None
         assert idle.idle_deadline() is None  # 0 minutes: never
         assert idle.unload_if_idle(idle_seconds=3600) is None  # not yet
         server = idle.serve(port=0)
-        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+        assert httpx2.get(server.url + "/health", timeout=5).status_code == 200
         assert idle.idle_deadline(0.01) is None  # served: in use
         time.sleep(0.05)
         assert idle.unload_if_idle(0.01) is None and idle.model_info is not None

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.gguf.model_file import inspect_model
 from mixtral_desk.core.session.hub_settings import HUB_MIRROR
 from mixtral_desk.desktop import i18n as desktop_i18n
 from mixtral_desk.desktop.main_window import MainWindow
@@ -97,7 +97,7 @@ def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: 
     welcome = window.welcome
     qtbot.waitUntil(lambda: welcome.mirror.isVisibleTo(window), timeout=10_000)
     assert not welcome.mirror.isChecked()
-    hub_file = window.paths.config_dir / "hub.json"
+    hub_file = window.paths.hub_settings_file
     welcome.mirror.setChecked(True)
     qtbot.waitUntil(hub_file.exists, timeout=5000)
     assert json.loads(hub_file.read_text(encoding="utf-8"))["endpoint"] == HUB_MIRROR
@@ -106,6 +106,7 @@ def test_a_chinese_system_is_offered_the_hub_mirror(make_window: object, qtbot: 
                     timeout=5000)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "No model is loaded yet")
 def test_sending_with_no_model_at_all_says_how_to_get_one(window: MainWindow) -> None:
     page = window.chat_page
     window.pages.setCurrentWidget(page)
@@ -127,6 +128,7 @@ def test_the_offline_flag_outlasts_the_setting(make_window: object, qtbot: QtBot
     assert window.status.network == "offline"
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "Offline mode is on")
 def test_the_recommended_download_starts_from_the_first_run_screen(
         window: MainWindow, qtbot: QtBot) -> None:
     """One click goes to the Models page and downloads the pick (here Offline mode is on, as in

@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
@@ -54,6 +55,7 @@ def test_conversations_and_settings_survive_a_restart(
     assert second.settings_page.n_ctx.value() == 2048
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "The engine process was killed")
 def test_engine_killed_mid_reply_shows_error_and_recovers(
         chat_window: MainWindow, qtbot: QtBot, tiny_model: Path) -> None:
     use_sampling(chat_window, max_tokens=100_000)
@@ -87,6 +89,7 @@ def test_engine_killed_mid_reply_shows_error_and_recovers(
     assert page.view.views[-1].item.status == "complete"
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "Unexpected error")
 def test_unexpected_errors_on_any_thread_reach_the_sink(qtbot: QtBot,
                                                         data_home: DataPaths) -> None:
     sink = ErrorSink()

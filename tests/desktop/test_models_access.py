@@ -73,6 +73,7 @@ def notices(sink: ErrorSink) -> list[Notice]:
     return shown
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "Offline mode is on")
 def test_offline_mode_turns_downloads_off_and_says_why(
         qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, hf_cache: Path, data_home: DataPaths,
         io: TaskQueue) -> None:

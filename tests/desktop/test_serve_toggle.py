@@ -10,7 +10,7 @@ import socket
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -34,14 +34,14 @@ def assert_closed(port: int) -> None:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
+def client() -> Iterator[httpx2.Client]:
     """An HTTP client that ignores proxy settings (everything here is on 127.0.0.1)."""
-    with httpx.Client(timeout=30, trust_env=False) as http:
+    with httpx2.Client(timeout=30, trust_env=False) as http:
         yield http
 
 
 def test_toggle_serves_the_loaded_model_and_stops(chat_window: MainWindow, qtbot: QtBot,
-                                                   client: httpx.Client) -> None:
+                                                   client: httpx2.Client) -> None:
     window = chat_window
     assert window.serve_button.isEnabled() and not window.serve_button.isChecked()
     assert "mixtral-desk serve --host 0.0.0.0 --api-key KEY" in window.serve_button.toolTip()
@@ -71,6 +71,7 @@ def test_toggle_serves_the_loaded_model_and_stops(chat_window: MainWindow, qtbot
     assert_closed(port)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "The API server is answering a request")
 def test_gui_send_waits_while_the_server_answers(chat_window: MainWindow,
                                                  qtbot: QtBot) -> None:
     window = chat_window
@@ -123,6 +124,7 @@ def test_unloading_or_closing_stops_the_server(chat_window: MainWindow, qtbot: Q
     assert_closed(port)
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "another program uses this port")
 def test_a_taken_port_is_reported_and_unchecks_the_toggle(chat_window: MainWindow,
                                                           qtbot: QtBot) -> None:
     window = chat_window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
@@ -135,6 +136,7 @@ def test_settings_change_that_needs_a_reload_says_so(chat_window: MainWindow,
     assert info is not None and info.n_ctx == 2048
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "No model is loaded yet")
 def test_composer_enter_sends_and_shift_enter_adds_a_line(window: MainWindow,
                                                           qtbot: QtBot) -> None:
     composer = window.chat_page.view.composer

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import huggingface_hub.constants
 import pytest
 
@@ -28,13 +28,13 @@ from mixtral_desk.core.downloads.errors import (
 )
 from mixtral_desk.core.downloads.hub import HubClient
 from mixtral_desk.core.downloads.manager import DownloadManager
-from mixtral_desk.core.paths import DataPaths
-from mixtral_desk.core.remote import RemoteConnectionError, RemoteEngine, RemoteOfflineError
-from mixtral_desk.core.remote_header import (
+from mixtral_desk.core.gguf.remote_header import (
     RemoteHeaderError,
     RemoteHeaderOfflineError,
     read_remote_facts,
 )
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.remote import RemoteConnectionError, RemoteEngine, RemoteOfflineError
 from tests.net_guard import NetGuard, Tripwire, format_attempts, guarded_env, read_log
 
 REPO, FILE = "owner/model-GGUF", "model-Q4_K_M.gguf"
@@ -87,7 +87,7 @@ def offline_refuses_everything(endpoint: str, data_home: DataPaths) -> None:
 
     # A server on another computer: refused before any socket is opened (the guard would
     # refuse it too; no name is even looked up).
-    elsewhere = str(httpx.URL(scheme="http", host="gpu-box.example.com", port=8000, path="/v1"))
+    elsewhere = str(httpx2.URL(scheme="http", host="gpu-box.example.com", port=8000, path="/v1"))
     with RemoteEngine(elsewhere, "m") as remote:
         error, seconds = timed(remote.list_models, RemoteOfflineError)
     assert seconds < 1 and "gpu-box.example.com" in str(error)
@@ -97,6 +97,21 @@ def offline_refuses_everything(endpoint: str, data_home: DataPaths) -> None:
     with RemoteEngine(f"http://127.0.0.1:{port}/v1", "m") as local:
         error, _ = timed(local.list_models, RemoteConnectionError)
     assert not isinstance(error, network.OfflineError)
+
+
+@pytest.mark.parametrize(("host", "local"), [
+    ("127.0.0.1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("[::]", False), ("192.168.1.20", False)])
+def test_offline_mode_allows_a_remote_engine_on_loopback_only(host: str, local: bool) -> None:
+    """The check comes before any connection: nothing here opens a socket. 0.0.0.0 and :: are
+    where a server listens on every interface, not a loopback address to connect to."""
+    network.set_offline(True)
+    with RemoteEngine(f"http://{host}:8080/v1", "m") as remote:
+        if local:
+            remote.require_network()
+        else:
+            with pytest.raises(RemoteOfflineError, match="Offline mode is on"):
+                remote.require_network()
 
 
 def test_offline_mode_follows_the_setting_and_the_environment(online: None) -> None:
@@ -128,7 +143,7 @@ def run_offline_script(endpoint: str, log: Path, tmp_path: Path) -> dict[str, li
         from mixtral_desk.core import network
         from mixtral_desk.core.downloads.hub import HubClient
         from mixtral_desk.core.downloads.manager import DownloadManager
-        from mixtral_desk.core.remote_header import read_remote_facts
+        from mixtral_desk.core.gguf.remote_header import read_remote_facts
 
         hub = HubClient({endpoint!r}, use_stored_token=False)
         calls = {{

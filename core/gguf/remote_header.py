@@ -3,14 +3,14 @@
 :func:`read_remote_facts` asks the Hub where a file is (``HubClient.locate``: the signed CDN URL,
 its headers and the file size), then GETs ``Range: bytes=0-N`` with huggingface_hub's HTTP client
 and parses the header from those bytes with the same bounded parser as local files
-(:mod:`.gguf_validation`). N starts at :data:`FIRST_READ` and grows four-fold while the header is
+(:mod:`.validation`). N starts at :data:`FIRST_READ` and grows four-fold while the header is
 longer (a Llama-3 vocabulary takes several megabytes), up to :data:`MAX_HEADER_BYTES`. A server
 that ignores the range and streams the whole file is read only up to N bytes, then dropped.
 Every part of a split model has its own header; all are read.
 
 Offline mode (the setting, ``--offline`` or ``HF_HUB_OFFLINE``) raises
 :class:`RemoteHeaderOfflineError` at once, before any connection; an unreachable Hub raises
-:class:`RemoteHeaderError` within the short connect timeout (:mod:`.network`). Nothing is ever
+:class:`RemoteHeaderError` within the short connect timeout (:mod:`..network`). Nothing is ever
 written to disk.
 """
 
@@ -23,13 +23,13 @@ from pathlib import Path, PurePosixPath
 import httpx2
 from huggingface_hub import constants, get_session
 
-from . import network
-from .downloads.errors import DownloadError, HubUnavailableError
-from .downloads.hub import HubClient
-from .errors import DeskError, GGUFError
-from .gguf_validation import GGUFHeader, _parse, _ProblemError
-from .i18n import tr
+from .. import network
+from ..downloads.errors import DownloadError, HubUnavailableError
+from ..downloads.hub import HubClient
+from ..errors import DeskError, GGUFError
+from ..i18n import tr
 from .model_file import ModelFacts, _check_split, _facts
+from .validation import GGUFHeader, _parse, _ProblemError
 
 FIRST_READ = 2 * 1024 * 1024
 MAX_HEADER_BYTES = 128 * 1024 * 1024

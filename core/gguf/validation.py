@@ -1,6 +1,6 @@
 """Read and check the header of one GGUF file without touching its tensor data.
 
-This is the low layer under :mod:`mixtral_desk.core.model_file`: it parses the header (magic,
+This is the low layer under :mod:`.model_file`: it parses the header (magic,
 version, counts, metadata key/values, tensor table) with plain bounded reads, checks everything
 llama.cpp would check before it maps the weights, and turns every problem into one
 :class:`~mixtral_desk.core.errors.GGUFError` naming the file and the problem.
@@ -25,9 +25,9 @@ from typing import BinaryIO, TypeAlias
 
 import gguf
 
-from .errors import GGUFError, ModelFileNotFoundError, UserText
-from .i18n import N_
-from .units import format_bytes
+from ..errors import GGUFError, ModelFileNotFoundError, UserText
+from ..i18n import N_
+from ..units import format_bytes
 
 HEADER_SIZE = 24  # magic, version (u32), tensor count (u64), metadata count (u64)
 SUPPORTED_VERSIONS = (2, 3)

@@ -1,4 +1,5 @@
-"""Fit a conversation into the context window by leaving out its oldest turns."""
+"""Fit a conversation into the context window by leaving out its oldest turns (history fitting;
+the automatic context *length* is :mod:`mixtral_desk.core.context_size`)."""
 
 from __future__ import annotations
 

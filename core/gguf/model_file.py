@@ -21,10 +21,10 @@ import gguf
 
 # Relative imports: mypy cannot follow the editable install's import hook, and would see
 # mixtral_desk.core.* as untyped.
-from .errors import GGUFError, ModelFileNotFoundError
-from .gguf_validation import GGUFArray, GGUFHeader, MetadataValue, read_header
-from .i18n import N_, ntr, tr
-from .units import format_bytes
+from ..errors import GGUFError, ModelFileNotFoundError
+from ..i18n import N_, ntr, tr
+from ..units import format_bytes
+from .validation import GGUFArray, GGUFHeader, MetadataValue, read_header
 
 __all__ = [
     "ModelFacts",

@@ -27,11 +27,6 @@ class Event(Generic[T]):
         """Call ``callback(value)`` on every :meth:`emit`."""
         self._callbacks.append(callback)
 
-    def disconnect(self, callback: Callable[[T], object]) -> None:
-        """Stop calling ``callback``; a no-op when it is not connected."""
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
-
     def emit(self, value: T) -> None:
         """Call every connected callback with ``value``."""
         for callback in tuple(self._callbacks):

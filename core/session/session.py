@@ -56,9 +56,7 @@ class Session:
         load_started(Path): a model file began loading.
         load_progress(float): loading progress, 0.0 to 1.0.
         planner_said(str): a sentence of the automatic plan, as it is made.
-        model_loaded(ModelInfo): the model is loaded (:attr:`load_report` says how).
         model_unloaded(None): the model was unloaded, or lost when the engine process died.
-        busy_changed(bool): a reply began (True) or ended (False).
     """
 
     def __init__(self, settings: Settings, *, engine: ChatEngine | None = None,
@@ -79,9 +77,7 @@ class Session:
         self.load_started: Event[Path] = Event()
         self.load_progress: Event[float] = Event()
         self.planner_said: Event[str] = Event()
-        self.model_loaded: Event[ModelInfo] = Event()
         self.model_unloaded: Event[None] = Event()
-        self.busy_changed: Event[bool] = Event()
 
     # --- the engine ----------------------------------------------------------------------------
 
@@ -156,7 +152,6 @@ class Session:
             raise
         self.model_info, self.load_report = info, report
         self._last_used = time.monotonic()
-        self.model_loaded.emit(info)
         return info
 
     def reload(self) -> ModelInfo:
@@ -324,7 +319,6 @@ class Session:
         """A reply runs: busy meanwhile; a dead engine process takes the model with it."""
         with self._lock:
             self._busy = True
-        self.busy_changed.emit(True)
         try:
             yield
         except EngineCrashedError:
@@ -334,7 +328,6 @@ class Session:
             with self._lock:
                 self._busy = False
             self._last_used = time.monotonic()
-            self.busy_changed.emit(False)
 
     # --- serving -------------------------------------------------------------------------------
 

@@ -435,7 +435,7 @@ class MainWindow(QMainWindow):
 
         if network.is_offline():
             return
-        if event.error_type == "HubUnreachableError":
+        if isinstance(event.error, network.UnreachableError):
             self._show_network("unreachable")
         elif event.state in ("running", "completed") and self.status.network == "unreachable":
             self._show_network("online")

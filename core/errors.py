@@ -29,12 +29,14 @@ class UserText:
 
     ``str()`` translates it into the current language; :meth:`english` gives the source text.
     A value may itself be a :class:`UserText` (a whole sentence placed into a template), rendered
-    in the same language. Without values the text is used as is (braces need no escaping).
+    in the same language; a :class:`DeskError` given as a value stands for its message (so its
+    English stays English), and any other exception for its text, taken now (so the message
+    stays picklable). Without values the text is used as is (braces need no escaping).
     """
 
     def __init__(self, text: str, /, **values: object) -> None:
         self.text = text
-        self.values = values
+        self.values = {name: _message_value(value) for name, value in values.items()}
 
     def __str__(self) -> str:
         if not self.values:
@@ -59,9 +61,51 @@ class UserText:
     def __hash__(self) -> int:
         return hash(self.text)
 
+    def to_data(self) -> dict[str, Any]:
+        """The message as JSON-ready data, to store and translate later (:meth:`from_data`).
+
+        Numbers, text, booleans and None are kept; a nested :class:`UserText` becomes data in
+        turn; any other value is kept as its text.
+        """
+        return {"text": self.text, "values": {
+            name: value.to_data() if isinstance(value, UserText)
+            else value if value is None or isinstance(value, str | int | float) else str(value)
+            for name, value in self.values.items()}}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> UserText:
+        """The message :meth:`to_data` stored.
+
+        Raises:
+            ValueError: ``data`` is not such a message.
+        """
+        text, values = data.get("text"), data.get("values", {})
+        if not isinstance(text, str) or not isinstance(values, dict):
+            raise ValueError("not a stored message")
+        return cls(text, **{str(name): cls.from_data(value) if isinstance(value, dict) else value
+                            for name, value in values.items()})
+
+
+def _message_value(value: object) -> object:
+    """A placeholder's value as a message keeps it (see :class:`UserText`)."""
+    if isinstance(value, DeskError):
+        message: UserText | None = value.__dict__.get("user_message")
+        return message if message is not None else value.english
+    if isinstance(value, BaseException):
+        return str(value) or type(value).__name__
+    return value
+
+
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+
 
 def _restore(cls: type[DeskError], args: tuple[Any, ...], state: dict[str, Any]) -> DeskError:
-    error = cls.__new__(cls, *args)
+    # Allocate with the builtin exception the class is laid out as: ``cls.__new__`` may find
+    # RuntimeError's first for a class that is also an OSError, which refuses to build one.
+    base: type = cls
+    while base.__flags__ & _HEAP_TYPE and base.__base__ is not None:
+        base = base.__base__
+    error: DeskError = base.__new__(cls, *args)
     error.args = args
     error.__dict__.update(state)
     return error

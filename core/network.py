@@ -22,8 +22,8 @@ import socket
 import sys
 from typing import Any, Final, Literal
 
-from .errors import DeskError
-from .i18n import tr
+from .errors import DeskError, UserText
+from .i18n import N_, tr
 
 _TRUE = {"1", "on", "yes", "true"}
 _offline_override: bool | None = None
@@ -107,16 +107,19 @@ def apply_offline_setting(enabled: bool) -> None:
     set_offline(True if enabled or _forced_offline else None)
 
 
-def offline_message(feature: str) -> str:
-    """The sentence shown when ``feature`` (already translated) is refused in Offline mode."""
-    return tr("{feature} needs the network, and Offline mode is on. Turn it off "
-              "in Settings (or drop --offline / HF_HUB_OFFLINE) to go online.",
-              feature=feature)
+def offline_message(feature: str | UserText) -> UserText:
+    """The sentence shown when ``feature`` is refused in Offline mode (translated where shown).
+
+    ``feature``: an ``N_()``-marked phrase, or a :class:`UserText` when it has values.
+    """
+    return UserText(N_("{feature} needs the network, and Offline mode is on. Turn it off "
+                       "in Settings (or drop --offline / HF_HUB_OFFLINE) to go online."),
+                    feature=feature if isinstance(feature, UserText) else UserText(feature))
 
 
-def require_network(feature: str, error: type[OfflineError] = OfflineError) -> None:
-    """Raise ``error`` (an :class:`OfflineError`) naming ``feature`` (already translated) when
-    Offline mode is on; return at once otherwise.
+def require_network(feature: str | UserText, error: type[OfflineError] = OfflineError) -> None:
+    """Raise ``error`` (an :class:`OfflineError`) naming ``feature`` (an ``N_()``-marked phrase,
+    or a :class:`UserText`) when Offline mode is on; return at once otherwise.
 
     Raises:
         OfflineError: Offline mode is on.

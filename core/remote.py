@@ -43,8 +43,8 @@ from mixtral_desk.core.engine import (
     TokenEvent,
 )
 from mixtral_desk.core.engine.interface import ReplyEvent
-from mixtral_desk.core.errors import ContextOverflowError, EngineBusyError, EngineError
-from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.errors import ContextOverflowError, EngineBusyError, EngineError, UserText
+from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.network import (
     CONNECT_TIMEOUT_S,
     OfflineError,
@@ -122,8 +122,8 @@ class RemoteEngine:
         """
         host = httpx2.URL(self.base_url).host
         if not is_loopback_host(host):
-            require_network(tr("Chatting with the remote engine at {url}", url=self.base_url),
-                            RemoteOfflineError)
+            require_network(UserText(N_("Chatting with the remote engine at {url}"),
+                                     url=self.base_url), RemoteOfflineError)
 
     def list_models(self) -> list[str]:
         """The model ids the server offers (a quick connection and key check).
@@ -141,8 +141,8 @@ class RemoteEngine:
         try:
             return [str(item["id"]) for item in response.json()["data"]]
         except (ValueError, KeyError, TypeError) as error:
-            raise RemoteEngineError(tr("{url}/models did not answer with a model list.",
-                                       url=self.base_url)) from error
+            raise RemoteEngineError(N_("{url}/models did not answer with a model list."),
+                                    url=self.base_url) from error
 
     def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions
              ) -> RemoteReplyStream:
@@ -206,7 +206,7 @@ class RemoteEngine:
     def _start(self, path: str, payload: dict[str, Any], *, chat: bool) -> RemoteReplyStream:
         with self._lock:
             if self._active is not None:
-                raise EngineBusyError(tr("A reply is being generated; stop it or wait for it "
+                raise EngineBusyError(N_("A reply is being generated; stop it or wait for it "
                                          "to end."))
             stream = RemoteReplyStream(self, path, payload, chat=chat)
             self._active = stream
@@ -217,9 +217,9 @@ class RemoteEngine:
             if self._active is stream:
                 self._active = None
 
-    def _unreachable(self, error: Exception) -> str:
-        return tr("Cannot reach the remote engine at {url}: {reason}", url=self.base_url,
-                  reason=error or type(error).__name__)
+    def _unreachable(self, error: Exception) -> UserText:
+        return UserText(N_("Cannot reach the remote engine at {url}: {reason}"),
+                        url=self.base_url, reason=error)
 
 
 def _status_error(base_url: str, status: int, body: str) -> EngineError:
@@ -231,12 +231,12 @@ def _status_error(base_url: str, status: int, body: str) -> EngineError:
             message = error
         else:
             message, code = str(error.get("message") or message), str(error.get("code") or "")
-    text = tr("The remote engine at {url} answered HTTP {status}: {message}", url=base_url,
-              status=status, message=message)
+    text = UserText(N_("The remote engine at {url} answered HTTP {status}: {message}"),
+                    url=base_url, status=status, message=message)
     if status in (401, 403):
-        return RemoteAuthError(tr("The remote engine at {url} rejected the API key "
-                                  "(HTTP {status}): {message}", url=base_url, status=status,
-                                  message=message))
+        return RemoteAuthError(N_("The remote engine at {url} rejected the API key "
+                                  "(HTTP {status}): {message}"), url=base_url, status=status,
+                               message=message)
     if code == "context_length_exceeded":
         return ContextOverflowError(text)
     return RemoteEngineError(text)
@@ -352,17 +352,16 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
                     line = next(self._lines)
                 except StopIteration:
                     if self._finish_reason is None:
-                        raise RemoteConnectionError(tr(
-                            "The remote engine at {url} ended the reply without finishing it.",
-                            url=self._engine.base_url)) from None
+                        raise RemoteConnectionError(N_(
+                            "The remote engine at {url} ended the reply without finishing it."),
+                            url=self._engine.base_url) from None
                     return self._done()
                 except (httpx2.HTTPError, OSError) as error:
                     if self._cancelled.is_set():
                         return self._done("cancelled")
-                    raise RemoteConnectionError(tr(
-                        "The connection to the remote engine at {url} broke: {reason}",
-                        url=self._engine.base_url,
-                        reason=error or type(error).__name__)) from error
+                    raise RemoteConnectionError(N_(
+                        "The connection to the remote engine at {url} broke: {reason}"),
+                        url=self._engine.base_url, reason=error) from error
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, event names
                 data = line[5:].strip()
@@ -380,9 +379,9 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
         try:
             chunk = json.loads(data)
         except ValueError as error:
-            raise RemoteEngineError(tr("The remote engine at {url} sent a chunk that is not "
-                                       "JSON: {data!r}", url=self._engine.base_url,
-                                       data=data[:120])) from error
+            raise RemoteEngineError(N_("The remote engine at {url} sent a chunk that is not "
+                                       "JSON: {data!r}"), url=self._engine.base_url,
+                                    data=data[:120]) from error
         if not isinstance(chunk, dict):
             return ""
         if "error" in chunk:

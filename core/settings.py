@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine.options import SamplingOptions
 from mixtral_desk.core.errors import SettingsError
-from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
 
 SCHEMA_VERSION = 1
@@ -95,30 +95,30 @@ def load_settings(path: Path | None = None) -> Settings:
     except FileNotFoundError:
         return Settings()
     except OSError as error:
-        raise SettingsError(tr("Cannot read the settings file {path}: {problem}", path=path,
-                               problem=error.strerror)) from error
+        raise SettingsError(N_("Cannot read the settings file {path}: {problem}"), path=path,
+                            problem=error.strerror) from error
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
-        raise SettingsError(tr("The settings file {path} is not valid JSON (line {line}, column "
-                               "{column}: {problem}).", path=path, line=error.lineno,
-                               column=error.colno, problem=error.msg)) from error
+        raise SettingsError(N_("The settings file {path} is not valid JSON (line {line}, column "
+                               "{column}: {problem})."), path=path, line=error.lineno,
+                            column=error.colno, problem=error.msg) from error
     if not isinstance(raw, dict):
-        raise SettingsError(tr("The settings file {path} does not hold a JSON object.",
-                               path=path))
+        raise SettingsError(N_("The settings file {path} does not hold a JSON object."),
+                            path=path)
     found = raw.get("schema_version", SCHEMA_VERSION)
     if isinstance(found, int) and found > SCHEMA_VERSION:
-        raise SettingsError(tr("The settings file {path} was written by a newer Mixtral Desk "
-                               "(settings version {found}; this version knows {known}).",
-                               path=path, found=found, known=SCHEMA_VERSION))
+        raise SettingsError(N_("The settings file {path} was written by a newer Mixtral Desk "
+                               "(settings version {found}; this version knows {known})."),
+                            path=path, found=found, known=SCHEMA_VERSION)
     try:
         return Settings.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        raise SettingsError(tr("The settings file {path} has an invalid value for {field}: "
-                               "{problem}.", path=path, field=field,
-                               problem=first["msg"])) from error
+        raise SettingsError(N_("The settings file {path} has an invalid value for {field}: "
+                               "{problem}."), path=path, field=field,
+                            problem=first["msg"]) from error
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:
@@ -131,5 +131,5 @@ def save_settings(settings: Settings, path: Path | None = None) -> None:
     try:
         write_atomic(path, settings.model_dump_json(indent=2))
     except OSError as error:
-        raise SettingsError(tr("Cannot save the settings to {path}: {problem}", path=path,
-                               problem=error.strerror)) from error
+        raise SettingsError(N_("Cannot save the settings to {path}: {problem}"), path=path,
+                            problem=error.strerror) from error

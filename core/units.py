@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .i18n import tr
+from .errors import DeskError
+from .i18n import N_, tr
 
 GiB = 1024**3
 MiB = 1024**2
@@ -13,6 +14,10 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g"
           "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2,
           "gib": 1024**3, "tib": 1024**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+class SizeError(DeskError, ValueError):
+    """Raised when a text is not a size (``parse_size``); the message says what is accepted."""
 
 
 def format_bytes(n: int | float) -> str:
@@ -38,11 +43,11 @@ def parse_size(text: str) -> int:
     """``"24GiB"``, ``"8 GB"``, ``"512M"`` or plain bytes → a number of bytes.
 
     Raises:
-        ValueError: the text is not a size; the message says what is accepted.
+        SizeError: the text is not a size (a ``ValueError``); the message says what is accepted.
     """
     match = _SIZE.match(text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
-        raise ValueError(tr("{text} is not a size; use bytes or a unit like 24GiB, 16GB, 512MiB",
-                            text=repr(text)))
+        raise SizeError(N_("{text} is not a size; use bytes or a unit like 24GiB, 16GB, 512MiB"),
+                        text=repr(text))
     return int(float(match.group(1)) * _UNITS[unit])

@@ -100,7 +100,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _require_online() -> None:
     """Raise HubOfflineError at once in Offline mode (before a job is created or resumed)."""
-    require_network(tr("Downloading a model"), HubOfflineError)
+    require_network(N_("Downloading a model"), HubOfflineError)
 
 
 class _ProgressBar:
@@ -172,8 +172,8 @@ def _run_with_bar(manager: DownloadManager, job: Job, bar: _ProgressBar) -> int:
         path = manager.run(job.id)
     except VerificationError as error:
         bar.close()
-        raise type(error)(tr("{problem} Run the same command again for a fresh download.",
-                             problem=error), error.filename) from error
+        raise VerificationError(N_("{problem} Run the same command again for a fresh "
+                                   "download."), error.filename, problem=error) from error
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, previous)
@@ -212,7 +212,7 @@ def _job_row(job: Job) -> list[str]:
     total = job.total
     share = f"{100 * job.done / total:.0f}%" if total else "-"
     return [job.id, job.model_id, state_name(job.display_state), share,
-            format_bytes(total) if total is not None else "?", (job.error or "")[:60]]
+            format_bytes(total) if total is not None else "?", str(job.error or "")[:60]]
 
 
 def downloads_list_command(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ Tokens never appear in a message.
 
 from __future__ import annotations
 
-from ..errors import DeskError, NotFoundError
+from ..errors import DeskError, NotFoundError, UserText
 from ..network import OfflineError, UnreachableError
 
 
@@ -18,15 +18,17 @@ class DownloadError(DeskError, RuntimeError):
 # --- Hub access ----------------------------------------------------------------------------------
 
 class HubAccessError(DownloadError, PermissionError):
-    """Base of the errors that mean "the Hub refused us this repository"."""
+    """Base of the errors that mean "the Hub refused us this repository".
 
-    def __init__(self, message: str, repo_id: str, url: str | None = None) -> None:
+    ``message``: an ``N_()``-marked text whose placeholders ``values`` fill (or a
+    :class:`UserText`); ``url``: the repository's page.
+    """
+
+    def __init__(self, message: str | UserText, repo_id: str, url: str | None = None, /,
+                 **values: object) -> None:
         self.repo_id = repo_id
         self.url = url
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+        super().__init__(message, **values)
 
 
 class LicenceNotAcceptedError(HubAccessError):
@@ -93,28 +95,23 @@ class VerificationError(DownloadError, ValueError):
     The bad data is deleted and the job is marked failed; downloading again starts fresh.
     """
 
-    def __init__(self, message: str, filename: str) -> None:
+    def __init__(self, message: str | UserText, filename: str, /, **values: object) -> None:
         self.filename = filename
-        super().__init__(message)
+        super().__init__(message, **values)
 
 
 class InsufficientSpaceError(DownloadError, OSError):
     """Raised before a download starts when the disk has less free space than it needs."""
 
-    def __init__(self, message: str, needed: int, free: int) -> None:
+    def __init__(self, message: str | UserText, needed: int, free: int, /,
+                 **values: object) -> None:
         self.needed = needed
         self.free = free
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+        super().__init__(message, **values)
 
 
 class DiskFullError(DownloadError, OSError):
     """Raised when the disk fills up while writing; the job is paused, the bytes so far kept."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class DownloadInterrupted(DownloadError):  # noqa: N818 - a control-flow signal, not a failure

@@ -46,14 +46,19 @@ class JobProgress:
 @dataclass(frozen=True)
 class JobStateChanged:
     """A job changed state (``queued``, ``running``, ``paused``, ``completed``, ``failed``,
-    ``cancelled``). ``error`` is the message to show for ``failed`` (and for a ``paused`` job
-    that stopped by itself: network gone, disk full); ``error_type`` its class name;
-    ``path`` the model file to open once ``completed`` (part 1 of a split model)."""
+    ``cancelled``). ``path`` is the model file to open once ``completed`` (part 1 of a split
+    model).
+
+    ``error`` is the exception that made a job ``failed`` (or stopped a ``paused`` job by itself:
+    network gone, disk full). A :class:`~mixtral_desk.core.errors.DeskError` (typed: test it with
+    ``isinstance``) is a known problem whose ``str()`` is the message to show, translated when it
+    is shown; anything else is a bug. Known errors pickle with their message, so the event may
+    cross threads and processes.
+    """
 
     job_id: str
     state: str
-    error: str | None = None
-    error_type: str | None = None
+    error: Exception | None = None
     path: Path | None = None
 
 

@@ -35,7 +35,8 @@ from huggingface_hub.errors import RevisionNotFoundError as HfRevisionNotFoundEr
 from huggingface_hub.utils._headers import build_hf_headers
 
 from .. import network
-from ..i18n import tr
+from ..errors import UserText
+from ..i18n import N_
 from .errors import (
     DownloadError,
     HubOfflineError,
@@ -59,6 +60,8 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 constants.HF_HUB_DISABLE_TELEMETRY = True
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _T = TypeVar("_T")
+#: What Offline mode refuses here (the subject of :func:`network.offline_message`).
+HUB_FEATURE = N_("Downloading from the Hugging Face Hub")
 
 
 def default_endpoint() -> str:
@@ -138,8 +141,8 @@ class HubClient:
         except Exception as error:
             raise self.map_error(error, repo_id, revision=rev) from error
         if not info.sha:
-            raise HubUnavailableError(tr("{endpoint} gave no commit for {repo}@{revision}.",
-                                         endpoint=self.endpoint, repo=repo_id, revision=rev))
+            raise HubUnavailableError(N_("{endpoint} gave no commit for {repo}@{revision}."),
+                                      endpoint=self.endpoint, repo=repo_id, revision=rev)
         siblings = {s.rfilename: s for s in info.siblings or []}
         wanted = expand_files(files, list(siblings), repo_id)
         out: list[RemoteFileInfo] = []
@@ -152,8 +155,8 @@ class HubClient:
                 size = size if size is not None else where.size
                 sha = sha or where.sha256
             if size is None:
-                raise HubUnavailableError(tr("{endpoint} did not say how large {file} is.",
-                                             endpoint=self.endpoint, file=path))
+                raise HubUnavailableError(N_("{endpoint} did not say how large {file} is."),
+                                          endpoint=self.endpoint, file=path)
             out.append(RemoteFileInfo(path, size, sha))
         if out:
             self.locate(repo_id, info.sha, out[0].path)
@@ -186,7 +189,7 @@ class HubClient:
         Raises:
             HubOfflineError: Offline mode is on.
         """
-        network.require_network(tr("Downloading from the Hugging Face Hub"), HubOfflineError)
+        network.require_network(HUB_FEATURE, HubOfflineError)
 
     def map_error(self, error: Exception, repo_id: str, *, revision: str | None = None,
                   filename: str | None = None) -> Exception:
@@ -196,50 +199,49 @@ class HubClient:
             return error
         if isinstance(error, GatedRepoError):
             if not self._token:
-                return TokenRequiredError(tr(
+                return TokenRequiredError(N_(
                     "{repo} is a gated model: it needs a Hugging Face token. Sign in "
-                    "(`hf auth login`, or in Settings) and accept its licence at {url}.",
-                    repo=repo_id, url=page), repo_id, page)
-            return LicenceNotAcceptedError(tr(
+                    "(`hf auth login`, or in Settings) and accept its licence at {url}."),
+                    repo_id, page, repo=repo_id, url=page)
+            return LicenceNotAcceptedError(N_(
                 "You have not accepted the licence of {repo} with this account yet (or your "
-                "request is still pending). Open {url}, accept it, then try again.",
-                repo=repo_id, url=page), repo_id, page)
+                "request is still pending). Open {url}, accept it, then try again."),
+                repo_id, page, repo=repo_id, url=page)
         if isinstance(error, HfRevisionNotFoundError):
-            return RevisionNotFoundError(tr(
+            return RevisionNotFoundError(N_(
                 "Revision {revision!r} does not exist in {repo} (check the branch, tag or "
-                "commit).", revision=revision, repo=repo_id))
+                "commit)."), revision=revision, repo=repo_id)
         if isinstance(error, EntryNotFoundError):
-            return RemoteFileNotFoundError(tr(
-                "File {file!r} is not in {repo} at revision {revision!r}.",
-                file=filename, repo=repo_id, revision=revision))
+            return RemoteFileNotFoundError(N_(
+                "File {file!r} is not in {repo} at revision {revision!r}."),
+                file=filename, repo=repo_id, revision=revision)
         if isinstance(error, RepositoryNotFoundError):
             if self._token:
-                return RepoNotFoundError(tr("Repository {repo} was not found on {endpoint}.",
-                                            repo=repo_id, endpoint=self.endpoint))
-            return RepoNotFoundError(tr(
+                return RepoNotFoundError(N_("Repository {repo} was not found on {endpoint}."),
+                                         repo=repo_id, endpoint=self.endpoint)
+            return RepoNotFoundError(N_(
                 "Repository {repo} was not found on {endpoint}. If it is private, sign in with "
-                "a Hugging Face token that can read it.", repo=repo_id, endpoint=self.endpoint))
+                "a Hugging Face token that can read it."), repo=repo_id, endpoint=self.endpoint)
         if isinstance(error, OfflineModeIsEnabled):
-            return HubOfflineError(network.offline_message(
-                tr("Downloading from the Hugging Face Hub")))
+            return HubOfflineError(network.offline_message(HUB_FEATURE))
         if isinstance(error, HfHubHTTPError) and error.response is not None:
             status = error.response.status_code
             if status == 401:
-                return InvalidTokenError(tr(
+                return InvalidTokenError(N_(
                     "The Hub rejected your Hugging Face token while opening {repo}: it is "
-                    "invalid, expired or revoked. Sign in again with a new token.",
-                    repo=repo_id), repo_id, page)
+                    "invalid, expired or revoked. Sign in again with a new token."),
+                    repo_id, page, repo=repo_id)
             if status == 403:
-                return TokenAccessError(tr(
+                return TokenAccessError(N_(
                     "Your Hugging Face token does not grant access to {repo} (a fine-grained "
-                    "token needs read access to public gated repos, or to this repo).",
-                    repo=repo_id), repo_id, page)
-            return HubUnavailableError(tr("{endpoint} answered {status} for {repo}; try again "
-                                          "later.", endpoint=self.endpoint, status=status,
-                                          repo=repo_id))
+                    "token needs read access to public gated repos, or to this repo)."),
+                    repo_id, page, repo=repo_id)
+            return HubUnavailableError(N_("{endpoint} answered {status} for {repo}; try again "
+                                          "later."), endpoint=self.endpoint, status=status,
+                                       repo=repo_id)
         if isinstance(error, httpx2.TransportError | OSError):
-            return HubUnreachableError(tr("Cannot reach {endpoint}: {reason}",
-                                          endpoint=self.endpoint, reason=_reason(error)))
+            return HubUnreachableError(N_("Cannot reach {endpoint}: {reason}"),
+                                       endpoint=self.endpoint, reason=_reason(error))
         return error
 
 
@@ -276,11 +278,11 @@ def _with_retries(call: Callable[[], _T]) -> _T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException) -> str | UserText:
     """What went wrong with a connection, in a few words (timeouts said as such)."""
     text = str(error).strip()
     if isinstance(error, httpx2.TimeoutException | TimeoutError):
-        return tr("no answer within {seconds:g} s", seconds=(
+        return UserText(N_("no answer within {seconds:g} s"), seconds=(
             network.CONNECT_TIMEOUT_S if isinstance(error, httpx2.ConnectTimeout)
             else network.METADATA_TIMEOUT_S))
     return text or type(error).__name__

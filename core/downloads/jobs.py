@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import psutil
 
+from ..errors import UserText
 from ..i18n import N_, tr
 from .errors import DownloadError, JobNotFoundError
 
@@ -51,7 +52,11 @@ class JobFile:
 
 @dataclass
 class Job:
-    """One download: a catalog entry or a repository's file(s), with all parts of a split model."""
+    """One download: a catalog entry or a repository's file(s), with all parts of a split model.
+
+    ``error``: why a ``failed`` job failed, or why a ``paused`` one stopped by itself (network
+    gone, disk full); translated where it is shown (``str(job.error)``).
+    """
 
     id: str
     model_id: str
@@ -63,7 +68,7 @@ class Job:
     catalog_id: str | None = None
     commit: str | None = None
     state: JobState = "queued"
-    error: str | None = None
+    error: UserText | None = None
     request: str | None = None
     owner_pid: int | None = None
     heartbeat: float | None = None
@@ -99,7 +104,9 @@ class Job:
         return {
             "id": self.id, "model": self.model_id, "repo": self.repo_id,
             "revision": self.revision, "commit": self.commit, "catalog_id": self.catalog_id,
-            "state": self.display_state, "error": self.error, "done_bytes": self.done,
+            "state": self.display_state,
+            "error": self.error.english() if self.error is not None else None,
+            "done_bytes": self.done,
             "total_bytes": self.total, "dest_dir": str(self.dest_dir),
             "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "done_bytes": f.done,
                        "state": f.state} for f in self.files],
@@ -110,6 +117,26 @@ class Job:
 def state_name(state: str) -> str:
     """A job state (``display_state``) in the interface language."""
     return tr(STATE_NAMES[state]) if state in STATE_NAMES else state
+
+
+def dump_error(message: UserText | None) -> str | None:
+    """A job's error as the ``error`` column stores it (JSON, so that it can be translated into
+    whatever language it is shown in later)."""
+    return None if message is None else json.dumps(message.to_data(), ensure_ascii=False)
+
+
+def load_error(stored: str | None) -> UserText | None:
+    """The message :func:`dump_error` stored; a plain text (written by an older version) is
+    kept as it is."""
+    if stored is None:
+        return None
+    try:
+        data = json.loads(stored)
+        if isinstance(data, dict):
+            return UserText.from_data(data)
+    except ValueError:
+        pass
+    return UserText(stored)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -167,15 +194,15 @@ class JobStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as error:
-            raise DownloadError(tr("Cannot open the download list {path}: {reason}",
-                                   path=path, reason=error)) from error
+            raise DownloadError(N_("Cannot open the download list {path}: {reason}"),
+                                path=path, reason=error) from error
 
     def _migrate(self) -> None:
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
-                raise DownloadError(tr("The download list {path} was written by a newer "
-                                       "Mixtral Desk; update the app.", path=self.path))
+                raise DownloadError(N_("The download list {path} was written by a newer "
+                                       "Mixtral Desk; update the app."), path=self.path)
             for number in range(version, len(MIGRATIONS)):
                 MIGRATIONS[number](db)
                 db.execute(f"PRAGMA user_version={number + 1}")
@@ -204,7 +231,8 @@ class JobStore:
                  self._db.execute("SELECT path, size, sha256, done, state FROM job_files "
                                   "WHERE job_id=? ORDER BY idx", (job_id,))]
         return Job(job_id, model_id, repo_id, revision, json.loads(requested), Path(dest_dir),
-                   endpoint, catalog_id, commit, state, error, request, owner_pid, heartbeat,
+                   endpoint, catalog_id, commit, state, load_error(error), request, owner_pid,
+                   heartbeat,
                    created, updated, files)
 
     def get(self, job_id: str) -> Job:
@@ -220,10 +248,10 @@ class JobStore:
             if len(exact) == 1 or len(rows) == 1:
                 return self._row_to_job((exact or rows)[0])
         if rows:
-            raise JobNotFoundError(tr("Download id {id!r} is ambiguous; type more of it.",
-                                      id=job_id))
-        raise JobNotFoundError(tr("No download with id {id!r} (see `downloads list`).",
-                                  id=job_id))
+            raise JobNotFoundError(N_("Download id {id!r} is ambiguous; type more of it."),
+                                   id=job_id)
+        raise JobNotFoundError(N_("No download with id {id!r} (see `downloads list`)."),
+                               id=job_id)
 
     def list_jobs(self, states: frozenset[str] | None = None) -> list[Job]:
         """Jobs in queue order, optionally only those in ``states``."""
@@ -258,11 +286,13 @@ class JobStore:
         return self.get(job_id)
 
     def update(self, job_id: str, **values: Any) -> None:
-        """Set job columns (``state``, ``error``, ``request``, ``owner_pid``, ``heartbeat``,
-        ``commit``, ``revision``, ``endpoint``)."""
+        """Set job columns (``state``, ``error`` (a :class:`UserText` or None), ``request``,
+        ``owner_pid``, ``heartbeat``, ``commit``, ``revision``, ``endpoint``)."""
         unknown = set(values) - _JOB_COLUMNS
         if unknown:
             raise ValueError(f"not job columns: {sorted(unknown)}")
+        if "error" in values:
+            values["error"] = dump_error(values["error"])
         columns = {("commit_sha" if k == "commit" else k): v for k, v in values.items()}
         columns["updated"] = time.time()
         sets = ", ".join(f"{k}=?" for k in columns)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from ..atomic_write import write_atomic
 from ..errors import DeskError, GGUFError
 from ..gguf.model_file import inspect_model, split_part_paths
-from ..i18n import tr
+from ..i18n import N_
 from .errors import LocalModelNotFoundError
 
 MANIFEST = "model.json"
@@ -111,8 +111,8 @@ def find_local_model(models_dir: Path, name: str) -> LocalModel:
     for model in list_local_models(models_dir):
         if name in (model.name, model.path.name, str(model.path)):
             return model
-    raise LocalModelNotFoundError(tr("No local model {name!r} (see `mixtral-desk local`).",
-                                     name=name))
+    raise LocalModelNotFoundError(N_("No local model {name!r} (see `mixtral-desk local`)."),
+                                  name=name)
 
 
 def import_model(path: Path, models_dir: Path, *, copy: bool = False) -> LocalModel:
@@ -140,8 +140,8 @@ def import_model(path: Path, models_dir: Path, *, copy: bool = False) -> LocalMo
             _copy_atomic(part, target)
     except OSError as error:
         shutil.rmtree(folder, ignore_errors=True)
-        raise DeskError(tr("Cannot copy {path} into {folder}: {reason}", path=path,
-                           folder=models_dir, reason=error.strerror or error)) from error
+        raise DeskError(N_("Cannot copy {path} into {folder}: {reason}"), path=path,
+                        folder=models_dir, reason=error.strerror or error) from error
     write_manifest(folder, {"version": 1, "models": [{
         "primary": parts[0].name, "files": [p.name for p in parts], "source": "copied"}]})
     return find_local_model(models_dir, folder.name)

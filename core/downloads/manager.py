@@ -18,7 +18,7 @@ Offline mode refuses at once (:class:`HubOfflineError`) to add, start or run a j
 meets it while running (the user switched it on) is paused, its bytes kept.
 
 Events (``on_event``, called on worker threads — never block in it):
-    JobStateChanged: each state change, with the error message and the model path.
+    JobStateChanged: each state change, with the error (the exception) and the model path.
     JobProgress: a few times a second while running: bytes done/total per part and per job,
         speed, ETA, stalled.
     JobNotice: a retry, a stall, a restart from zero.
@@ -40,7 +40,8 @@ from pathlib import Path
 from huggingface_hub import get_session
 
 from ..catalog import CatalogEntry
-from ..i18n import tr
+from ..errors import DeskError, UserText
+from ..i18n import N_
 from ..network import OfflineError, is_offline, require_network
 from ..paths import DataPaths, data_paths
 from .errors import (
@@ -54,7 +55,7 @@ from .errors import (
 )
 from .events import DownloadEvent, FileProgress, JobNotice, JobProgress, JobStateChanged, Phase
 from .hub import HubClient, ResolvedFiles, default_endpoint
-from .jobs import ACTIVE_STATES, HEARTBEAT_S, Job, JobFile, JobStore, state_name
+from .jobs import ACTIVE_STATES, HEARTBEAT_S, STATE_NAMES, Job, JobFile, JobStore
 from .local import record_download
 from .naming import joined_name, repo_folder
 from .storage import check_free_space, discard_job_files, final_path, join_pieces, part_path
@@ -90,9 +91,28 @@ class _Live:
     path: Path | None = None
 
 
+#: What Offline mode refuses here (the subject of :func:`network.offline_message`).
+DOWNLOAD_FEATURE = N_("Downloading a model")
+
+
 def _require_online() -> None:
     """Raises HubOfflineError at once when Offline mode is on."""
-    require_network(tr("Downloading a model"), HubOfflineError)
+    require_network(DOWNLOAD_FEATURE, HubOfflineError)
+
+
+def _state_text(state: str) -> UserText:
+    """A job state in words, translated where the message is shown."""
+    return UserText(STATE_NAMES.get(state, state))
+
+
+def _message(error: Exception | None) -> UserText | None:
+    """What a job stores of its error: a known error's message (translated where shown), or a
+    bug's text."""
+    if error is None:
+        return None
+    if isinstance(error, DeskError):
+        return error.user_message
+    return UserText(str(error) or type(error).__name__)
 
 
 class DownloadManager:
@@ -169,11 +189,11 @@ class DownloadManager:
             if job.id in self._live or job.id in self._queue:
                 return job
             if job.state in ("completed", "cancelled"):
-                raise JobStateError(tr("Download {id} is {state}; add it again to restart.",
-                                       id=job.id, state=state_name(job.state)))
+                raise JobStateError(N_("Download {id} is {state}; add it again to restart."),
+                                    id=job.id, state=_state_text(job.state))
             if job.is_live:
-                raise JobStateError(tr("Download {id} is running in another Mixtral Desk "
-                                       "process (pid {pid}).", id=job.id, pid=job.owner_pid))
+                raise JobStateError(N_("Download {id} is running in another Mixtral Desk "
+                                       "process (pid {pid})."), id=job.id, pid=job.owner_pid)
             _require_online()
             self.store.update(job.id, state="queued", error=None, request=None)
             self._queue.append(job.id)
@@ -214,11 +234,10 @@ class DownloadManager:
         job = self.store.get(job_id)
         if job.state in ("completed", "cancelled") or (wanted == "paused" and job.state ==
                                                         "failed"):
-            state = state_name(job.state)
             raise JobStateError(
-                tr("Download {id} is {state}; it cannot be paused.", id=job.id, state=state)
-                if wanted == "paused" else
-                tr("Download {id} is {state}; it cannot be cancelled.", id=job.id, state=state))
+                N_("Download {id} is {state}; it cannot be paused.") if wanted == "paused"
+                else N_("Download {id} is {state}; it cannot be cancelled."),
+                id=job.id, state=_state_text(job.state))
         with self._lock:
             live = self._live.get(job.id)
             if job.id in self._queue:
@@ -266,9 +285,9 @@ class DownloadManager:
         """
         job = self.store.get(job_id)
         if job.is_live:
-            raise JobStateError(tr("Download {id} is running in another Mixtral Desk process "
-                                   "(pid {pid}); pause it there first.",
-                                   id=job.id, pid=job.owner_pid))
+            raise JobStateError(N_("Download {id} is running in another Mixtral Desk process "
+                                   "(pid {pid}); pause it there first."),
+                                id=job.id, pid=job.owner_pid)
         _require_online()
         with self._lock:
             live = self._live.get(job.id) or self._launch(job)
@@ -344,12 +363,12 @@ class DownloadManager:
             self._set_state(job.id, "failed", error)
         except OSError as error:  # writing failed outside the transfer (sidecar, join, manifest)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                live.error = DiskFullError(tr("The disk is full ({path}). Free some space, "
-                                              "then resume.", path=error.filename))
+                live.error = DiskFullError(N_("The disk is full ({path}). Free some space, "
+                                              "then resume."), path=error.filename)
                 self._set_state(job.id, "paused", live.error)
             else:
-                live.error = DownloadError(tr("Cannot write the download: {reason}",
-                                              reason=error))
+                live.error = DownloadError(N_("Cannot write the download: {reason}"),
+                                           reason=error)
                 self._set_state(job.id, "failed", live.error)
         except Exception as error:  # a bug: keep the job resumable, say what happened
             log.exception("download %s failed", job.id)
@@ -364,12 +383,11 @@ class DownloadManager:
                 ticker.join()
             self._schedule()
 
-    def _set_state(self, job_id: str, state: str, error: BaseException | None = None,
+    def _set_state(self, job_id: str, state: str, error: Exception | None = None,
                    path: Path | None = None) -> None:
-        message = str(error) if error is not None else None
-        self.store.update(job_id, state=state, error=message, owner_pid=None, request=None)
-        self._emit(JobStateChanged(job_id, state, message,
-                                   type(error).__name__ if error is not None else None, path))
+        self.store.update(job_id, state=state, error=_message(error), owner_pid=None,
+                          request=None)
+        self._emit(JobStateChanged(job_id, state, error, path))
 
     def _emit(self, event: DownloadEvent) -> None:
         if self._on_event is None:

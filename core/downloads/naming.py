@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from ..i18n import tr
+from ..i18n import N_
 from .errors import RemoteFileNotFoundError
 
 SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -65,10 +65,10 @@ def _expand_one(name: str, names: list[str], have: set[str], repo_id: str) -> li
         wanted = [n for _, _, n in found]
         if [no for no, _, _ in found] != list(range(1, count + 1)):
             missing = sorted(set(range(1, count + 1)) - {no for no, _, _ in found})
-            raise RemoteFileNotFoundError(tr(
+            raise RemoteFileNotFoundError(N_(
                 "{repo}: piece {number} of {count} of {file} is missing from the repository, "
-                "so the model cannot be assembled.", repo=repo_id,
-                number=missing[0] if missing else "?", count=count, file=target))
+                "so the model cannot be assembled."), repo=repo_id,
+                number=missing[0] if missing else "?", count=count, file=target)
     else:
         wanted = [name]
     for path in wanted:
@@ -80,12 +80,12 @@ def _expand_one(name: str, names: list[str], have: set[str], repo_id: str) -> li
 def _missing(name: str, names: list[str], repo_id: str) -> RemoteFileNotFoundError:
     ggufs = [n for n in names if ".gguf" in n.lower()][:8]
     if ggufs:
-        return RemoteFileNotFoundError(tr(
-            "File {file!r} is not in {repo} at that revision. GGUF files there: {files}.",
-            file=name, repo=repo_id, files=", ".join(ggufs)))
-    return RemoteFileNotFoundError(tr(
-        "File {file!r} is not in {repo} at that revision. It holds no GGUF file.",
-        file=name, repo=repo_id))
+        return RemoteFileNotFoundError(N_(
+            "File {file!r} is not in {repo} at that revision. GGUF files there: {files}."),
+            file=name, repo=repo_id, files=", ".join(ggufs))
+    return RemoteFileNotFoundError(N_(
+        "File {file!r} is not in {repo} at that revision. It holds no GGUF file."),
+        file=name, repo=repo_id)
 
 
 def joined_name(path: str) -> str | None:

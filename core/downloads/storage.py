@@ -10,7 +10,7 @@ import contextlib
 import shutil
 from pathlib import Path
 
-from ..i18n import tr
+from ..i18n import N_
 from ..units import format_bytes
 from .errors import InsufficientSpaceError
 from .jobs import Job, JobFile
@@ -43,11 +43,11 @@ def check_free_space(dest_dir: Path, needed: int, margin: int, label: str) -> No
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if free < needed + margin:
-        raise InsufficientSpaceError(tr(
+        raise InsufficientSpaceError(N_(
             "Not enough disk space for {name}: it needs {needed} more (plus {margin} to spare) "
             "but {folder} has only {free} free. Free some space or choose another models "
-            "folder.", name=label, needed=format_bytes(needed), margin=format_bytes(margin),
-            folder=probe, free=format_bytes(free)), needed + margin, free)
+            "folder."), needed + margin, free, name=label, needed=format_bytes(needed),
+            margin=format_bytes(margin), folder=probe, free=format_bytes(free))
 
 
 def join_pieces(folder: Path, names: list[str]) -> str:

@@ -35,7 +35,8 @@ from typing import Any, Literal
 import httpx2
 
 from ..atomic_write import write_atomic
-from ..i18n import tr
+from ..errors import UserText
+from ..i18n import N_, tr
 from ..network import OfflineError
 from .errors import (
     DiskFullError,
@@ -264,9 +265,9 @@ class _Sink:
         os.ftruncate(self._fd, self.done)  # drop a half-written buffer: keep what is hashed
         os.lseek(self._fd, self.done, os.SEEK_SET)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(tr(
+            raise DiskFullError(N_(
                 "The disk is full while writing {file} ({done} bytes kept). Free some space, "
-                "then resume.", file=self.part.name, done=self.done)) from error
+                "then resume."), file=self.part.name, done=self.done) from error
         raise error
 
     def restart(self) -> None:
@@ -290,12 +291,15 @@ class _Sink:
 # --- the loop -------------------------------------------------------------------------------------
 
 class _RetryableError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None,
+    """A failure worth another try; ``reason`` says what it was (a phrase, translated where it
+    is shown, or the technical text of an error)."""
+
+    def __init__(self, reason: str | UserText, retry_after: float | None = None,
                  stalled: bool = False) -> None:
         self.reason = reason
         self.retry_after = retry_after
         self.stalled = stalled
-        super().__init__(reason)
+        super().__init__(reason.english() if isinstance(reason, UserText) else reason)
 
 
 def transfer_file(*, part: Path, size: int, sha256: str | None,
@@ -328,22 +332,23 @@ def transfer_file(*, part: Path, size: int, sha256: str | None,
                 received = _one_request(sink, size, locate, client, control, policy, on_notice)
                 sink.drain()
                 if not received and sink.done < size:
-                    raise _RetryableError(tr("the server ended the response without data"))
+                    raise _RetryableError(UserText(N_("the server ended the response without "
+                                                      "data")))
             except _RetryableError as problem:
                 sink.drain()
                 failures = 1 if sink.done > before else failures + 1
                 if failures >= policy.max_attempts:
-                    raise NetworkError(tr(
+                    raise NetworkError(N_(
                         "Download of {file} keeps failing ({reason}); {done} of {size} bytes "
-                        "are kept. Resume it when the connection is better.",
+                        "are kept. Resume it when the connection is better."),
                         file=part.name.removesuffix(".part"), reason=problem.reason,
-                        done=sink.done, size=size)) from problem
+                        done=sink.done, size=size) from problem
                 delay = problem.retry_after if problem.retry_after is not None else min(
                     policy.max_delay, policy.base_delay * 2 ** (failures - 1))
                 delay *= 1 + random.uniform(0, 0.1)
                 if on_notice is not None:
                     kind: NoticeKind = "stalled" if problem.stalled else "retrying"
-                    on_notice(TransferNotice(kind, problem.reason, failures, delay))
+                    on_notice(TransferNotice(kind, str(problem.reason), failures, delay))
                 control.sleep(delay)
         sink.drain()
         result = sink.digest.hexdigest()
@@ -358,14 +363,14 @@ def _verify(part: Path, size: int, sha256: str | None, done: int, result: str) -
     name = part.name.removesuffix(".part")
     actual = part.stat().st_size
     if actual != size or done != size:
-        raise VerificationError(tr("{file} has {actual} bytes but the Hub says {size}; the "
-                                   "download is corrupt. Download it again.",
-                                   file=name, actual=actual, size=size), name)
+        raise VerificationError(N_("{file} has {actual} bytes but the Hub says {size}; the "
+                                   "download is corrupt. Download it again."), name,
+                                file=name, actual=actual, size=size)
     if sha256 is not None and result != sha256:
-        raise VerificationError(tr(
+        raise VerificationError(N_(
             "{file} is corrupt: its sha256 is {actual}… but the Hub says {expected}…. "
-            "The bad data was discarded; download it again.",
-            file=name, actual=result[:12], expected=sha256[:12]), name)
+            "The bad data was discarded; download it again."), name,
+            file=name, actual=result[:12], expected=sha256[:12])
 
 
 def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
@@ -377,7 +382,7 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
     except OfflineError:
         raise  # Offline mode was switched on: stop now, keep the bytes
     except HubUnavailableError as error:
-        raise _RetryableError(str(error)) from error
+        raise _RetryableError(error.user_message) from error
     headers = dict(where.headers)
     start = sink.done
     if start:
@@ -393,7 +398,7 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
                 for chunk in response.iter_raw():
                     received += len(chunk)
                     if received > expected:
-                        raise NetworkError(tr("The download server sent more bytes than the "
+                        raise NetworkError(N_("The download server sent more bytes than the "
                                               "file has."))
                     sink.feed(chunk)
                     control.check()
@@ -403,8 +408,9 @@ def _one_request(sink: _Sink, size: int, locate: Callable[[], FileLocation],
     except httpx2.TimeoutException as error:
         stalled = isinstance(error, httpx2.ReadTimeout)
         seconds = format(policy.stall_timeout, "g")
-        raise _RetryableError(tr("no data for {seconds} s", seconds=seconds) if stalled else
-                              tr("timed out connecting ({reason})", reason=error),
+        raise _RetryableError(UserText(N_("no data for {seconds} s"), seconds=seconds)
+                              if stalled else
+                              UserText(N_("timed out connecting ({reason})"), reason=error),
                               stalled=stalled) from error
     except httpx2.TransportError as error:
         raise _RetryableError(f"{type(error).__name__}: {error}") from error  # technical
@@ -416,7 +422,7 @@ def _check_status(response: httpx2.Response, start: int, size: int, sink: _Sink,
     if status == 416 and start >= size:  # pragma: no cover - the loop stops before that
         return
     if status in _RETRY_STATUS or status == 416:
-        raise _RetryableError(tr("the server answered {status}", status=status),
+        raise _RetryableError(UserText(N_("the server answered {status}"), status=status),
                               _retry_after(response))
     if status == 206:
         content_range = response.headers.get("Content-Range", "")
@@ -430,10 +436,10 @@ def _check_status(response: httpx2.Response, start: int, size: int, sink: _Sink,
                                          tr("the server ignored the resume request")))
         if status == 206:
             got = response.headers.get("Content-Range")
-            raise _RetryableError(tr("unexpected Content-Range {range}", range=got))
+            raise _RetryableError(UserText(N_("unexpected Content-Range {range}"), range=got))
         return
-    raise NetworkError(tr("The download server answered {status} {reason}.",
-                          status=status, reason=response.reason_phrase))
+    raise NetworkError(N_("The download server answered {status} {reason}."),
+                       status=status, reason=response.reason_phrase)
 
 
 def _retry_after(response: httpx2.Response) -> float | None:

@@ -27,7 +27,7 @@ from .. import network
 from ..downloads.errors import DownloadError, HubUnavailableError
 from ..downloads.hub import HubClient
 from ..errors import DeskError, GGUFError
-from ..i18n import tr
+from ..i18n import N_
 from .model_file import ModelFacts, _check_split, _facts
 from .validation import GGUFHeader, _parse, _ProblemError
 
@@ -90,7 +90,7 @@ def parse_header_prefix(prefix: bytes, file_size: int, name: str | Path,
     except _ProblemError as problem:
         if source.hit_end and len(prefix) < file_size and "ends inside its header" in str(problem):
             return None
-        raise GGUFError(name, str(problem)) from None
+        raise GGUFError(name, problem.problem) from None
 
 
 def _read_prefix(client: httpx2.Client, url: str, headers: dict[str, str], n: int) -> bytes:
@@ -116,18 +116,18 @@ def _hub_error(display: str, error: DownloadError) -> RemoteHeaderError:
     if isinstance(error, network.OfflineError):
         return _offline_error(display)
     if isinstance(error, HubUnavailableError):
-        return RemoteHeaderError(tr("Cannot read the header of {name}: {reason} Download the "
-                                    "model first, or plan with a local file.",
-                                    name=display, reason=error))
-    return RemoteHeaderError(tr("Cannot read the header of {name}: {reason}",
-                                name=display, reason=error))
+        return RemoteHeaderError(N_("Cannot read the header of {name}: {reason} Download the "
+                                    "model first, or plan with a local file."),
+                                 name=display, reason=error)
+    return RemoteHeaderError(N_("Cannot read the header of {name}: {reason}"),
+                             name=display, reason=error)
 
 
 def _offline_error(display: str) -> RemoteHeaderOfflineError:
-    return RemoteHeaderOfflineError(tr(
+    return RemoteHeaderOfflineError(N_(
         "Cannot read the header of {name} from the Hub: offline mode is on (the setting, "
-        "--offline or HF_HUB_OFFLINE). Download the model first, or plan with a local file.",
-        name=display))
+        "--offline or HF_HUB_OFFLINE). Download the model first, or plan with a local file."),
+        name=display)
 
 
 def _check_online(display: str) -> None:
@@ -153,7 +153,7 @@ def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: st
     except DownloadError as error:
         raise _hub_error(display, error) from error
     if where.size is None:
-        raise RemoteHeaderError(tr("The Hub did not say how large {name} is.", name=display))
+        raise RemoteHeaderError(N_("The Hub did not say how large {name} is."), name=display)
     decode = frozenset({_TOKENS_KEY}) if keep_tokens else frozenset()
     n = max(1024, first_read)
     client = get_session()
@@ -162,15 +162,15 @@ def read_remote_header(hub: HubClient, repo_id: str, filename: str, revision: st
         try:
             prefix = _read_prefix(client, where.url, where.headers, n)
         except (httpx2.HTTPError, OSError) as error:
-            raise RemoteHeaderError(tr("Cannot read the header of {name}: {reason}",
-                                       name=display, reason=error)) from error
+            raise RemoteHeaderError(N_("Cannot read the header of {name}: {reason}"),
+                                    name=display, reason=error) from error
         header = parse_header_prefix(prefix, where.size, display, decode)
         if header is not None:
             return header
         if len(prefix) < n or n >= min(where.size, MAX_HEADER_BYTES):
-            raise RemoteHeaderError(tr("The header of {name} is longer than {size} bytes; it "
-                                       "cannot be read remotely.",
-                                       name=display, size=format(len(prefix), ",")))
+            raise RemoteHeaderError(N_("The header of {name} is longer than {size} bytes; it "
+                                       "cannot be read remotely."),
+                                    name=display, size=format(len(prefix), ","))
         n *= 4
 
 

@@ -12,6 +12,7 @@ from mixtral_desk.core.errors import (
     EngineBusyError,
     EngineCrashedError,
     EngineError,
+    NotFoundError,
 )
 from mixtral_desk.core.server.queue import QueueFullError
 from mixtral_desk.core.server.schemas import ErrorBody, ErrorDetail
@@ -60,7 +61,11 @@ def _english(error: Exception) -> str:
 
 
 def from_exception(error: Exception) -> ApiError:
-    """The API error for an exception raised while answering (unknown ones are a 500)."""
+    """The API error for an exception raised while answering.
+
+    A :class:`DeskError` answers with its English text, whatever the app's language; anything
+    else is a bug: a 500 that names only its class (the details go to the log).
+    """
     if isinstance(error, ApiError):
         return error
     if isinstance(error, ValidationError):
@@ -75,6 +80,11 @@ def from_exception(error: Exception) -> ApiError:
         return ApiError(500, _english(error), "server_error", code="engine_error")
     if isinstance(error, ValueError):  # e.g. SamplingOptions refusing a combination
         return ApiError(400, _english(error), code="invalid_value")
+    if isinstance(error, NotFoundError):
+        return ApiError(404, _english(error), code="not_found")
+    if isinstance(error, DeskError):  # a known problem (a store, a download …), not a bug
+        log.warning("Error while answering: %s", _english(error))
+        return ApiError(500, _english(error), "server_error")
     log.error("Unexpected error while answering", exc_info=error)
     return ApiError(500, f"Internal error: {type(error).__name__}", "server_error",
                     code="internal_error")

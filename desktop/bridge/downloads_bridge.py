@@ -30,8 +30,9 @@ class DownloadsBridge(QObject):
     Signals:
         jobs_listed(object): the list of every :class:`Job` (after :meth:`refresh` or a change).
         progress(object): a :class:`JobProgress` (a few per second per running job).
-        state_changed(object): a :class:`JobStateChanged` (with the error for a failed job and
-            the model path for a completed one).
+        state_changed(object): a :class:`JobStateChanged` (with the exception that failed or
+            paused a job, a typed error to report through the :class:`ErrorSink`, and the model
+            path for a completed one).
         notice(object): a :class:`JobNotice` (a retry, a stall, a restart).
     """
 

@@ -33,7 +33,7 @@ class NetworkIndicator(QObject):
 
         if network.is_offline():
             return
-        if event.error_type == "HubUnreachableError":
+        if isinstance(event.error, network.UnreachableError):
             self.status.show_network("unreachable")
         elif event.state in ("running", "completed") and self.status.network == "unreachable":
             self.status.show_network("online")

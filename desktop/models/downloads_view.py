@@ -151,10 +151,12 @@ class DownloadRow(QFrame):
         label = STATE_TEXT.get(state)
         self.state.setText(tr(label) if label else state)
         self._set_bar(job.done, job.total, busy=state in ("queued", "running"))
+        # The job's error is translated here, when shown (and again on a language switch).
         if failed:
-            self.detail.setText("⚠ " + (job.error or tr("The download failed.")))
-        elif state == "paused" and job.error:
-            self.detail.setText(tr("Paused: {reason}", reason=job.error))
+            self.detail.setText("⚠ " + (str(job.error) if job.error is not None
+                                        else tr("The download failed.")))
+        elif state == "paused" and job.error is not None:
+            self.detail.setText(tr("Paused: {reason}", reason=str(job.error)))
         else:
             self.detail.setText(self._bytes_text(job.done, job.total))
 

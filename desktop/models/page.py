@@ -221,6 +221,11 @@ class ModelsPage(QWidget):
             row.update_progress(progress)
 
     def _state_changed(self, event: JobStateChanged) -> None:
+        if event.error is not None:  # failed, or paused by itself (network gone, disk full)
+            # A known error is shown as its message (translated now); anything else is a bug.
+            row = self.rows.get(event.job_id)
+            self.sink.report(event.error, tr("while downloading {model}",
+                                             model=row.title if row else event.job_id))
         if event.state == "completed":
             self.sink.inform(tr("Download finished: {name}",
                                 name=event.path.name if event.path else ""), timeout_ms=5000)

@@ -121,7 +121,7 @@ def test_job_with_a_hub_error_fails_with_the_message(hub: LoopbackHub,
     with pytest.raises(TokenRequiredError):
         manager.run(job.id)
     failed = manager.get(job.id)
-    assert failed.state == "failed" and "gated" in (failed.error or "")
+    assert failed.state == "failed" and "gated" in str(failed.error)
     assert hub.gets("gated.gguf") == []
 
 

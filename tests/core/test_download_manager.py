@@ -153,7 +153,7 @@ def test_wrong_bytes_fail_verification_and_are_never_listed(hub: LoopbackHub,
 
     assert isinstance(caught.value, ValueError)
     failed = manager.get(job.id)
-    assert failed.state == "failed" and "sha256" in (failed.error or "")
+    assert failed.state == "failed" and "sha256" in str(failed.error)
     folder = data_home.models_dir / "owner--model"
     assert not list(folder.glob("*"))  # no final name, no partial data
     assert list_local_models(data_home.models_dir) == []
@@ -310,7 +310,7 @@ def test_disk_filling_up_mid_download_pauses_cleanly(hub: LoopbackHub, data_home
     stopped = manager.wait(job.id, timeout=15)
 
     assert stopped.state == "paused"
-    assert "disk is full" in (stopped.error or "")
+    assert "disk is full" in str(stopped.error)
     assert not (job.dest_dir / NAME).exists()
     assert list_local_models(small_disk) == []
     kept = part.stat().st_size

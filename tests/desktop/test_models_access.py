@@ -18,6 +18,7 @@ from pytestqt.qtbot import QtBot
 from mixtral_desk.core import network
 from mixtral_desk.core.downloads.events import JobProgress
 from mixtral_desk.core.downloads.jobs import Job, JobFile
+from mixtral_desk.core.errors import UserText
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.desktop.bridge.tasks import TaskQueue
 from mixtral_desk.desktop.errors import ErrorSink, Notice
@@ -127,7 +128,8 @@ def offline_then_online(page: ModelsPage, sink: ErrorSink, qtbot: QtBot) -> None
 def make_job(tmp_path: Path, state: str, error: str | None = None) -> Job:
     return Job(id="job-1", model_id="tiny", repo_id="owner/tiny-GGUF", revision=None,
                requested=["tiny.gguf"], dest_dir=tmp_path, state=state,  # type: ignore[arg-type]
-               error=error, files=[JobFile("tiny.gguf", size=4_000_000, done=1_000_000)])
+               error=UserText(error) if error is not None else None,
+               files=[JobFile("tiny.gguf", size=4_000_000, done=1_000_000)])
 
 
 def progress(**values: object) -> JobProgress:

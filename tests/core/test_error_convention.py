@@ -35,7 +35,7 @@ from mixtral_desk.core.downloads.jobs import JobStore
 from mixtral_desk.core.downloads.manager import DownloadManager
 from mixtral_desk.core.downloads.storage import check_free_space
 from mixtral_desk.core.engine import ChatMessage, EngineHost, SamplingOptions
-from mixtral_desk.core.engine.context import fit_messages
+from mixtral_desk.core.engine.history_fit import fit_messages
 from mixtral_desk.core.engine.interface import ReplyEvent
 from mixtral_desk.core.errors import (
     CatalogError,
@@ -46,10 +46,10 @@ from mixtral_desk.core.errors import (
     SearchQueryError,
     SettingsError,
 )
-from mixtral_desk.core.model_file import inspect_model
+from mixtral_desk.core.gguf.model_file import inspect_model
+from mixtral_desk.core.gguf.remote_header import RemoteHeaderOfflineError, read_remote_header
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.remote import RemoteAuthError, RemoteEngine, RemoteEngineError
-from mixtral_desk.core.remote_header import RemoteHeaderOfflineError, read_remote_header
 from mixtral_desk.core.server import ApiServer
 from mixtral_desk.core.server.errors import from_exception
 from mixtral_desk.core.settings import load_settings

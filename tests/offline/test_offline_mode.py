@@ -106,7 +106,8 @@ def test_offline_mode_allows_a_remote_engine_on_loopback_only(host: str, local: 
     """The check comes before any connection: nothing here opens a socket. 0.0.0.0 and :: are
     where a server listens on every interface, not a loopback address to connect to."""
     network.set_offline(True)
-    with RemoteEngine(f"http://{host}:8080/v1", "m") as remote:
+    url = str(httpx2.URL(scheme="http", host=host.strip("[]"), port=8080, path="/v1"))
+    with RemoteEngine(url, "m") as remote:
         if local:
             remote.require_network()
         else:

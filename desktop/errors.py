@@ -71,7 +71,7 @@ class ErrorSink(QObject):
         "Something went wrong {context}" (``tr("while reading the settings")``).
         """
         if isinstance(error, DeskError):
-            log.warning("%s%s", f"{context}: " if context else "", error)
+            log.warning("%s%s", f"{context}: " if context else "", error.english)  # logs: English
             text, details = str(error), None
         else:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))

@@ -22,6 +22,10 @@ Events (``on_event``, called on worker threads — never block in it):
     JobProgress: a few times a second while running: bytes done/total per part and per job,
         speed, ETA, stalled.
     JobNotice: a retry, a stall, a restart from zero.
+
+Why one module of about 500 lines: the manager is the one place that moves a job from state to
+state (queue, transfer, verification, naming, the manifest); the transfer loop, the jobs table,
+the Hub client and the disk checks live in their own modules.
 """
 
 from __future__ import annotations

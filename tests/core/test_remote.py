@@ -148,6 +148,7 @@ def test_stop_keeps_the_reply_as_interrupted_and_frees_the_server(
     assert not again.interrupted
 
 
+@pytest.mark.allow_log("asyncio", "socket.send() raised exception")
 def test_one_reply_at_a_time_and_close_frees_the_engine(
     remote: RemoteEngine, server: ApiServer
 ) -> None:

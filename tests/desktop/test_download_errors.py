@@ -70,6 +70,8 @@ def page(qtbot: QtBot, data_home: DataPaths) -> Iterator[tuple[ModelsPage, list[
         io.close()
 
 
+@pytest.mark.allow_log("mixtral_desk.desktop", "x.gguf")
+@pytest.mark.allow_log("mixtral_desk.desktop", "Unexpected error")
 def test_the_models_page_reports_known_errors_kindly_and_bugs_as_bugs(
         page: tuple[ModelsPage, list[Notice]], chinese_after: None) -> None:
     models, shown = page

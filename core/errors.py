@@ -175,6 +175,11 @@ class SettingsError(DeskError, ValueError):
     """Raised when the settings file cannot be read or is from a newer version."""
 
 
+class SamplingError(DeskError, ValueError):
+    """Raised when a sampling value given for one reply (``--temperature``, ``--seed`` …) is out
+    of range; names the value and the range."""
+
+
 # --- engine ------------------------------------------------------------------------------------
 
 class EngineError(DeskError, RuntimeError):

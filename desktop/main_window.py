@@ -254,6 +254,8 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.models.load_asked.connect(self._remember_model)
+        self.models.model_leaving.connect(self.serving.model_going)
+        self.models.model_changed.connect(self.serving.model_changed)
         self.models.model_changed.connect(self._model_changed)
         self.models.no_model.connect(self.show_models)
         self.server.started.connect(lambda _: self.idle.restart())

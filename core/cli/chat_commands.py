@@ -97,9 +97,17 @@ def load_choice(args: argparse.Namespace) -> LoadChoice:
                       n_ctx=args.ctx, n_threads=args.threads)
 
 
-def sampling_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The sampling values given on the command line (``None``: not given)."""
-    return {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+def sampling_overrides(args: argparse.Namespace, session: Session) -> dict[str, object]:
+    """The sampling values given on the command line (``None``: not given), checked now, before
+    a model loads.
+
+    Raises:
+        SamplingError: a value is out of range.
+    """
+    overrides = {"max_tokens": args.max_tokens, "temperature": args.temperature,
+                 "seed": args.seed}
+    session.sampling_for(None, overrides)
+    return overrides
 
 
 def _say(text: str) -> None:
@@ -184,6 +192,7 @@ def chat_command(args: argparse.Namespace) -> int:
             Session(load_settings()) as session:
         if args.conversation:
             store.get_conversation(args.conversation)  # an unknown id fails before the load
+        sampling_overrides(args, session)  # so does a value out of range
         load(session, args)
         return converse(store, session, args, where=args.model.name)
 
@@ -198,12 +207,12 @@ def converse(store: Store, session: Session, args: argparse.Namespace, *, where:
         NotFoundError: ``--conversation`` names no conversation.
         EngineError: the engine failed; the reply so far is stored as interrupted.
     """
+    overrides = sampling_overrides(args, session)
     conversation_id: str | None = None
     if args.conversation:
         conversation_id = store.get_conversation(args.conversation).id
     elif args.prompt is None:  # interactive: the first message gives the title
         conversation_id = session.start_conversation(store, system_prompt=args.system).id
-    overrides = sampling_overrides(args)
 
     def say_id(conversation: Conversation) -> None:
         print(tr("conversation {id}", id=conversation.id), file=sys.stderr)
@@ -238,12 +247,12 @@ def converse(store: Store, session: Session, args: argparse.Namespace, *, where:
 def complete_command(args: argparse.Namespace) -> int:
     """Stream a raw completion of ``--prompt`` to stdout; nothing is stored."""
     with Session(load_settings()) as session:
+        sampling = session.sampling_for(None, sampling_overrides(args, session))
         load(session, args)
         stats: ReplyStats | None = None
         engine = session.engine
         with ctrl_c_stops(engine):
-            for event in engine.complete(args.prompt,
-                                         session.sampling_for(None, sampling_overrides(args))):
+            for event in engine.complete(args.prompt, sampling):
                 if isinstance(event, DoneEvent):
                     stats = event.stats
                 else:

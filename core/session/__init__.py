@@ -10,7 +10,7 @@
 from .conversations import SAMPLING_KEY, sampling_for, title_from
 from .events import Event
 from .hub_settings import HubSettings, load_hub_settings, save_hub_settings
-from .loading import LoadChoice, LoadReport, load_model, load_options
+from .loading import LoadChoice, LoadReport, load_options
 from .session import LOCAL_HOST, NoModelError, Session
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "NoModelError",
     "Session",
     "load_hub_settings",
-    "load_model",
     "load_options",
     "sampling_for",
     "save_hub_settings",

@@ -26,7 +26,9 @@ from mixtral_desk.core.errors import SettingsError
 from mixtral_desk.core.i18n import N_
 
 if TYPE_CHECKING:
-    from mixtral_desk.core.engine import EngineHost, ModelInfo
+    from mixtral_desk.core.engine import BackendInfo, EngineHost, ModelInfo
+    from mixtral_desk.core.gguf.model_file import ModelFacts
+    from mixtral_desk.core.hardware import Hardware
     from mixtral_desk.core.planner import Plan
     from mixtral_desk.core.settings import LoadDefaults
 
@@ -104,19 +106,26 @@ def _options(defaults: LoadDefaults, choice: LoadChoice, manual: int | None,
     )
 
 
-def load_model(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice, *,
-               say: Callable[[str], None] = lambda _: None,
-               on_progress: Callable[[float], None] | None = None,
-               ) -> tuple[ModelInfo, LoadReport]:
-    """Load ``choice`` into ``engine`` by the rules of this module; blocks until loaded.
+@dataclass(frozen=True)
+class PreparedLoad:
+    """Everything a load needs, worked out before the engine is touched: the file's facts, the
+    machine, the llama.cpp build and the load options (with the context length)."""
 
-    ``say`` gets the planner's sentences as they are made (possibly on this worker thread);
-    ``on_progress`` the loading progress, 0.0 to 1.0.
+    choice: LoadChoice
+    defaults: LoadDefaults
+    facts: ModelFacts
+    hardware: Hardware
+    backend: BackendInfo
+    options: LoadOptions
+
+
+def prepare_load(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice) -> PreparedLoad:
+    """Check the file and work out the load options (the automatic context included), without
+    touching the model the engine holds now.
 
     Raises:
         ModelFileNotFoundError, GGUFError: the file is missing or not a usable model.
-        GPUOffloadUnavailableError: GPU layers were asked of a CPU-only llama.cpp build.
-        DeskError: the engine cannot load the model (out of memory, llama.cpp refused it…).
+        SettingsError: the load settings cannot be used together.
     """
     from mixtral_desk.core import planner
     from mixtral_desk.core.context_size import automatic_context
@@ -131,7 +140,27 @@ def load_model(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice, *
         machine = planner.machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
         n_ctx = automatic_context(facts, machine, kv_type=defaults.kv_type,
                                   flash_attn=defaults.flash_attn)
-    options = load_options(defaults, choice, n_ctx=n_ctx)
+    return PreparedLoad(choice, defaults, facts, hardware, backend,
+                        load_options(defaults, choice, n_ctx=n_ctx))
+
+
+def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
+                  say: Callable[[str], None] = lambda _: None,
+                  on_progress: Callable[[float], None] | None = None,
+                  ) -> tuple[ModelInfo, LoadReport]:
+    """Load a prepared model into ``engine`` (it replaces the model there); blocks until loaded.
+
+    ``say`` gets the planner's sentences as they are made (possibly on this worker thread);
+    ``on_progress`` the loading progress, 0.0 to 1.0.
+
+    Raises:
+        GPUOffloadUnavailableError: GPU layers were asked of a CPU-only llama.cpp build.
+        DeskError: the engine cannot load the model (out of memory, llama.cpp refused it…).
+    """
+    from mixtral_desk.core import planner
+
+    choice, defaults, options = prepared.choice, prepared.defaults, prepared.options
+    facts, hardware, backend = prepared.facts, prepared.hardware, prepared.backend
 
     def load(load_options: LoadOptions) -> ModelInfo:
         return engine.load(load_options, on_progress=on_progress)

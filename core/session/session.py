@@ -21,13 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from mixtral_desk.core import chat
-from mixtral_desk.core.errors import DeskError, EngineCrashedError
+from mixtral_desk.core.errors import DeskError, EngineCrashedError, SamplingError
 from mixtral_desk.core.i18n import N_
 
 from .conversations import sampling_for, title_from
 from .events import Event
-from .loading import LoadChoice, LoadReport, load_model
+from .loading import LoadChoice, LoadReport, load_prepared, prepare_load
 
 if TYPE_CHECKING:
     from mixtral_desk.core.chat import ChatStore, TokenCallback, TurnResult
@@ -133,20 +135,22 @@ class Session:
     def load(self, choice: LoadChoice) -> ModelInfo:
         """Load ``choice`` with the load settings (see :mod:`.loading`); blocks until loaded.
 
-        Stops serving the model it replaces.
+        The file and the settings are checked first: a problem there leaves the model of now
+        loaded (and served). Otherwise the new model replaces it, and serving it stops.
 
         Raises:
             ModelFileNotFoundError, GGUFError: the file is missing or not a usable model.
+            SettingsError: the load settings cannot be used together.
             DeskError: the engine cannot load it; no model is loaded afterwards.
         """
+        prepared = prepare_load(self.host, self.settings.load, choice)
         self.stop_serving()
         self.last_choice = choice
         self.model_info, self.load_report = None, None
         self.load_started.emit(choice.path)
         try:
-            info, report = load_model(self.host, self.settings.load, choice,
-                                      say=self.planner_said.emit,
-                                      on_progress=self.load_progress.emit)
+            info, report = load_prepared(self.host, prepared, say=self.planner_said.emit,
+                                         on_progress=self.load_progress.emit)
         except BaseException:
             self._forget_model()
             raise
@@ -213,13 +217,22 @@ class Session:
         ``overrides`` (a command line's ``--temperature`` …; ``None`` values are ignored).
 
         Raises:
-            ValueError: an override is out of range.
+            SamplingError: an override is out of range.
         """
         base = self.settings.sampling
         if conversation is not None:
             base = sampling_for(base, conversation.settings)
         given = {key: value for key, value in (overrides or {}).items() if value is not None}
-        return base.model_validate({**base.model_dump(), **given}) if given else base
+        if not given:
+            return base
+        try:
+            return base.model_validate({**base.model_dump(), **given})
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = ".".join(str(part) for part in first["loc"])
+            raise SamplingError(N_("Cannot use {name} = {value}: {problem}."), name=name,
+                                value=given.get(name, ""),
+                                problem=first["msg"]) from error
 
     def start_conversation(self, store: ChatStore, *, title: str | None = None,
                            system_prompt: str | None = None) -> Conversation:
@@ -241,21 +254,23 @@ class Session:
         Raises:
             NoModelError: no model is loaded.
             NotFoundError: the conversation does not exist.
+            SamplingError: an override is out of range (nothing is stored).
             EngineBusyError: another reply (the API server's) is being generated.
             EngineError: the engine failed; the reply so far is stored as interrupted.
         """
         self._require_model()
         if conversation_id is None:
+            sampling = self.sampling_for(None, overrides)  # a bad value creates nothing
             conversation = self.start_conversation(store, title=title_from(text),
                                                    system_prompt=system_prompt)
             if on_conversation is not None:
                 on_conversation(conversation)
         else:
             conversation = store.get_conversation(conversation_id)
+            sampling = self.sampling_for(conversation, overrides)
             if not conversation.title and title_from(text):
                 conversation = store.update_conversation(conversation.id,
                                                          title=title_from(text))
-        sampling = self.sampling_for(conversation, overrides)
         with self._turn():
             return chat.send(store, self.engine, conversation.id, text, sampling,
                              on_token=on_token, model_name=self.model_name)

@@ -50,7 +50,7 @@ class IdleUnloader(QObject):
         """Count again from the session's deadline (none: the model is in use, or gone)."""
         deadline = None
         if not self._stopped and self._session.model_info is not None:
-            deadline = self._session.session.idle_deadline(self._idle_seconds)
+            deadline = self._session.idle_deadline(self._idle_seconds)
         if deadline is None or self._session.busy:
             self._timer.stop()
         else:
@@ -69,4 +69,8 @@ class IdleUnloader(QObject):
                 emit(self.unloaded, name)
             else:
                 self.restart()
-        self._session.run(lambda s: s.unload_if_idle(idle_seconds), done)
+
+        def failed(error: BaseException) -> None:
+            self._session.report(error)
+            self.restart()
+        self._session.run(lambda s: s.unload_if_idle(idle_seconds), done, failed)

@@ -113,14 +113,11 @@ class ServerBridge(QObject):
                 raise
         self.tasks.submit(start_now, self._started, self._start_failed)
 
-    def stop(self, then: Callable[[], None] | None = None) -> None:
-        """Stop serving in the background (:attr:`stopped` follows if it ran); ``then`` runs on
-        the GUI thread afterwards (also when nothing was served)."""
+    def stop(self) -> None:
+        """Stop serving in the background (:attr:`stopped` follows if it ran)."""
         def done(was_running: bool) -> None:
             if was_running or self._url is not None:
                 self._set_stopped()
-            if then is not None:
-                then()
         if self._closed:
             return
         self.tasks.submit(self._stop_now, done)

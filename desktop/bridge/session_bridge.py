@@ -56,7 +56,8 @@ class SessionBridge(QObject):
         tokens_ready(): internal — the worker put text in the buffer while it was empty.
         reply_finished(object): the turn's :class:`~mixtral_desk.core.chat.TurnResult`.
         reply_failed(object): the exception that ended the turn (the partial reply is stored as
-            interrupted); for a crash, :attr:`engine_crashed` follows.
+            interrupted; reported to the sink, except NoModelError); for a crash,
+            :attr:`engine_crashed` follows.
         engine_crashed(object): the :class:`EngineCrashedError` (the process died); reload to go on.
         busy_changed(bool): a turn was started (True) or ended (False).
     """
@@ -142,6 +143,15 @@ class SessionBridge(QObject):
     def serving_busy(self) -> bool:
         """Whether the API server is answering a request (read live)."""
         return self._session is not None and self._session.serving_busy
+
+    def idle_deadline(self, idle_seconds: float | None = None) -> float | None:
+        """When the model may be unloaded for being idle (``time.monotonic()``), or None (see
+        :meth:`~mixtral_desk.core.session.Session.idle_deadline`)."""
+        return self._session.idle_deadline(idle_seconds) if self._session is not None else None
+
+    def report(self, error: BaseException) -> None:
+        """Report an error of the session's work to the error sink."""
+        self._sink.report(error)
 
     @property
     def pid(self) -> int | None:
@@ -232,9 +242,12 @@ class SessionBridge(QObject):
             emit(self.reply_failed, error)
             emit(self.engine_crashed, error)
             return
+        from mixtral_desk.core.session import NoModelError
+
         if isinstance(error, EngineBusyError) and self.serving_busy:
             error = EngineBusyError(SERVER_BUSY)  # the API server took the engine just now
-        self._sink.report(error, tr("while generating the reply"))
+        if not isinstance(error, NoModelError):  # the chat page loads one and sends then
+            self._sink.report(error, tr("while generating the reply"))
         emit(self.reply_failed, error)
 
     def check_alive(self) -> bool:

@@ -48,6 +48,7 @@ class ChatPage(QWidget):
         self.store, self.session, self.sink = store, session, sink
         self.current: str | None = None
         self._conversation: Conversation | None = None
+        self._unsent: str | None = None  # the text of the turn running, until it is stored
 
         self.sidebar = Sidebar(store)
         self.view = ChatView()
@@ -162,6 +163,7 @@ class ChatPage(QWidget):
         """Send a message in the current conversation (a new one for a new chat)."""
         if not self._ready():
             return
+        self._unsent = text
         self.view.accept_input()
         self.view.begin_reply(user_text=text)
         self.session.send(self.current, text)
@@ -182,6 +184,7 @@ class ChatPage(QWidget):
         index = self.view.index_of(message_id)
         if self.current is None or index is None or not self._ready():
             return
+        self._unsent = None  # an edit is not sent again by itself
         self.view.accept_input()
         self.view.begin_reply(user_text=text, replace_from=index)
         self.session.edit_and_resend(message_id, text)
@@ -203,6 +206,7 @@ class ChatPage(QWidget):
 
     def _turn_finished(self, result: TurnResult) -> None:
         """Show the end of the turn from the result it brought (nothing is read again)."""
+        self._unsent = None
         conversation = result.conversation
         self.sidebar.show_changed(conversation)
         if conversation.id == self.current:
@@ -216,10 +220,22 @@ class ChatPage(QWidget):
         emit(self.turn_finished, result)
 
     def _turn_failed(self, error: BaseException) -> None:
-        """The reply so far was stored as interrupted (or nothing was stored): show what is."""
+        """The reply so far was stored as interrupted: show what is. When nothing was stored (no
+        model any more, a new chat that could not be created), the text goes back into the
+        input; without a model, the window loads one and sends it then."""
+        from mixtral_desk.core.session import NoModelError
+
+        unsent, self._unsent = self._unsent, None
         emit(self.turn_finished, error)
+        if isinstance(error, NoModelError) or self.current is None:
+            if unsent is not None and not self.typed_text():
+                self.view.composer.setPlainText(unsent)
+            if self.current is None:
+                self.view.clear()
         self.reload()
         self.sidebar.refresh()
+        if isinstance(error, NoModelError):
+            emit(self.need_model)
 
     def select_branch(self, message_id: str) -> None:
         """Show the branch through this message (◀ ▶)."""

@@ -35,6 +35,8 @@ class ModelController(QObject):
     Signals:
         load_asked(object): a model file (Path) is about to load (the window remembers it as the
             last model).
+        model_leaving(): the model is about to go (another one loads, or Unload was pressed):
+            stop serving it now.
         model_changed(object): the :class:`ModelInfo` of a model now loaded, or ``None`` when it
             went away (unloaded, crashed, a load failed).
         no_model(): Send was pressed, no model is loaded and none is chosen (the window shows
@@ -42,6 +44,7 @@ class ModelController(QObject):
     """
 
     load_asked = Signal(object)
+    model_leaving = Signal()
     model_changed = Signal(object)
     no_model = Signal()
 
@@ -61,7 +64,6 @@ class ModelController(QObject):
         picker.load_requested.connect(self.load)
         picker.unload_requested.connect(self.unload)
         picker.stop_load_requested.connect(session.stop)
-        session.load_started.connect(lambda _: picker.set_state("loading"))
         session.load_progress.connect(picker.set_progress)
         session.planner_said.connect(lambda text: sink.inform(
             tr("Automatic GPU layers: {plan}", plan=text), timeout_ms=None))
@@ -77,11 +79,14 @@ class ModelController(QObject):
         """Load a model file with the load settings (in the background)."""
         path = Path(path)
         self.picker.add_and_select(path)
+        self.picker.set_state("loading")  # now: the engine thread may still be busy
         emit(self.load_asked, path)
+        emit(self.model_leaving)
         self.session.load(path)
 
     def unload(self) -> None:
         """Stop serving and unload the model."""
+        emit(self.model_leaving)
         self.session.unload()
 
     def reload(self) -> None:
@@ -152,7 +157,12 @@ class ModelController(QObject):
 
     def _load_failed(self, error: BaseException) -> None:
         self._send_when_loaded = False
-        self._unloaded()
+        info = self.session.model_info
+        if info is None:
+            self._unloaded()
+        else:  # the file or the settings were refused before the model of now was touched
+            self.picker.set_state("loaded")
+            emit(self.model_changed, info)
 
     def _crashed(self, error: EngineCrashedError) -> None:
         self.sink.report(error, actions=(Action(tr("Reload model"), self.reload),))

@@ -20,7 +20,8 @@ from ..status_bar import StatusBar
 
 class ServeController(QObject):
     """Starts and stops the server for the toggle; shows its address; holds Send while it
-    answers. The toggle is enabled only while a model is loaded (and not on its way out).
+    answers. The toggle is enabled only while a model is loaded (and not on its way out): the
+    window calls :meth:`model_changed` and :meth:`model_going`.
 
     ``port`` gives the settings' API port (0: a free one); ``settings_file`` names the file to
     change it in.
@@ -46,9 +47,6 @@ class ServeController(QObject):
         server.stopped.connect(self._not_serving)
         server.failed.connect(lambda _: self._not_serving())
         server.busy_changed.connect(self._busy)
-        session.load_started.connect(lambda _: self.model_going())
-        session.model_loaded.connect(lambda _: self._model_ready())
-        session.model_unloaded.connect(self.model_going)
         self.show_tooltip()
 
     def show_tooltip(self, url: str | None = None) -> None:
@@ -78,9 +76,13 @@ class ServeController(QObject):
             return
         self.server.start(self.session.session, self._port())
 
-    def _model_ready(self) -> None:
-        self._allowed = True
-        self._set_button(enabled=True, checked=False)
+    def model_changed(self, info: object | None) -> None:
+        """A model is loaded (the toggle is enabled), or none is (the server stops)."""
+        if info is None:
+            self.model_going()
+        elif not self._allowed:
+            self._allowed = True
+            self._set_button(enabled=True, checked=self.server.is_running)
 
     def model_going(self) -> None:
         """The model goes away (unloaded, crashed, another one loads): stop serving it."""

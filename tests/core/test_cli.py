@@ -170,3 +170,11 @@ def test_self_test_runs_in_a_temporary_folder(data_home: DataPaths) -> None:
     assert "self-test passed" in result.stdout
     assert "backend: CPU" in result.stdout
     assert not data_home.database.exists(), "the self-test touched the user's data folder"
+
+
+@pytest.mark.parametrize("command", ["chat", "complete"])
+def test_a_sampling_value_out_of_range_fails_before_anything_happens(
+        command: str, tiny_model: Path) -> None:
+    result = cli(command, "--model", tiny_model, "--prompt", "hi", "--seed", "-1")
+    assert_clean_failure(result, "seed", "-1")
+    assert cli_json("conversations", "list") == []  # no empty conversation is left behind

@@ -170,3 +170,18 @@ def test_idle_unload_waits_for_the_server_and_the_time(tiny_model: Path) -> None
         time.sleep(0.05)
         assert idle.unload_if_idle(0.01) == "tiny-moe"
         assert idle.model_info is None and unloaded == [None]
+
+
+def test_a_load_that_cannot_start_keeps_the_model_of_now(tiny_model: Path,
+                                                         tmp_path: Path) -> None:
+    with Session(Settings(load=LoadDefaults(n_ctx=512))) as keeping:
+        keeping.load(LoadChoice(tiny_model))
+        server = keeping.serve(port=0)
+        with pytest.raises(ModelFileNotFoundError):
+            keeping.load(LoadChoice(tmp_path / "missing.gguf"))
+        assert keeping.model_info is not None and keeping.server is server
+        keeping.settings = Settings(load=LoadDefaults(n_ctx=512, kv_type="q8_0"))
+        with pytest.raises(SettingsError):
+            keeping.reload()
+        assert keeping.model_info is not None and keeping.server is server
+        assert keeping.stop_serving()

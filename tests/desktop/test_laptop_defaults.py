@@ -4,6 +4,7 @@ recommendation and the mirror offered to Chinese-speaking systems."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,26 @@ def test_the_recommended_download_starts_from_the_first_run_screen(
     QTest.mouseClick(welcome.download_button, Qt.MouseButton.LeftButton)
     assert window.pages.currentWidget() is window.models_page
     assert "Offline mode is on" in shown(window)
+
+
+def test_a_send_that_finds_the_model_gone_loads_it_and_sends(chat_window: MainWindow,
+                                                             qtbot: QtBot,
+                                                             tiny_model: Path) -> None:
+    """The model goes (an idle unload) between the click and the turn: nothing is lost."""
+    window, page = chat_window, chat_window.chat_page
+    gate = threading.Event()
+    window.session.run(lambda _: gate.wait(10))  # hold the engine thread
+    window.models.unload()  # queued behind the gate: the window still sees the model
+    page.view.composer.setPlainText("Still there?")
+    QTest.keyClick(page.view.composer, Qt.Key.Key_Return)
+    with qtbot.waitSignal(window.session.model_loaded, timeout=60_000):
+        gate.set()
+    store = window.store.store
+    assert store is not None
+    qtbot.waitUntil(lambda: page.current is not None and [
+        (m.role, m.content, m.status) for m in store.active_branch(page.current or "")][:1]
+        == [("user", "Still there?", "complete")], timeout=30_000)
+    qtbot.waitUntil(lambda: not window.session.busy and page.view.views[-1].item is not None,
+                    timeout=30_000)
+    assert [v.role for v in page.view.views] == ["user", "assistant"]  # no ghost bubbles
+    assert page.typed_text() == ""

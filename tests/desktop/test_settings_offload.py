@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
@@ -85,3 +86,22 @@ def test_automatic_gpu_layers_tell_the_plan(window: MainWindow, qtbot: QtBot,
     assert "Loaded tiny-moe.gguf" in shown.text
     assert report.plan.explanation in shown.text
     assert window.status.layers_label.text().endswith("0/3 layers on GPU")
+
+
+@pytest.mark.allow_log("mixtral_desk.desktop", "These load settings cannot be used")
+def test_load_settings_that_cannot_work_keep_the_loaded_model(window: MainWindow, qtbot: QtBot,
+                                                              tiny_model: Path) -> None:
+    use_load(window, n_ctx=256)
+    load_model(qtbot, window, tiny_model)
+    use_load(window, kv_type="q8_0", flash_attn=False)  # llama.cpp needs flash attention here
+    with qtbot.waitSignal(window.session.load_failed, timeout=10_000):
+        window.models.reload()
+    shown = window.notifications.current
+    assert shown is not None and shown.level == "error"  # a known problem, not "a bug"
+    assert "This is a bug" not in shown.text
+    assert "These load settings cannot be used: kv_type 'q8_0' needs flash_attn" in shown.text
+    assert window.session.model_info is not None  # the model of before is still there …
+    assert window.picker.state == "loaded" and window.serve_button.isEnabled()  # … and usable
+    use_sampling(window, temperature=0.0, max_tokens=4, ignore_eos=True)
+    send(qtbot, window, "Still working?")
+    assert window.chat_page.view.views[-1].item is not None

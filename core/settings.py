@@ -40,6 +40,10 @@ class LoadDefaults(BaseModel):
     kv_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     use_mmap: bool = True
     use_mlock: bool = False
+    #: The prompt cache's disk budget in GiB (saved conversation states, so that going back to a
+    #: conversation does not evaluate it again); ``None``: min(8 GiB, 10 % of the free disk
+    #: space); 0: no prompt cache.
+    prompt_cache_gib: float | None = Field(default=None, ge=0, le=1024)
     #: Unload a model nobody has used for this many minutes, giving its memory back (0: never).
     idle_unload_minutes: int = Field(default=30, ge=0, le=10_080)
 

@@ -84,7 +84,9 @@ class ReplyStats:
 
     ``decode_tokens_per_s`` counts the completion tokens after the first over the time after the
     first (0.0 with fewer than two tokens). ``dropped_messages``: older turns left out because the
-    conversation did not fit the context.
+    conversation did not fit the context. ``cached_tokens``: prompt tokens whose KV state was
+    reused (kept from the previous reply, or restored from the prompt cache) instead of being
+    evaluated.
     """
 
     prompt_tokens: int
@@ -94,6 +96,7 @@ class ReplyStats:
     total_seconds: float
     finish_reason: FinishReason
     dropped_messages: int = 0
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ class LoadOptions(BaseModel):
     physical cores. ``kv_type``: the KV cache's element type; a quantized cache needs
     ``flash_attn=True`` (llama.cpp only quantizes the V cache with flash attention) and is rejected
     without it rather than silently changed. ``seed``: -1 for a random seed.
+
+    ``prompt_cache_dir``: the folder of the prompt cache's files (see
+    :mod:`~.prompt_cache`); ``None`` turns the prompt cache off (RAM included).
+    ``prompt_cache_ram_bytes`` and ``prompt_cache_disk_bytes`` are its budgets; a disk budget of
+    ``None`` means min(8 GiB, 10 % of the free disk space).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -41,6 +46,9 @@ class LoadOptions(BaseModel):
     use_mmap: bool = True
     use_mlock: bool = False
     seed: int = Field(default=-1, ge=-1, le=_MAX_SEED)
+    prompt_cache_dir: Path | None = None
+    prompt_cache_ram_bytes: int = Field(default=1 << 30, ge=0)
+    prompt_cache_disk_bytes: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _quantized_cache_needs_flash_attention(self) -> LoadOptions:

@@ -11,12 +11,18 @@ point. Two threads:
   *thread*, so it would misfire for a worker thread that exits).
 * the **main thread** serves the queue: load, chat, complete, unload, backend info.
 
+Before a reply, the live sequence is set to the longest reusable prefix of the prompt: what the
+previous reply left, or a state restored from the prompt cache (:mod:`.prompt_cache`) when that
+shares more; after the reply (its :class:`~.protocol.DoneMsg` sent), the sequence's state is kept
+in the cache (RAM at once, disk in the background).
+
 ``llama_cpp`` is imported here only, lazily, so the host never loads llama.cpp for generation.
 Every llama.cpp log line goes to the engine log file through ``llama_log_set``.
 
 Why one module of over 500 lines: it is the engine process's whole program (its loop, loading,
-chat and completion, cancellation and log capture share the process's one model and state);
-the message formats, placement and history fitting live in their own modules.
+chat and completion, the prompt cache's restore and save, cancellation and log capture share the
+process's one model and state); the message formats, placement, history fitting and the prompt
+cache's store live in their own modules.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from .history_fit import fit_messages, reply_reserve
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides
+from .prompt_cache import Hit, PromptCache, cache_key, common_prefix, model_identity
 from .protocol import (
     BackendMsg,
     BackendRequest,
@@ -143,13 +150,15 @@ class _Loaded:
     """A loaded model and what the worker derived from it."""
 
     def __init__(self, llama: Any, options: LoadOptions, formatter: ChatFormatter,
-                 info: ModelInfo, overrides: TensorOverrides | None) -> None:
+                 info: ModelInfo, overrides: TensorOverrides | None,
+                 cache: PromptCache | None = None) -> None:
         self.llama = llama
         self.options = options
         self.formatter = formatter
         self.info = info
         self.overrides = overrides  # kept alive with the model
         self.vocab = llama._model.vocab
+        self.cache = cache
 
 
 class Worker:
@@ -267,6 +276,8 @@ class Worker:
     def unload(self) -> None:
         """Free the loaded model, if any."""
         if self.model is not None:
+            if self.model.cache is not None and not self.model.cache.flush(timeout=2.0):
+                self.log.note("prompt cache: disk writes still pending at unload")
             self.model.llama.close()
             self.model = None
             self.log.note("model unloaded")
@@ -355,9 +366,39 @@ class Worker:
             overridden_tensors=self.log.overridden_tensors,
             buffers=tuple(self.log.buffers),
         )
-        self.model = _Loaded(llama, options, formatter, info, overrides)
+        self.model = _Loaded(llama, options, formatter, info, overrides,
+                             self.make_cache(path, options))
         self.log.note(f"loaded {path.name} in {seconds:.2f} s: {info}")
         self.send(LoadedMsg(rid, info))
+
+    def make_cache(self, path: Path, options: LoadOptions) -> PromptCache | None:
+        """The prompt cache for this load (``None`` when it is off or the file is unreadable).
+
+        The key holds the model file's identity, the llama-cpp-python version (which pins the
+        vendored llama.cpp and its state format) and the load options that change what the KV
+        cache holds or how it is laid out: the KV element type and flash attention (it stores V
+        untransposed; llama.cpp refuses such a state in a context without it). Left out on
+        purpose, because they change neither: the GPU layers, expert placement, threads, batch
+        sizes, mmap/mlock and the seed (where a tensor lives or how work is split changes the
+        floating-point results at most in the last bits, as it already does between two runs
+        with different offload), and the context length (a position's K and V do not depend on
+        it; an entry longer than the context is skipped, and llama.cpp refuses a state that does
+        not fit, which is a miss).
+        """
+        import llama_cpp
+
+        if options.prompt_cache_dir is None:
+            return None
+        try:
+            identity = model_identity(path)
+        except OSError as error:
+            self.log.note(f"prompt cache off: cannot read {path}: {error}")
+            return None
+        kv = {"kv_type": options.kv_type, "flash_attn": options.flash_attn, "n_seq_max": 1}
+        key = cache_key(identity, kv, f"llama-cpp-python {llama_cpp.__version__}")
+        return PromptCache(key, Path(options.prompt_cache_dir),
+                           ram_bytes=options.prompt_cache_ram_bytes,
+                           disk_bytes=options.prompt_cache_disk_bytes)
 
     def make_formatter(self, llama: Any, template: str | None) -> ChatFormatter:
         """The model's template formatter, or the fallback when it has none or it is broken."""
@@ -463,6 +504,7 @@ class Worker:
         self.send(StartedMsg(rid, len(tokens), dropped))
         llama.set_seed(sampling.seed if sampling.seed is not None else (
             llama_cpp.LLAMA_DEFAULT_SEED if model.options.seed < 0 else model.options.seed))
+        cached = self.reuse_prefix(model, tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = model.vocab
         is_eog = llama_cpp.llama_vocab_is_eog
@@ -532,7 +574,93 @@ class Worker:
         self.send(DoneMsg(rid, ReplyStats(
             prompt_tokens=len(tokens), completion_tokens=count, time_to_first_token_s=ttft,
             decode_tokens_per_s=decode_rate, total_seconds=ended - started,
-            finish_reason=finish, dropped_messages=dropped)))
+            finish_reason=finish, dropped_messages=dropped, cached_tokens=cached)))
+        self.save_state(model)
+
+    # --- the prompt cache ----------------------------------------------------------------------
+
+    def reuse_prefix(self, model: _Loaded, tokens: list[int]) -> int:
+        """Make the live sequence hold the longest reusable prefix of ``tokens``; its length.
+
+        The live context (what the previous reply left) and the prompt cache compete: a cache
+        entry is restored only when it shares more of the prompt. The KV beyond the prefix is
+        removed here and ``Llama``'s ``input_ids``/``n_tokens`` are set to match, so that
+        ``Llama.generate``'s own prefix matching finds exactly this prefix and evaluates the rest.
+        The prompt's last token is always evaluated (its logits are not part of a state).
+        """
+        import llama_cpp
+
+        llama = model.llama
+        cap = len(tokens) - 1
+        live = min(cap, common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens))
+        if model.cache is not None and live < cap:
+            hit = model.cache.lookup(tokens, better_than=live, max_tokens=model.info.n_ctx)
+            if hit is not None:
+                live = min(cap, hit.prefix) if self.restore(model, hit) else 0
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        if live <= 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, live, -1):
+            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+            live = 0
+        llama.n_tokens = live
+        llama._requires_eval = True
+        return live
+
+    def restore(self, model: _Loaded, hit: Hit) -> bool:
+        """Load a cached state into sequence 0 (whatever it held); ``False``: refused, the
+        sequence is empty and the entry forgotten."""
+        import llama_cpp
+
+        assert model.cache is not None
+        llama = model.llama
+        started = time.perf_counter()
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+        llama.n_tokens = 0
+        size = len(hit.state)
+        buffer = (ctypes.c_uint8 * size).from_buffer_copy(hit.state)
+        read = int(llama_cpp.llama_state_seq_set_data(llama.ctx, buffer, size, 0))
+        count = len(hit.tokens)
+        first = int(llama_cpp.llama_memory_seq_pos_min(memory, 0))
+        last = int(llama_cpp.llama_memory_seq_pos_max(memory, 0))
+        if read == 0 or first != 0 or last != count - 1:
+            # Refused, or not the whole sequence (a sliding-window cache keeps only its window).
+            self.log.note(f"prompt cache: state of {count} tokens unusable (read {read} bytes, "
+                          f"positions {first}..{last}); evaluating instead")
+            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+            model.cache.discard(hit.tokens)
+            return False
+        llama.input_ids[:count] = hit.tokens
+        llama.n_tokens = count
+        self.log.note(f"prompt cache: restored {count} tokens ({size} bytes, {hit.prefix} shared "
+                      f"with the prompt) from {hit.source} in "
+                      f"{time.perf_counter() - started:.3f} s")
+        return True
+
+    def save_state(self, model: _Loaded) -> None:
+        """Keep the live sequence's state in the prompt cache (RAM now, disk in the background).
+        """
+        import llama_cpp
+
+        cache, llama = model.cache, model.llama
+        count = int(llama.n_tokens)
+        if cache is None or count <= 0:
+            return
+        tokens = llama.input_ids[:count].tolist()
+        if cache.has(tokens):
+            return
+        started = time.perf_counter()
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, count, -1)  # anything an aborted decode left
+        size = int(llama_cpp.llama_state_seq_get_size(llama.ctx, 0))
+        if size <= 0:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(llama.ctx, buffer, size, 0))
+        if written <= 0 or written > size:
+            return
+        cache.put(tokens, ctypes.string_at(buffer, written))
+        self.log.note(f"prompt cache: kept {count} tokens ({written} bytes) in "
+                      f"{time.perf_counter() - started:.3f} s")
 
 
 def run(commands: Connection, events: Connection, log_path: str | None, parent_pid: int,

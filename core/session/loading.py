@@ -103,7 +103,17 @@ def _options(defaults: LoadDefaults, choice: LoadChoice, manual: int | None,
         kv_type=defaults.kv_type,
         use_mmap=defaults.use_mmap,
         use_mlock=defaults.use_mlock,
+        prompt_cache_dir=None if defaults.prompt_cache_gib == 0 else prompt_cache_dir(),
+        prompt_cache_disk_bytes=None if defaults.prompt_cache_gib is None
+        else int(defaults.prompt_cache_gib * (1 << 30)),
     )
+
+
+def prompt_cache_dir() -> Path:
+    """The prompt cache's folder (in the cache folder: it can be deleted at any time)."""
+    from mixtral_desk.core.paths import data_paths
+
+    return data_paths().cache_dir / "prompt-cache"
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ def _add_row(form: QFormLayout, field: QWidget) -> QLabel:
 
 def _needs_reload(loaded: LoadDefaults, saved: LoadDefaults) -> bool:
     """Whether a model loaded with ``loaded`` misses something of ``saved`` (the idle unload time
-    is not part of the load: it applies at once)."""
-    keep = {"idle_unload_minutes": 0}
+    is not part of the load: it applies at once; nor is the prompt cache's budget)."""
+    keep = {"idle_unload_minutes": 0, "prompt_cache_gib": None}
     return loaded.model_copy(update=keep) != saved.model_copy(update=keep)
 
 
@@ -343,6 +343,7 @@ class SettingsPage(QWidget):
             use_mmap=self.use_mmap.isChecked(),
             use_mlock=self.use_mlock.isChecked(),
             idle_unload_minutes=self.idle_unload.value(),
+            prompt_cache_gib=self._settings.load.prompt_cache_gib,  # no control yet
         )
         old = self._settings.sampling
         sampling = SamplingOptions(

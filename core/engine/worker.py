@@ -587,16 +587,24 @@ class Worker:
         removed here and ``Llama``'s ``input_ids``/``n_tokens`` are set to match, so that
         ``Llama.generate``'s own prefix matching finds exactly this prefix and evaluates the rest.
         The prompt's last token is always evaluated (its logits are not part of a state).
+
+        A sliding-window (SWA) model's cache keeps only the last window of positions in its SWA
+        layers; a prefix of ``n`` tokens is usable only when the window before ``n`` is still
+        there (llama-server's rule: the smallest position kept ≤ max(0, n - n_swa)). Otherwise
+        the whole prompt is evaluated (``Llama.generate`` alone would reuse it anyway).
         """
         import llama_cpp
 
         llama = model.llama
         cap = len(tokens) - 1
         live = min(cap, common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens))
+        if live > 0 and not self.window_kept(model, live):
+            live = 0
         if model.cache is not None and live < cap:
             hit = model.cache.lookup(tokens, better_than=live, max_tokens=model.info.n_ctx)
             if hit is not None:
-                live = min(cap, hit.prefix) if self.restore(model, hit) else 0
+                live = min(cap, hit.prefix) if self.restore(model, hit, min(cap, hit.prefix)) \
+                    else 0
         memory = llama_cpp.llama_get_memory(llama.ctx)
         if live <= 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, live, -1):
             llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
@@ -605,9 +613,20 @@ class Worker:
         llama._requires_eval = True
         return live
 
-    def restore(self, model: _Loaded, hit: Hit) -> bool:
-        """Load a cached state into sequence 0 (whatever it held); ``False``: refused, the
-        sequence is empty and the entry forgotten."""
+    @staticmethod
+    def window_kept(model: _Loaded, prefix: int) -> bool:
+        """Whether sequence 0 still holds what a prefix of ``prefix`` tokens needs (see
+        :meth:`reuse_prefix`)."""
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(model.llama.ctx)
+        first = int(llama_cpp.llama_memory_seq_pos_min(memory, 0))
+        n_swa = int(llama_cpp.llama_model_n_swa(model.llama._model.model))
+        return 0 <= first <= max(0, prefix - n_swa)
+
+    def restore(self, model: _Loaded, hit: Hit, prefix: int) -> bool:
+        """Load a cached state into sequence 0 (whatever it held), to use its first ``prefix``
+        tokens; ``False``: refused or unusable, the sequence is empty."""
         import llama_cpp
 
         assert model.cache is not None
@@ -622,12 +641,16 @@ class Worker:
         count = len(hit.tokens)
         first = int(llama_cpp.llama_memory_seq_pos_min(memory, 0))
         last = int(llama_cpp.llama_memory_seq_pos_max(memory, 0))
-        if read == 0 or first != 0 or last != count - 1:
-            # Refused, or not the whole sequence (a sliding-window cache keeps only its window).
-            self.log.note(f"prompt cache: state of {count} tokens unusable (read {read} bytes, "
+        if read == 0 or last != count - 1:
+            self.log.note(f"prompt cache: state of {count} tokens refused (read {read} bytes, "
                           f"positions {first}..{last}); evaluating instead")
             llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
             model.cache.discard(hit.tokens)
+            return False
+        if not self.window_kept(model, prefix):
+            self.log.note(f"prompt cache: state of {count} tokens keeps positions {first}..{last} "
+                          f"only (a sliding window); {prefix} tokens needed; evaluating instead")
+            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
             return False
         llama.input_ids[:count] = hit.tokens
         llama.n_tokens = count

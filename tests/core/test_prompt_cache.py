@@ -367,3 +367,29 @@ def test_another_kv_type_is_a_miss(gemma_model: Path, tmp_path: Path) -> None:
         host.load(options(gemma_model, cache_dir, flash_attn=True))
         again, hit = reply(host, story)
         assert again == text and hit.cached_tokens == hit.prompt_tokens - 1
+
+
+@needs_llama
+@pytest.mark.slow
+def test_a_sliding_window_model_past_its_window_is_still_exact(gemma_model: Path,
+                                                               tmp_path: Path) -> None:
+    """Gemma 3 keeps only the last 512 positions in its sliding-window layers: a state that no
+    longer holds the window before the prefix is not used, so the reply stays exact."""
+    cache_dir = tmp_path / "prompt-cache"
+    long_story = [ChatMessage("user", STORY * 3)]  # about 600 tokens with Gemma's tokenizer
+    with EngineHost(tmp_path / "engine.log") as plain:
+        plain.load(options(gemma_model, None))
+        first, _ = reply(plain, long_story)
+        two = [*long_story, ChatMessage("assistant", first), ChatMessage("user", "Go on.")]
+        plain.load(options(gemma_model, None))
+        expected, full = reply(plain, two)
+        assert full.prompt_tokens > 512
+    with EngineHost(tmp_path / "engine.log") as host:
+        host.load(options(gemma_model, cache_dir))
+        reply(host, long_story)
+        assert reply(host, two)[0] == expected  # the live context
+        reply(host, [ChatMessage("user", OTHER)])
+        assert reply(host, two)[0] == expected  # back from another conversation
+    with EngineHost(tmp_path / "engine.log") as fresh:
+        fresh.load(options(gemma_model, cache_dir))
+        assert reply(fresh, two)[0] == expected  # after a restart

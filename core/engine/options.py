@@ -47,7 +47,7 @@ class LoadOptions(BaseModel):
     use_mlock: bool = False
     seed: int = Field(default=-1, ge=-1, le=_MAX_SEED)
     prompt_cache_dir: Path | None = None
-    prompt_cache_ram_bytes: int = Field(default=1 << 30, ge=0)
+    prompt_cache_ram_bytes: int = Field(default=1 << 29, ge=0)
     prompt_cache_disk_bytes: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")

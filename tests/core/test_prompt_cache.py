@@ -8,7 +8,8 @@ import importlib.util
 import os
 import shutil
 import struct
-from collections.abc import Callable, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,42 @@ def test_a_sliding_window_model_past_its_window_is_still_exact(gemma_model: Path
     with EngineHost(tmp_path / "engine.log") as fresh:
         fresh.load(options(gemma_model, cache_dir))
         assert reply(fresh, two)[0] == expected  # after a restart
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs (skipped where mounting is not allowed), as in the download tests."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                            capture_output=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_means_no_save_and_no_error(small_disk: Path) -> None:
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (4 * 1024 * 1024 - 64 * 1024))
+    cache = PromptCache(KEY, small_disk / "prompt-cache", disk_bytes=1 << 30)
+    cache.put([1, 2, 3], state(256 * 1024))
+    assert cache.flush(timeout=10) and cache.saved_files == 0
+    assert not [p for p in (small_disk / "prompt-cache").rglob("*") if p.is_file()]
+    assert cache.lookup([1, 2, 3, 4]) is not None  # RAM still serves it
+
+
+@needs_llama
+def test_the_engine_chats_on_with_a_full_disk(tiny_model: Path, small_disk: Path,
+                                              tmp_path: Path) -> None:
+    (small_disk / "filler").write_bytes(b"\0" * (4 * 1024 * 1024 - 64 * 1024))
+    cache_dir = small_disk / "prompt-cache"
+    with EngineHost(tmp_path / "engine.log") as host:
+        host.load(options(tiny_model, cache_dir))
+        text, _ = reply(host, [ChatMessage("user", STORY)])
+        reply(host, [ChatMessage("user", OTHER)])
+        again, stats = reply(host, [ChatMessage("user", STORY)])  # from RAM all the same
+        assert again == text and stats.cached_tokens == stats.prompt_tokens - 1
+    assert not [p for p in cache_dir.rglob("*") if p.is_file()]

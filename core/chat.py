@@ -26,6 +26,7 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
     TokenEvent,
 )
+from mixtral_desk.core.engine.prompt_cache import conversation_tag
 from mixtral_desk.core.errors import EngineError
 from mixtral_desk.core.store import ACTIVE_LEAF, UNSET, Conversation, Message
 
@@ -193,7 +194,8 @@ def reply(
     else:
         answer = store.add_message(conversation_id, "assistant", "", parent_id=parent_id,
                                    status="streaming", model=model_name)
-    return _stream_into(store, answer, engine.chat(history, sampling), on_token)
+    stream = engine.chat(history, sampling, cache_tag=conversation_tag(conversation_id))
+    return _stream_into(store, answer, stream, on_token)
 
 
 def edit_and_resend(
@@ -242,7 +244,8 @@ def continue_reply(
         raise ValueError("Only an interrupted assistant reply can be continued.")
     history = history_for(store, message.conversation_id, message.id)
     store.update_message(message.id, status="streaming")
-    return _stream_into(store, message, engine.chat(history, sampling), on_token,
+    stream = engine.chat(history, sampling, cache_tag=conversation_tag(message.conversation_id))
+    return _stream_into(store, message, stream, on_token,
                         prefix=message.content)
 
 

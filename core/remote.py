@@ -144,9 +144,10 @@ class RemoteEngine:
             raise RemoteEngineError(N_("{url}/models did not answer with a model list."),
                                     url=self.base_url) from error
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions
-             ) -> RemoteReplyStream:
+    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> RemoteReplyStream:
         """Start a reply to ``messages``; the request is sent on the first ``next()``.
+        ``cache_tag`` is not sent: the remote server keeps its own cache.
 
         Raises:
             EngineBusyError: a reply is already streaming.

@@ -55,6 +55,7 @@ from .protocol import (
     DoneMsg,
     ErrorMsg,
     Event,
+    ForgetCacheRequest,
     LoadedMsg,
     LoadRequest,
     ProgressMsg,
@@ -387,8 +388,12 @@ class EngineHost:
                 elif isinstance(event, ErrorMsg):
                     raise _error_from(event)
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> ReplyStream:
+    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> ReplyStream:
         """Start a reply to ``messages`` (formatted with the model's chat template).
+
+        ``cache_tag``: tags the prompt cache entries this reply leaves, so that they can be
+        forgotten with the conversation (:meth:`forget_cached`).
 
         Older turns that do not fit the context are left out (``ReplyStats.dropped_messages``);
         a template without a system role gets the system prompt merged into the first user turn.
@@ -404,7 +409,7 @@ class EngineHost:
         request = tuple(messages)
         if not request:
             raise ValueError("messages is empty")
-        return self._start(lambda rid: ChatRequest(rid, request, sampling))
+        return self._start(lambda rid: ChatRequest(rid, request, sampling, cache_tag))
 
     def complete(self, prompt: str, sampling: SamplingOptions) -> ReplyStream:
         """Start a raw continuation of ``prompt`` (no template); see :meth:`chat`."""
@@ -429,6 +434,14 @@ class EngineHost:
             if self._commands is not None:
                 with contextlib.suppress(OSError, EOFError):
                     self._commands.send(StopRequest(self._rid))
+
+    def forget_cached(self, tag: str) -> None:
+        """Have the engine remove the prompt cache entries tagged ``tag`` from RAM and disk, after
+        the running reply if any; returns at once (a no-op without an engine process)."""
+        with self._send_lock:
+            if self._commands is not None:
+                with contextlib.suppress(OSError, EOFError):
+                    self._commands.send(ForgetCacheRequest(tag))
 
     def unload(self) -> None:
         """Free the model's memory; the engine process keeps running.

@@ -34,8 +34,11 @@ class ChatEngine(Protocol):
     with ``finish_reason="cancelled"``.
     """
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> ReplyEvents:
-        """Start a reply to ``messages``; errors are raised while iterating."""
+    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> ReplyEvents:
+        """Start a reply to ``messages``; errors are raised while iterating. ``cache_tag``: the
+        conversation the engine's prompt cache files its state under (engines without one ignore
+        it)."""
         ...
 
     def complete(self, prompt: str, sampling: SamplingOptions) -> ReplyEvents:

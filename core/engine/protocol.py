@@ -28,11 +28,13 @@ class LoadRequest:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """Format ``messages`` with the model's chat template and stream a reply."""
+    """Format ``messages`` with the model's chat template and stream a reply; ``cache_tag`` tags
+    the prompt cache entries it leaves (see :func:`~.prompt_cache.conversation_tag`)."""
 
     rid: int
     messages: tuple[ChatMessage, ...]
     sampling: SamplingOptions
+    cache_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,14 @@ class BackendRequest:
 
 
 @dataclass(frozen=True)
+class ForgetCacheRequest:
+    """Remove the prompt cache entries tagged ``tag`` (RAM and disk); no answer."""
+
+    tag: str
+    rid: int = 0
+
+
+@dataclass(frozen=True)
 class ShutdownRequest:
     """Exit the engine process."""
 
@@ -81,7 +91,7 @@ class DebugCrashRequest:
 
 
 Command = (LoadRequest | ChatRequest | CompleteRequest | StopRequest | UnloadRequest
-           | BackendRequest | ShutdownRequest | DebugCrashRequest)
+           | BackendRequest | ForgetCacheRequest | ShutdownRequest | DebugCrashRequest)
 
 # --- engine → host -----------------------------------------------------------------------------
 

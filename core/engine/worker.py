@@ -72,6 +72,7 @@ from .protocol import (
     ErrorKind,
     ErrorMsg,
     Event,
+    ForgetCacheRequest,
     LoadedMsg,
     LoadRequest,
     ProgressMsg,
@@ -262,12 +263,16 @@ class Worker:
         if isinstance(message, LoadRequest):
             self.load(message.rid, message.options)
         elif isinstance(message, ChatRequest):
-            self.chat(message.rid, message.messages, message.sampling)
+            self.chat(message.rid, message.messages, message.sampling, message.cache_tag)
         elif isinstance(message, CompleteRequest):
             self.complete(message.rid, message.prompt, message.sampling)
         elif isinstance(message, UnloadRequest):
             self.unload()
             self.send(UnloadedMsg(message.rid))
+        elif isinstance(message, ForgetCacheRequest):
+            if self.model is not None and self.model.cache is not None:
+                removed = self.model.cache.forget(message.tag)
+                self.log.note(f"prompt cache: forgot {message.tag} ({removed} files)")
         elif isinstance(message, BackendRequest):
             self.send(BackendMsg(message.rid, collect_backend_info()))
 
@@ -429,8 +434,10 @@ class Worker:
         return list(model.llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
                                          special=parse_special))
 
-    def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> None:
-        """Format ``messages``, fit them into the context and stream the reply.
+    def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
+             cache_tag: str | None = None) -> None:
+        """Format ``messages``, fit them into the context and stream the reply; ``cache_tag``
+        tags the prompt cache entry it leaves.
 
         Raises:
             ContextOverflowError: the last user turn alone does not fit.
@@ -454,7 +461,8 @@ class Worker:
         except ValueError as error:  # no user or assistant turn
             raise EngineError(str(error)) from error
         tokens = self.tokenize(prompt, True, add_bos)
-        self.generate(rid, tokens, sampling, formatter.stop, dropped, strip_leading=True)
+        self.generate(rid, tokens, sampling, formatter.stop, dropped, strip_leading=True,
+                      cache_tag=cache_tag)
 
     def complete(self, rid: int, prompt: str, sampling: SamplingOptions) -> None:
         """Stream a raw continuation of ``prompt`` (BOS added as the model wants)."""
@@ -482,7 +490,8 @@ class Worker:
         llama_cpp.llama_set_abort_callback(llama.ctx, self._abort_callback, None)
 
     def generate(self, rid: int, tokens: list[int], sampling: SamplingOptions,
-                 extra_stop: Sequence[str], dropped: int, *, strip_leading: bool) -> None:
+                 extra_stop: Sequence[str], dropped: int, *, strip_leading: bool,
+                 cache_tag: str | None = None) -> None:
         """Stream tokens for a tokenized prompt, then :class:`DoneMsg`.
 
         Raises:
@@ -575,7 +584,7 @@ class Worker:
             prompt_tokens=len(tokens), completion_tokens=count, time_to_first_token_s=ttft,
             decode_tokens_per_s=decode_rate, total_seconds=ended - started,
             finish_reason=finish, dropped_messages=dropped, cached_tokens=cached)))
-        self.save_state(model)
+        self.save_state(model, cache_tag)
 
     # --- the prompt cache ----------------------------------------------------------------------
 
@@ -659,9 +668,9 @@ class Worker:
                       f"{time.perf_counter() - started:.3f} s")
         return True
 
-    def save_state(self, model: _Loaded) -> None:
-        """Keep the live sequence's state in the prompt cache (RAM now, disk in the background).
-        """
+    def save_state(self, model: _Loaded, tag: str | None = None) -> None:
+        """Keep the live sequence's state in the prompt cache (RAM now, disk in the background),
+        tagged ``tag``."""
         import llama_cpp
 
         cache, llama = model.cache, model.llama
@@ -681,7 +690,7 @@ class Worker:
         written = int(llama_cpp.llama_state_seq_get_data(llama.ctx, buffer, size, 0))
         if written <= 0 or written > size:
             return
-        cache.put(tokens, ctypes.string_at(buffer, written))
+        cache.put(tokens, ctypes.string_at(buffer, written), tag)
         self.log.note(f"prompt cache: kept {count} tokens ({written} bytes) in "
                       f"{time.perf_counter() - started:.3f} s")
 

@@ -201,8 +201,8 @@ class _RaisingEngine:
         raise error
         yield  # a generator: the error comes on the first next(), as from a real engine
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions
-             ) -> Generator[ReplyEvent, None, None]:
+    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> Generator[ReplyEvent, None, None]:
         return self._fail()
 
     def complete(self, prompt: str, sampling: SamplingOptions

@@ -29,7 +29,11 @@ from mixtral_desk.core.engine.prompt_cache import (
     SUFFIX,
     PromptCache,
     cache_key,
+    clear_folder,
     common_prefix,
+    conversation_tag,
+    folder_usage,
+    forget_tag,
     model_identity,
 )
 from mixtral_desk.core.paths import DataPaths
@@ -124,11 +128,50 @@ def test_disk_keeps_the_most_recently_used_within_its_budget(tmp_path: Path) -> 
     assert {tuple(_tokens_of(path)) for path in written(fresh)} == {(1,), (3,), (4,)}
 
 
+def test_a_conversations_entries_are_forgotten_in_ram_and_on_disk(tmp_path: Path) -> None:
+    root = tmp_path / "pc"
+    cache = PromptCache(KEY, root, disk_bytes=1 << 20)
+    other_model = PromptCache(cache_key("other", {}, "test"), root, disk_bytes=1 << 20)
+    cache.put([1, 2, 3], state(64, 1), tag=conversation_tag(7))
+    cache.put([1, 2, 9], state(64, 2), tag=conversation_tag(7))  # a branch of the same chat
+    cache.put([4, 5], state(64, 3), tag=conversation_tag(8))
+    cache.put([6], state(64, 4))  # an API request: no conversation
+    other_model.put([1, 2, 3], state(64, 5), tag=conversation_tag(7))
+    assert other_model.flush(timeout=10) and len(written(cache)) == 4
+
+    assert cache.forget(conversation_tag(7)) == 3  # both branches, and the other model's file
+    assert cache.lookup([1, 2, 3]) is None and cache.lookup([1, 2, 9]) is None
+    hit = cache.lookup([4, 5, 6])
+    assert hit is not None and hit.prefix == 2
+    assert {tuple(_tokens_of(p)) for p in written(cache)} == {(4, 5), (6,)}
+    assert forget_tag(root, conversation_tag(8)) == 1
+    assert forget_tag(root, conversation_tag(8)) == 0
+    assert {tuple(_tokens_of(p)) for p in written(cache)} == {(6,)}
+
+
+def test_folder_usage_and_clear(tmp_path: Path) -> None:
+    root = tmp_path / "pc"
+    assert folder_usage(root).files == 0  # no folder yet
+    cache = PromptCache(KEY, root, disk_bytes=1 << 20)
+    cache.put([1, 2, 3], state(1000, 1))
+    cache.put([4, 5], state(1000, 2))
+    other_model = PromptCache(cache_key("other", {}, "test"), root)
+    other_model.put([9], state(10))
+    assert cache.flush(timeout=10) and other_model.flush(timeout=10)
+    (root / "notes.txt").write_text("not ours")
+    usage = folder_usage(root)
+    assert (usage.files, usage.tokens, usage.keys) == (3, 6, 2)
+    assert usage.bytes > 2010
+    assert clear_folder(root) == usage.bytes
+    assert folder_usage(root).files == 0
+    assert (root / "notes.txt").read_text() == "not ours"
+
+
 def _tokens_of(path: Path) -> list[int]:
     raw = path.read_bytes()
-    header = struct.Struct("<8sIIIQI")
-    _, _, key_len, n_tokens, _, _ = header.unpack_from(raw)
-    start = header.size + key_len
+    header = struct.Struct("<8sIIIIQI")
+    _, _, key_len, tag_len, n_tokens, _, _ = header.unpack_from(raw)
+    start = header.size + key_len + tag_len
     return list(struct.unpack_from(f"<{n_tokens}i", raw, start))
 
 

@@ -50,7 +50,8 @@ class FakeEngine:
         self.gate: threading.Event | None = None
         self.stops = 0
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions) -> FakeStream:
+    def chat(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> FakeStream:
         return FakeStream(list(self.script), self.gate)
 
     def complete(self, prompt: str, sampling: SamplingOptions) -> FakeStream:

@@ -95,9 +95,9 @@ def automatic_disk_budget(folder: Path) -> int:
     return min(MAX_DEFAULT_DISK_BYTES, free // 10)
 
 
-def conversation_tag(conversation_id: int) -> str:
+def conversation_tag(conversation_id: str) -> str:
     """The tag of the cache entries made from conversation ``conversation_id``."""
-    return f"conversation-{int(conversation_id)}"
+    return _clean_tag(f"conversation-{conversation_id}")
 
 
 def _clean_tag(tag: str | None) -> str:

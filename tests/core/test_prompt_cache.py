@@ -132,20 +132,20 @@ def test_a_conversations_entries_are_forgotten_in_ram_and_on_disk(tmp_path: Path
     root = tmp_path / "pc"
     cache = PromptCache(KEY, root, disk_bytes=1 << 20)
     other_model = PromptCache(cache_key("other", {}, "test"), root, disk_bytes=1 << 20)
-    cache.put([1, 2, 3], state(64, 1), tag=conversation_tag(7))
-    cache.put([1, 2, 9], state(64, 2), tag=conversation_tag(7))  # a branch of the same chat
-    cache.put([4, 5], state(64, 3), tag=conversation_tag(8))
+    cache.put([1, 2, 3], state(64, 1), tag=conversation_tag("c7"))
+    cache.put([1, 2, 9], state(64, 2), tag=conversation_tag("c7"))  # a branch of the same chat
+    cache.put([4, 5], state(64, 3), tag=conversation_tag("c8"))
     cache.put([6], state(64, 4))  # an API request: no conversation
-    other_model.put([1, 2, 3], state(64, 5), tag=conversation_tag(7))
+    other_model.put([1, 2, 3], state(64, 5), tag=conversation_tag("c7"))
     assert other_model.flush(timeout=10) and len(written(cache)) == 4
 
-    assert cache.forget(conversation_tag(7)) == 3  # both branches, and the other model's file
+    assert cache.forget(conversation_tag("c7")) == 3  # both branches, and the other model's file
     assert cache.lookup([1, 2, 3]) is None and cache.lookup([1, 2, 9]) is None
     hit = cache.lookup([4, 5, 6])
     assert hit is not None and hit.prefix == 2
     assert {tuple(_tokens_of(p)) for p in written(cache)} == {(4, 5), (6,)}
-    assert forget_tag(root, conversation_tag(8)) == 1
-    assert forget_tag(root, conversation_tag(8)) == 0
+    assert forget_tag(root, conversation_tag("c8")) == 1
+    assert forget_tag(root, conversation_tag("c8")) == 0
     assert {tuple(_tokens_of(p)) for p in written(cache)} == {(6,)}
 
 

@@ -42,9 +42,11 @@ import time
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .context_shift import PLAIN, Layout, common_prefix
 
 _log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ MAGIC = b"MDPCACHE"
 FORMAT_VERSION = 2
 SUFFIX = ".mdpc"
 #: magic, format version, key length, tag length, token count, state length, CRC-32 of tokens +
-#: state.
-_HEADER = struct.Struct("<8sIIIIQI")
+#: state, then the entry's :class:`~.context_shift.Layout`: keep, removed, digest.
+_HEADER = struct.Struct("<8sIIIIQIII32s")
 _MAX_TAG = 200
 _IDENTITY_BYTES = 1 << 20
 _STALE_TEMP_S = 3600.0
@@ -108,38 +110,38 @@ def _clean_tag(tag: str | None) -> str:
     return text[:_MAX_TAG]
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """The length of the longest common prefix of two token lists."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 @dataclass(frozen=True)
 class Hit:
-    """A cache entry for a prompt: its tokens, its state, and the prefix it shares with the prompt
-    (``prefix`` ≤ ``len(tokens)``; the state covers all of ``tokens``)."""
+    """A cache entry for a prompt: its tokens, its layout, its state, and how many of its tokens
+    serve the prompt (``prefix``, as the caller's score said; the state covers all of
+    ``tokens``)."""
 
     tokens: tuple[int, ...]
+    layout: Layout
     state: bytes
     prefix: int
     source: str  # "ram" or "disk"
 
 
-def _entry_name(tokens: Sequence[int]) -> str:
-    return hashlib.sha256(array("i", tokens).tobytes()).hexdigest()[:40]
+#: Scores an entry (its tokens and layout) for the prompt at hand: the tokens it would save.
+Score = Callable[[tuple[int, ...], Layout], int]
 
 
-def _encode(key: str, tag: str, tokens: Sequence[int], state: bytes) -> tuple[bytes, bytes]:
-    """The file's header (with the key, the tag and the tokens) and its state part."""
+def _entry_name(tokens: Sequence[int], layout: Layout) -> str:
+    digest = hashlib.sha256(array("i", tokens).tobytes())
+    digest.update(f"{layout.keep}:{layout.removed}:{layout.digest}".encode("ascii"))
+    return digest.hexdigest()[:40]
+
+
+def _encode(key: str, tag: str, tokens: Sequence[int], layout: Layout, state: bytes
+            ) -> tuple[bytes, bytes]:
+    """The file's header (with the key, the tag, the layout and the tokens) and its state part."""
     key_bytes, tag_bytes = key.encode("ascii"), tag.encode("ascii")
     token_bytes = array("i", tokens).tobytes()
     crc = zlib.crc32(state, zlib.crc32(token_bytes))
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(key_bytes), len(tag_bytes), len(tokens),
-                          len(state), crc)
+                          len(state), crc, layout.keep, layout.removed,
+                          layout.digest.encode("ascii").ljust(32, b"\0"))
     return header + key_bytes + tag_bytes + token_bytes, state
 
 
@@ -147,8 +149,20 @@ class _BadFileError(Exception):
     """A cache file that is not a valid entry of this key."""
 
 
-def _read_head(path: Path, key: str | None) -> tuple[tuple[int, ...], int, int, int, str]:
-    """The tokens, state length, state offset, CRC and tag of an entry file.
+@dataclass(frozen=True)
+class _Head:
+    """What an entry file's header says."""
+
+    tokens: tuple[int, ...]
+    layout: Layout
+    tag: str
+    state_offset: int
+    state_len: int
+    crc: int
+
+
+def _read_head(path: Path, key: str | None) -> _Head:
+    """An entry file's header.
 
     ``key`` ``None``: accept any key (for folder-wide work such as :func:`forget_tag`).
 
@@ -161,7 +175,8 @@ def _read_head(path: Path, key: str | None) -> tuple[tuple[int, ...], int, int, 
         raw = file.read(_HEADER.size)
         if len(raw) != _HEADER.size:
             raise _BadFileError("short header")
-        magic, version, key_len, tag_len, n_tokens, state_len, crc = _HEADER.unpack(raw)
+        (magic, version, key_len, tag_len, n_tokens, state_len, crc, keep, removed,
+         digest) = _HEADER.unpack(raw)
         if magic != MAGIC or version != FORMAT_VERSION:
             raise _BadFileError("foreign file or another format version")
         stored_key = file.read(key_len)
@@ -175,23 +190,25 @@ def _read_head(path: Path, key: str | None) -> tuple[tuple[int, ...], int, int, 
             raise _BadFileError("truncated or padded")
         tokens = array("i")
         tokens.frombytes(file.read(4 * n_tokens))
-        return tuple(tokens), state_len, offset, crc, tag
+        layout = Layout(keep, removed, digest.rstrip(b"\0").decode("ascii", errors="replace")) \
+            if removed else Layout()
+        return _Head(tuple(tokens), layout, tag, offset, state_len, crc)
 
 
-def _read_state(path: Path, key: str) -> tuple[tuple[int, ...], bytes, str]:
-    """An entry file's tokens, state and tag, checked against its CRC.
+def _read_state(path: Path, key: str) -> tuple[_Head, bytes]:
+    """An entry file's header and state, checked against its CRC.
 
     Raises:
         _BadFileError, OSError: as :func:`_read_head`; also a CRC mismatch.
     """
-    tokens, state_len, offset, crc, tag = _read_head(path, key)
+    head = _read_head(path, key)
     with path.open("rb") as file:
-        file.seek(offset)
-        state = file.read(state_len)
-    if len(state) != state_len or \
-            zlib.crc32(state, zlib.crc32(array("i", tokens).tobytes())) != crc:
+        file.seek(head.state_offset)
+        state = file.read(head.state_len)
+    if len(state) != head.state_len or \
+            zlib.crc32(state, zlib.crc32(array("i", head.tokens).tobytes())) != head.crc:
         raise _BadFileError("checksum mismatch")
-    return tokens, state, tag
+    return head, state
 
 
 def _is_key_folder(path: Path) -> bool:
@@ -203,6 +220,20 @@ def _is_key_folder(path: Path) -> bool:
 def _remove(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def _supersedes(tokens: tuple[int, ...], layout: Layout, other: tuple[int, ...],
+                other_layout: Layout) -> bool:
+    """Whether an entry makes ``other`` useless: same layout, and ``other`` a prefix of it."""
+    return (layout == other_layout and len(other) < len(tokens)
+            and tokens[:len(other)] == other)
+
+
+@dataclass
+class _RamEntry:
+    state: bytes
+    layout: Layout
+    tag: str
 
 
 class PromptCache:
@@ -220,10 +251,9 @@ class PromptCache:
         self.ram_bytes = max(0, ram_bytes)
         self.disk_bytes = (automatic_disk_budget(folder) if disk_bytes is None else disk_bytes) \
             if folder is not None else 0
-        self._ram: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
-        self._tags: dict[tuple[int, ...], str] = {}
+        self._ram: OrderedDict[tuple[int, ...], _RamEntry] = OrderedDict()
         self._ram_used = 0
-        self._jobs: queue.Queue[tuple[tuple[int, ...], bytes, str] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[tuple[int, ...], _RamEntry] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self.saved_files = 0  # files written (for tests and figures)
 
@@ -234,51 +264,52 @@ class PromptCache:
         """Bytes of state held in RAM."""
         return self._ram_used
 
-    def has(self, tokens: Sequence[int]) -> bool:
-        """Whether exactly this token list is held in RAM."""
-        return tuple(int(t) for t in tokens) in self._ram
+    def has(self, tokens: Sequence[int], layout: Layout = PLAIN) -> bool:
+        """Whether exactly this token list (in this layout) is held in RAM."""
+        entry = self._ram.get(tuple(int(t) for t in tokens))
+        return entry is not None and entry.layout == layout
 
     def ram_entries(self) -> list[tuple[int, ...]]:
         """The token lists held in RAM, least recently used first."""
         return list(self._ram)
 
     def _ram_drop(self, tokens: tuple[int, ...]) -> None:
-        state = self._ram.pop(tokens, None)
-        self._tags.pop(tokens, None)
-        if state is not None:
-            self._ram_used -= len(state)
+        entry = self._ram.pop(tokens, None)
+        if entry is not None:
+            self._ram_used -= len(entry.state)
 
-    def _ram_put(self, tokens: tuple[int, ...], state: bytes, tag: str) -> None:
+    def _ram_put(self, tokens: tuple[int, ...], entry: _RamEntry) -> None:
         self._ram_drop(tokens)
-        for other in [t for t in self._ram if len(t) < len(tokens) and tokens[:len(t)] == t]:
-            self._ram_drop(other)  # superseded: a prefix of the new entry
-        if len(state) > self.ram_bytes:
+        for other in [t for t, e in self._ram.items()
+                      if _supersedes(tokens, entry.layout, t, e.layout)]:
+            self._ram_drop(other)
+        if len(entry.state) > self.ram_bytes:
             return
-        while self._ram and self._ram_used + len(state) > self.ram_bytes:
-            oldest, old = self._ram.popitem(last=False)
-            self._tags.pop(oldest, None)
-            self._ram_used -= len(old)
-        self._ram[tokens] = state
-        self._tags[tokens] = tag
-        self._ram_used += len(state)
+        while self._ram and self._ram_used + len(entry.state) > self.ram_bytes:
+            _, old = self._ram.popitem(last=False)
+            self._ram_used -= len(old.state)
+        self._ram[tokens] = entry
+        self._ram_used += len(entry.state)
 
     # --- saving --------------------------------------------------------------------------------
 
-    def put(self, tokens: Sequence[int], state: bytes, tag: str | None = None) -> None:
-        """Keep ``state`` (of a sequence holding exactly ``tokens``): in RAM now, on disk in the
-        background. ``tag``: see :func:`conversation_tag`. Never raises for the disk."""
-        entry = tuple(int(t) for t in tokens)
-        if not entry or not state:
+    def put(self, tokens: Sequence[int], state: bytes, tag: str | None = None,
+            layout: Layout = PLAIN) -> None:
+        """Keep ``state`` (of a sequence holding exactly ``tokens``, in ``layout``): in RAM now,
+        on disk in the background. ``tag``: see :func:`conversation_tag`. Never raises for the
+        disk."""
+        tokens_key = tuple(int(t) for t in tokens)
+        if not tokens_key or not state:
             return
-        clean = _clean_tag(tag)
-        self._ram_put(entry, state, clean)
+        entry = _RamEntry(state, layout, _clean_tag(tag))
+        self._ram_put(tokens_key, entry)
         if self.folder is None or len(state) > self.disk_bytes:
             return
         if self._writer is None or not self._writer.is_alive():
             self._writer = threading.Thread(target=self._write_loop, name="prompt-cache-writer",
                                              daemon=True)
             self._writer.start()
-        self._jobs.put((entry, state, clean))
+        self._jobs.put((tokens_key, entry))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the queued disk writes are done (``False`` if ``timeout`` ran out)."""
@@ -304,11 +335,11 @@ class PromptCache:
             finally:
                 self._jobs.task_done()
 
-    def _write(self, tokens: tuple[int, ...], state: bytes, tag: str) -> None:
+    def _write(self, tokens: tuple[int, ...], entry: _RamEntry) -> None:
         assert self.folder is not None
-        path = self.folder / (_entry_name(tokens) + SUFFIX)
+        path = self.folder / (_entry_name(tokens, entry.layout) + SUFFIX)
         temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        head, body = _encode(self.key, tag, tokens, state)
+        head, body = _encode(self.key, entry.tag, tokens, entry.layout, entry.state)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with temp.open("wb") as file:
@@ -320,8 +351,9 @@ class PromptCache:
             _log.debug("prompt cache: not saved to %s: %s", path, error)
             return
         self.saved_files += 1
-        for other, entry in self._scan():
-            if other != path and len(entry) < len(tokens) and tokens[:len(entry)] == entry:
+        for other, other_head in self._scan():
+            if other != path and _supersedes(tokens, entry.layout, other_head.tokens,
+                                             other_head.layout):
                 _remove(other)
         self._evict_disk()
 
@@ -329,16 +361,10 @@ class PromptCache:
         """Remove the least recently used files of every key until the folder fits its budget."""
         assert self.root is not None
         files: list[tuple[float, int, Path]] = []
-        with contextlib.suppress(OSError):
-            for sub in self.root.iterdir():
-                if not _is_key_folder(sub):
-                    continue
-                for path in sub.iterdir():
-                    if path.suffix != SUFFIX:
-                        continue
-                    with contextlib.suppress(OSError):
-                        info = path.stat()
-                        files.append((info.st_mtime, info.st_size, path))
+        for path in _entry_files(self.root):
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                files.append((info.st_mtime, info.st_size, path))
         used = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if used <= self.disk_bytes:
@@ -348,8 +374,8 @@ class PromptCache:
 
     # --- finding -------------------------------------------------------------------------------
 
-    def _scan(self) -> list[tuple[Path, tuple[int, ...]]]:
-        """The entry files of this key with their tokens; bad files are removed on the way."""
+    def _scan(self) -> list[tuple[Path, _Head]]:
+        """The entry files of this key with their headers; bad files are removed on the way."""
         if self.folder is None:
             return []
         found = []
@@ -367,7 +393,7 @@ class PromptCache:
             try:
                 if path.suffix != SUFFIX:
                     raise _BadFileError("not a cache file")
-                tokens = _read_head(path, self.key)[0]
+                head = _read_head(path, self.key)
             except _BadFileError as why:
                 _log.debug("prompt cache: removing %s (%s)", path, why)
                 if path.is_dir():
@@ -377,32 +403,38 @@ class PromptCache:
                 continue
             except OSError:
                 continue
-            found.append((path, tokens))
+            found.append((path, head))
         return found
 
-    def lookup(self, tokens: Sequence[int], *, better_than: int = 0,
-               max_tokens: int | None = None) -> Hit | None:
-        """The entry sharing the longest common prefix with ``tokens``, if that prefix is longer
-        than ``better_than``; RAM first, then disk. ``max_tokens``: skip longer entries (they
-        would not fit the context)."""
-        prompt = [int(t) for t in tokens]
+    def lookup(self, tokens: Sequence[int] | None = None, *, score: Score | None = None,
+               better_than: int = 0, max_tokens: int | None = None) -> Hit | None:
+        """The entry that serves a prompt best, if it saves more than ``better_than`` tokens;
+        RAM first, then disk. ``score`` says how many tokens an entry saves (default: its
+        common prefix with ``tokens``, for entries without a removed part). ``max_tokens``: skip
+        longer entries (they would not fit the context)."""
+        if score is None:
+            prompt = [int(t) for t in tokens or ()]
+
+            def score(entry: tuple[int, ...], layout: Layout) -> int:
+                return common_prefix(entry, prompt) if layout.removed == 0 else 0
+
         best: tuple[int, tuple[int, ...]] | None = None
-        for entry in self._ram:
+        for entry, held in self._ram.items():
             if max_tokens is not None and len(entry) > max_tokens:
                 continue
-            n = common_prefix(entry, prompt)
+            n = score(entry, held.layout)
             if n > better_than and (best is None or n > best[0]):
                 best = (n, entry)
         disk: list[tuple[int, Path]] = []
-        for path, entry in self._scan():
-            if max_tokens is not None and len(entry) > max_tokens:
+        for path, head in self._scan():
+            if max_tokens is not None and len(head.tokens) > max_tokens:
                 continue
-            n = common_prefix(entry, prompt)
+            n = score(head.tokens, head.layout)
             if n > better_than and (best is None or n > best[0]):
                 disk.append((n, path))
         for n, path in sorted(disk, key=lambda item: -item[0]):
             try:
-                entry, state, tag = _read_state(path, self.key)
+                head, state = _read_state(path, self.key)
             except _BadFileError as why:
                 _log.debug("prompt cache: removing %s (%s)", path, why)
                 _remove(path)
@@ -411,21 +443,20 @@ class PromptCache:
                 continue
             with contextlib.suppress(OSError):
                 os.utime(path)  # recently used
-            self._ram_put(entry, state, tag)
-            return Hit(entry, state, n, "disk")
+            self._ram_put(head.tokens, _RamEntry(state, head.layout, head.tag))
+            return Hit(head.tokens, head.layout, state, n, "disk")
         if best is None:
             return None
         n, entry = best
-        state = self._ram[entry]
+        held = self._ram[entry]
         self._ram.move_to_end(entry)
-        return Hit(entry, state, n, "ram")
+        return Hit(entry, held.layout, held.state, n, "ram")
 
-    def discard(self, tokens: Sequence[int]) -> None:
+    def discard(self, hit: Hit) -> None:
         """Forget an entry that turned out unusable (RAM and disk)."""
-        entry = tuple(int(t) for t in tokens)
-        self._ram_drop(entry)
+        self._ram_drop(hit.tokens)
         if self.folder is not None:
-            _remove(self.folder / (_entry_name(entry) + SUFFIX))
+            _remove(self.folder / (_entry_name(hit.tokens, hit.layout) + SUFFIX))
 
     def forget(self, tag: str) -> int:
         """Remove the entries tagged ``tag`` from RAM and disk (after the pending writes); the
@@ -433,7 +464,7 @@ class PromptCache:
         clean = _clean_tag(tag)
         if not clean:
             return 0
-        for entry in [e for e, t in self._tags.items() if t == clean]:
+        for entry in [t for t, held in self._ram.items() if held.tag == clean]:
             self._ram_drop(entry)
         self.flush(timeout=10.0)
         return forget_tag(self.root, clean) if self.root is not None else 0
@@ -480,7 +511,7 @@ def folder_usage(root: Path) -> FolderUsage:
             files += 1
             keys.add(path.parent)
             with contextlib.suppress(_BadFileError):
-                tokens += len(_read_head(path, None)[0])
+                tokens += len(_read_head(path, None).tokens)
     return FolderUsage(root, files, size, tokens, len(keys))
 
 
@@ -508,7 +539,7 @@ def forget_tag(root: Path, tag: str) -> int:
     removed = 0
     for path in _entry_files(root):
         try:
-            if _read_head(path, None)[4] != clean:
+            if _read_head(path, None).tag != clean:
                 continue
         except (_BadFileError, OSError):
             continue

@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -54,13 +54,14 @@ from ..errors import (
 )
 from ..i18n import N_, set_language
 from .backend import collect_backend_info
+from .context_shift import PLAIN, Layout, Reuse, needed_layout, plan_reuse
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
 from .formatting import ChatFormatter, TemplateError, split_at_stop
 from .history_fit import fit_messages, reply_reserve
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides
-from .prompt_cache import Hit, PromptCache, cache_key, common_prefix, model_identity
+from .prompt_cache import PromptCache, cache_key, model_identity
 from .protocol import (
     BackendMsg,
     BackendRequest,
@@ -83,6 +84,9 @@ from .protocol import (
     UnloadedMsg,
     UnloadRequest,
 )
+
+if TYPE_CHECKING:
+    from .sequence import LiveSequence
 
 GPU_ADVICE_ALL = N_(
     "This llama-cpp-python build has no GPU support (llama_supports_gpu_offload() is false), so "
@@ -153,6 +157,8 @@ class _Loaded:
     def __init__(self, llama: Any, options: LoadOptions, formatter: ChatFormatter,
                  info: ModelInfo, overrides: TensorOverrides | None,
                  cache: PromptCache | None = None) -> None:
+        from .sequence import LiveSequence
+
         self.llama = llama
         self.options = options
         self.formatter = formatter
@@ -160,6 +166,15 @@ class _Loaded:
         self.overrides = overrides  # kept alive with the model
         self.vocab = llama._model.vocab
         self.cache = cache
+        self.sequence: LiveSequence = LiveSequence(llama.ctx, llama._model.model, llama.n_batch)
+        self._pieces: dict[int, bytes] = {}
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of a generated token's text (control tokens give none)."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = bytes(self.llama.detokenize([token]))
+        return text
 
 
 class Worker:
@@ -434,40 +449,52 @@ class Worker:
         return list(model.llama.tokenize(text.encode("utf-8"), add_bos=add_bos,
                                          special=parse_special))
 
+    def chat_prompt(self, messages: Sequence[ChatMessage], sampling: SamplingOptions
+                    ) -> tuple[list[int], Layout, int]:
+        """The whole conversation's tokens, the :class:`Layout` that fits them into the context
+        with room for the reply (its oldest turns cut out; see :mod:`.context_shift`), and how
+        many messages that leaves out.
+
+        Raises:
+            ContextOverflowError: the last user turn alone does not fit.
+            EngineError: the template rejects the conversation, or it has no turns.
+        """
+        formatter = self.require_model().formatter
+        add_bos = not formatter.starts_with_bos
+
+        def count(candidate: Sequence[ChatMessage]) -> int:
+            return len(self.tokenize(formatter.format(candidate), True, add_bos))
+
+        n_ctx = self.require_model().info.n_ctx
+        try:
+            full = self.tokenize(formatter.format(messages), True, add_bos)
+            kept, dropped = fit_messages(messages, count, n_ctx,
+                                         reply_reserve(sampling.max_tokens, n_ctx))
+            fitted = self.tokenize(formatter.format(kept), True, add_bos) if dropped else full
+        except TemplateError as error:
+            raise EngineError(N_("The model's chat template rejected the conversation: {error}"),
+                              error=str(error)) from error
+        except ValueError as error:  # no user or assistant turn
+            raise EngineError(str(error)) from error
+        return full, needed_layout(full, fitted), dropped
+
     def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
              cache_tag: str | None = None) -> None:
         """Format ``messages``, fit them into the context and stream the reply; ``cache_tag``
         tags the prompt cache entry it leaves.
 
         Raises:
-            ContextOverflowError: the last user turn alone does not fit.
-            EngineError: the template rejects the conversation, or it has no turns.
+            ContextOverflowError, EngineError: as :meth:`chat_prompt`.
         """
-        model = self.require_model()
-        formatter = model.formatter
-        add_bos = not formatter.starts_with_bos
-
-        def count(candidate: Sequence[ChatMessage]) -> int:
-            return len(self.tokenize(formatter.format(candidate), True, add_bos))
-
-        n_ctx = model.info.n_ctx
-        try:
-            kept, dropped = fit_messages(messages, count, n_ctx,
-                                         reply_reserve(sampling.max_tokens, n_ctx))
-            prompt = formatter.format(kept)
-        except TemplateError as error:
-            raise EngineError(N_("The model's chat template rejected the conversation: {error}"),
-                              error=str(error)) from error
-        except ValueError as error:  # no user or assistant turn
-            raise EngineError(str(error)) from error
-        tokens = self.tokenize(prompt, True, add_bos)
-        self.generate(rid, tokens, sampling, formatter.stop, dropped, strip_leading=True,
-                      cache_tag=cache_tag)
+        full, layout, dropped = self.chat_prompt(messages, sampling)
+        self.generate(rid, full, layout, sampling, self.require_model().formatter.stop, dropped,
+                      strip_leading=True, cache_tag=cache_tag)
 
     def complete(self, rid: int, prompt: str, sampling: SamplingOptions) -> None:
         """Stream a raw continuation of ``prompt`` (BOS added as the model wants)."""
         self.require_model()
-        self.generate(rid, self.tokenize(prompt, False), sampling, (), 0, strip_leading=False)
+        self.generate(rid, self.tokenize(prompt, False), PLAIN, sampling, (), 0,
+                      strip_leading=False)
 
     def _set_abort(self, llama: Any, rid: int | None) -> None:
         """Let llama.cpp abort a running ``llama_decode`` when ``rid`` is stopped (None: off).
@@ -489,68 +516,84 @@ class Worker:
         self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)
         llama_cpp.llama_set_abort_callback(llama.ctx, self._abort_callback, None)
 
-    def generate(self, rid: int, tokens: list[int], sampling: SamplingOptions,
+    def evaluate_prompt(self, rid: int, model: _Loaded, tokens: Sequence[int]) -> bool:
+        """Evaluate ``tokens`` after what the sequence holds, abortable by a stop request;
+        ``False`` when stopped.
+
+        Raises:
+            EngineError: llama.cpp failed (its log says why).
+        """
+        from .sequence import DecodeError
+
+        self._set_abort(model.llama, rid)
+        try:
+            model.sequence.evaluate(tokens)
+        except DecodeError as error:
+            if error.aborted or self.cancelled(rid):
+                self.log.note("prompt evaluation aborted by a stop request (the 'failed to "
+                              "compute graph' lines above are that)")
+                return False
+            raise EngineError(N_("llama.cpp could not evaluate the prompt (llama_decode "
+                                 "returned {code}); the engine log has the details."),
+                              code=error.code) from error
+        finally:
+            self._set_abort(model.llama, None)
+        return True
+
+    def generate(self, rid: int, full: list[int], layout: Layout, sampling: SamplingOptions,
                  extra_stop: Sequence[str], dropped: int, *, strip_leading: bool,
                  cache_tag: str | None = None) -> None:
-        """Stream tokens for a tokenized prompt, then :class:`DoneMsg`.
+        """Stream tokens for a tokenized prompt (``full`` in ``layout``), then :class:`DoneMsg`.
 
         Raises:
             ContextOverflowError: the prompt leaves no room for a reply.
+            EngineError: llama.cpp failed to evaluate the prompt.
         """
         import llama_cpp
 
+        from .sampler import NativeSampler
+        from .sequence import DecodeError
+
         model = self.require_model()
-        llama = model.llama
         started = time.perf_counter()
         n_ctx = model.info.n_ctx
-        room = n_ctx - len(tokens)
+        room = n_ctx - (len(full) - layout.removed)
         if room <= 0:
             raise ContextOverflowError(
                 N_("The prompt needs {prompt} tokens but the context holds {context}; shorten it "
-                   "or load the model with a larger context."), prompt=len(tokens), context=n_ctx)
+                   "or load the model with a larger context."),
+                prompt=len(full) - layout.removed, context=n_ctx)
         limit = room if sampling.max_tokens is None else min(sampling.max_tokens, room)
         stops = [*sampling.stop, *extra_stop]
-        self.send(StartedMsg(rid, len(tokens), dropped))
-        llama.set_seed(sampling.seed if sampling.seed is not None else (
-            llama_cpp.LLAMA_DEFAULT_SEED if model.options.seed < 0 else model.options.seed))
-        cached = self.reuse_prefix(model, tokens)
+        self.send(StartedMsg(rid, len(full) - layout.removed, dropped))
+        seed = sampling.seed if sampling.seed is not None else (
+            llama_cpp.LLAMA_DEFAULT_SEED if model.options.seed < 0 else model.options.seed)
+        prompt, cached = self.reuse(model, full, layout)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = model.vocab
+        vocab, ctx, sequence = model.vocab, model.llama.ctx, model.sequence
         is_eog = llama_cpp.llama_vocab_is_eog
-        generator = llama.generate(
-            tokens, top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
-            temp=sampling.temperature, repeat_penalty=sampling.repeat_penalty, reset=True)
         finish: FinishReason = "length"
         pending = ""
         count = unsent = 0
         first_at = last_at = 0.0
         hit_stop = False
-        self._set_abort(llama, rid)
-        try:
-            while True:
+        with NativeSampler(sampling, seed, model.llama.n_vocab()) as sampler:
+            if not self.evaluate_prompt(rid, model, prompt[cached:]):
+                finish = "cancelled"
+            while finish != "cancelled":
                 if self.cancelled(rid):
                     finish = "cancelled"
                     break
-                try:
-                    token = next(generator)
-                except RuntimeError:
-                    if self.cancelled(rid):  # llama_decode aborted by the stop mark
-                        self.log.note("prompt evaluation aborted by a stop request (the "
-                                      "'failed to compute graph' lines above are that)")
-                        finish = "cancelled"
-                        break
-                    raise
+                token = sampler.sample(ctx)
                 now = time.perf_counter()
-                if count == 0 and not first_at:
-                    first_at = now
-                    self._set_abort(llama, None)
+                first_at = first_at or now
                 if not sampling.ignore_eos and is_eog(vocab, token):
                     finish = "stop"
                     break
                 count += 1
                 unsent += 1
                 last_at = now
-                pending += decoder.decode(llama.detokenize([token]))
+                pending += decoder.decode(model.piece(token))
                 emit, pending, hit_stop = split_at_stop(pending, stops)
                 if strip_leading and emit:
                     emit = emit.lstrip()
@@ -562,12 +605,12 @@ class Worker:
                     finish = "stop"
                     break
                 if count >= limit:
-                    finish = "length"
                     break
-        finally:
-            generator.close()
-            if self._abort_callback is not None:
-                self._set_abort(llama, None)
+                try:
+                    sequence.append(token)
+                except DecodeError as error:
+                    self.log.note(f"decoding stopped: llama_decode returned {error.code}")
+                    break
         if not hit_stop:
             pending += decoder.decode(b"", final=True)
         else:
@@ -581,117 +624,90 @@ class Worker:
         decode_rate = (count - 1) / (last_at - first_at) if count > 1 and last_at > first_at \
             else 0.0
         self.send(DoneMsg(rid, ReplyStats(
-            prompt_tokens=len(tokens), completion_tokens=count, time_to_first_token_s=ttft,
+            prompt_tokens=len(prompt), completion_tokens=count, time_to_first_token_s=ttft,
             decode_tokens_per_s=decode_rate, total_seconds=ended - started,
             finish_reason=finish, dropped_messages=dropped, cached_tokens=cached)))
         self.save_state(model, cache_tag)
 
-    # --- the prompt cache ----------------------------------------------------------------------
+    # --- reusing what was evaluated before -----------------------------------------------------
 
-    def reuse_prefix(self, model: _Loaded, tokens: list[int]) -> int:
-        """Make the live sequence hold the longest reusable prefix of ``tokens``; its length.
+    def reuse(self, model: _Loaded, full: list[int], needed: Layout) -> tuple[list[int], int]:
+        """Make the live sequence hold the longest reusable start of the prompt; the prompt (in
+        its layout) and how many of its tokens are already evaluated.
 
-        The live context (what the previous reply left) and the prompt cache compete: a cache
-        entry is restored only when it shares more of the prompt. The KV beyond the prefix is
-        removed here and ``Llama``'s ``input_ids``/``n_tokens`` are set to match, so that
-        ``Llama.generate``'s own prefix matching finds exactly this prefix and evaluates the rest.
-        The prompt's last token is always evaluated (its logits are not part of a state).
-
-        A sliding-window (SWA) model's cache keeps only the last window of positions in its SWA
-        layers; a prefix of ``n`` tokens is usable only when the window before ``n`` is still
-        there (llama-server's rule: the smallest position kept ≤ max(0, n - n_swa)). Otherwise
-        the whole prompt is evaluated (``Llama.generate`` alone would reuse it anyway).
+        The live sequence (what the previous reply left) and the prompt cache compete: a cache
+        entry is restored only when it serves more of the prompt. Either may first be shifted
+        (:mod:`.context_shift`). The prompt's last token is always evaluated, since its logits
+        are not part of a state.
         """
-        import llama_cpp
-
-        llama = model.llama
-        cap = len(tokens) - 1
-        live = min(cap, common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens))
-        if live > 0 and not self.window_kept(model, live):
-            live = 0
-        if model.cache is not None and live < cap:
-            hit = model.cache.lookup(tokens, better_than=live, max_tokens=model.info.n_ctx)
-            if hit is not None:
-                live = min(cap, hit.prefix) if self.restore(model, hit, min(cap, hit.prefix)) \
-                    else 0
-        memory = llama_cpp.llama_get_memory(llama.ctx)
-        if live <= 0 or not llama_cpp.llama_memory_seq_rm(memory, 0, live, -1):
-            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
-            live = 0
-        llama.n_tokens = live
-        llama._requires_eval = True
-        return live
+        sequence = model.sequence
+        best = self.usable(sequence, full, needed)
+        cap = len(best.prompt) - 1
+        if model.cache is not None and min(best.prefix, cap) < cap:
+            best = self.restore(model, full, needed, better_than=min(best.prefix, cap)) or best
+        if best.shift is not None:
+            sequence.shift(*best.shift, best.layout)
+            self.log.note(f"context shift: removed {best.shift[1]} tokens at {best.shift[0]}")
+        prefix = min(best.prefix, len(best.prompt) - 1)
+        sequence.truncate(prefix)
+        sequence.layout = best.layout
+        return best.prompt, len(sequence.tokens)
 
     @staticmethod
-    def window_kept(model: _Loaded, prefix: int) -> bool:
-        """Whether sequence 0 still holds what a prefix of ``prefix`` tokens needs (see
-        :meth:`reuse_prefix`)."""
-        import llama_cpp
+    def usable(sequence: LiveSequence, full: list[int], needed: Layout) -> Reuse:
+        """How much of the live sequence serves the prompt (nothing when a sliding window lost
+        what that needs)."""
+        plan = plan_reuse(sequence.tokens, sequence.layout, full, needed, sequence.can_shift())
+        if plan.prefix > 0 and plan.shift is None and not sequence.window_kept(plan.prefix):
+            return Reuse(plan.prompt, plan.layout, 0)
+        return plan
 
-        memory = llama_cpp.llama_get_memory(model.llama.ctx)
-        first = int(llama_cpp.llama_memory_seq_pos_min(memory, 0))
-        n_swa = int(llama_cpp.llama_model_n_swa(model.llama._model.model))
-        return 0 <= first <= max(0, prefix - n_swa)
-
-    def restore(self, model: _Loaded, hit: Hit, prefix: int) -> bool:
-        """Load a cached state into sequence 0 (whatever it held), to use its first ``prefix``
-        tokens; ``False``: refused or unusable, the sequence is empty."""
+    def restore(self, model: _Loaded, full: list[int], needed: Layout, better_than: int
+                ) -> Reuse | None:
+        """Load the prompt cache's best entry for this prompt into the live sequence, if it
+        serves more than ``better_than`` tokens; how to use it, or ``None`` (the live sequence is
+        then untouched, or empty when the entry turned out unusable)."""
         import llama_cpp
 
         assert model.cache is not None
-        llama = model.llama
+        sequence = model.sequence
+        shiftable = bool(llama_cpp.llama_memory_can_shift(sequence.memory))
+        cap = len(full) - needed.removed - 1
+
+        def score(tokens: tuple[int, ...], layout: Layout) -> int:
+            return min(cap, plan_reuse(tokens, layout, full, needed, shiftable).prefix)
+
+        hit = model.cache.lookup(score=score, better_than=better_than,
+                                 max_tokens=model.info.n_ctx)
+        if hit is None:
+            return None
         started = time.perf_counter()
-        memory = llama_cpp.llama_get_memory(llama.ctx)
-        llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
-        llama.n_tokens = 0
-        size = len(hit.state)
-        buffer = (ctypes.c_uint8 * size).from_buffer_copy(hit.state)
-        read = int(llama_cpp.llama_state_seq_set_data(llama.ctx, buffer, size, 0))
-        count = len(hit.tokens)
-        first = int(llama_cpp.llama_memory_seq_pos_min(memory, 0))
-        last = int(llama_cpp.llama_memory_seq_pos_max(memory, 0))
-        if read == 0 or last != count - 1:
-            self.log.note(f"prompt cache: state of {count} tokens refused (read {read} bytes, "
-                          f"positions {first}..{last}); evaluating instead")
-            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
-            model.cache.discard(hit.tokens)
-            return False
-        if not self.window_kept(model, prefix):
-            self.log.note(f"prompt cache: state of {count} tokens keeps positions {first}..{last} "
-                          f"only (a sliding window); {prefix} tokens needed; evaluating instead")
-            llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
-            return False
-        llama.input_ids[:count] = hit.tokens
-        llama.n_tokens = count
-        self.log.note(f"prompt cache: restored {count} tokens ({size} bytes, {hit.prefix} shared "
-                      f"with the prompt) from {hit.source} in "
+        if not sequence.write_state(hit.state, hit.tokens, hit.layout):
+            self.log.note(f"prompt cache: state of {len(hit.tokens)} tokens refused; "
+                          "evaluating instead")
+            model.cache.discard(hit)
+            return Reuse(needed.apply(full), needed, 0)
+        plan = self.usable(sequence, full, needed)
+        if plan.prefix <= 0:
+            self.log.note(f"prompt cache: state of {len(hit.tokens)} tokens keeps positions "
+                          f"{sequence.positions()} only (a sliding window); evaluating instead")
+        self.log.note(f"prompt cache: restored {len(hit.tokens)} tokens ({len(hit.state)} "
+                      f"bytes, {plan.prefix} usable) from {hit.source} in "
                       f"{time.perf_counter() - started:.3f} s")
-        return True
+        return plan
 
     def save_state(self, model: _Loaded, tag: str | None = None) -> None:
         """Keep the live sequence's state in the prompt cache (RAM now, disk in the background),
         tagged ``tag``."""
-        import llama_cpp
-
-        cache, llama = model.cache, model.llama
-        count = int(llama.n_tokens)
-        if cache is None or count <= 0:
-            return
-        tokens = llama.input_ids[:count].tolist()
-        if cache.has(tokens):
+        cache, sequence = model.cache, model.sequence
+        if cache is None or not sequence.tokens or cache.has(sequence.tokens, sequence.layout):
             return
         started = time.perf_counter()
-        memory = llama_cpp.llama_get_memory(llama.ctx)
-        llama_cpp.llama_memory_seq_rm(memory, 0, count, -1)  # anything an aborted decode left
-        size = int(llama_cpp.llama_state_seq_get_size(llama.ctx, 0))
-        if size <= 0:
+        state = sequence.read_state()
+        if state is None:
             return
-        buffer = (ctypes.c_uint8 * size)()
-        written = int(llama_cpp.llama_state_seq_get_data(llama.ctx, buffer, size, 0))
-        if written <= 0 or written > size:
-            return
-        cache.put(tokens, ctypes.string_at(buffer, written), tag)
-        self.log.note(f"prompt cache: kept {count} tokens ({written} bytes) in "
+        cache.put(sequence.tokens, state, tag, sequence.layout)
+        self.log.note(f"prompt cache: kept {len(sequence.tokens)} tokens ({len(state)} bytes) in "
                       f"{time.perf_counter() - started:.3f} s")
 
 

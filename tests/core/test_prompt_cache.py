@@ -23,6 +23,7 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
     TokenEvent,
 )
+from mixtral_desk.core.engine.context_shift import common_prefix
 from mixtral_desk.core.engine.prompt_cache import (
     FORMAT_VERSION,
     MAGIC,
@@ -30,7 +31,6 @@ from mixtral_desk.core.engine.prompt_cache import (
     PromptCache,
     cache_key,
     clear_folder,
-    common_prefix,
     conversation_tag,
     folder_usage,
     forget_tag,
@@ -112,7 +112,7 @@ def test_another_key_sees_nothing(tmp_path: Path) -> None:
 
 
 def test_disk_keeps_the_most_recently_used_within_its_budget(tmp_path: Path) -> None:
-    header = 120  # a little more than the header, the key and one token
+    header = 160  # a little more than the header, the key and one token
     cache = PromptCache(KEY, tmp_path / "pc", disk_bytes=3 * (1000 + header))
     for n, tokens in enumerate(([1], [2], [3])):
         cache.put(tokens, state(1000, n))
@@ -169,8 +169,8 @@ def test_folder_usage_and_clear(tmp_path: Path) -> None:
 
 def _tokens_of(path: Path) -> list[int]:
     raw = path.read_bytes()
-    header = struct.Struct("<8sIIIIQI")
-    _, _, key_len, tag_len, n_tokens, _, _ = header.unpack_from(raw)
+    header = struct.Struct("<8sIIIIQIII32s")
+    _, _, key_len, tag_len, n_tokens, *_ = header.unpack_from(raw)
     start = header.size + key_len + tag_len
     return list(struct.unpack_from(f"<{n_tokens}i", raw, start))
 

@@ -11,18 +11,23 @@ point. Two threads:
   *thread*, so it would misfire for a worker thread that exits).
 * the **main thread** serves the queue: load, chat, complete, unload, backend info.
 
-Before a reply, the live sequence is set to the longest reusable prefix of the prompt: what the
-previous reply left, or a state restored from the prompt cache (:mod:`.prompt_cache`) when that
-shares more; after the reply (its :class:`~.protocol.DoneMsg` sent), the sequence's state is kept
-in the cache (RAM at once, disk in the background).
+The worker drives ``llama_decode`` itself: :class:`~.sequence.LiveSequence` holds what the KV cache
+holds, and llama.cpp's native sampler chain (:mod:`.sampler`) picks each token, so nothing runs in
+Python per token but the stop-string check. Before a reply, the live sequence is set to the
+longest reusable start of the prompt: what the previous reply left, or a state restored from the
+prompt cache (:mod:`.prompt_cache`) when that serves more, either first cut down by a context
+shift when the chat outgrew the context (:mod:`.context_shift`); after the reply (its
+:class:`~.protocol.DoneMsg` sent), the sequence's state is kept in the cache (RAM at once, disk in
+the background).
 
 ``llama_cpp`` is imported here only, lazily, so the host never loads llama.cpp for generation.
 Every llama.cpp log line goes to the engine log file through ``llama_log_set``.
 
 Why one module of over 500 lines: it is the engine process's whole program (its loop, loading,
 chat and completion, the prompt cache's restore and save, cancellation and log capture share the
-process's one model and state); the message formats, placement, history fitting and the prompt
-cache's store live in their own modules.
+process's one model and state); the message formats, placement, history fitting, the KV cache's
+bookkeeping, sampling, the context shift's rule and the prompt cache's store live in their own
+modules.
 """
 
 from __future__ import annotations

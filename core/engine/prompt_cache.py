@@ -10,20 +10,21 @@ entries of its own key (a sub-folder of the cache folder per key on disk). Anyth
 exactly right is a miss, never a wrong answer.
 
 * **RAM**: least recently used first out, within a byte budget.
-* **Disk**: one file per entry (:data:`MAGIC`, :data:`FORMAT_VERSION`, the key, the entry's tag,
-  the token count, a CRC-32, the tokens and the state), written atomically (a temporary file,
-  then a rename) by a background thread so that a save never delays the next token; least
-  recently used (by mtime) first out across all keys, within a byte budget. A file that is
-  truncated, corrupt, empty, of another format version or not ours is ignored and removed. A
-  failed write (a full disk, a read-only folder) means no save; it is logged at debug level only.
+* **Disk**: one file per entry (its format: :mod:`.prompt_cache_files`), written atomically (a
+  temporary file, then a rename) by a background thread so that a save never delays the next
+  token; least recently used (by mtime) first out across all keys, within a byte budget. A file
+  that is truncated, corrupt, empty, of another format version or not ours is ignored and
+  removed. A failed write (a full disk, a read-only folder) means no save; it is logged at debug
+  level only.
 
 An entry may carry a **tag**: the conversation whose text it was made from
 (:func:`conversation_tag`). Deleting a conversation removes its entries (:meth:`PromptCache.forget`
 in the engine, :func:`forget_tag` on disk when no engine holds the cache), since they are derived
 from its text.
 
-An entry whose tokens are a prefix of a newer entry's is dropped when the newer one is saved:
-restoring the longer one and cutting it back gives the same state.
+An entry whose tokens are a prefix of a newer entry's (in the same :class:`~.context_shift.Layout`)
+is dropped when the newer one is saved: restoring the longer one and cutting it back gives the same
+state.
 
 No ``llama_cpp`` import here: the worker computes the states, this module only keeps them.
 """
@@ -36,27 +37,35 @@ import logging
 import os
 import queue
 import shutil
-import struct
 import threading
 import time
-import zlib
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .context_shift import PLAIN, Layout, common_prefix
+from .prompt_cache_files import (
+    FORMAT_VERSION,
+    MAGIC,
+    SUFFIX,
+    BadFileError,
+    FolderUsage,
+    Head,
+    clean_tag,
+    clear_folder,
+    encode,
+    entry_files,
+    entry_name,
+    folder_usage,
+    forget_tag,
+    read_head,
+    read_state,
+    remove_file,
+)
 
 _log = logging.getLogger(__name__)
 
-MAGIC = b"MDPCACHE"
-FORMAT_VERSION = 2
-SUFFIX = ".mdpc"
-#: magic, format version, key length, tag length, token count, state length, CRC-32 of tokens +
-#: state, then the entry's :class:`~.context_shift.Layout`: keep, removed, digest.
-_HEADER = struct.Struct("<8sIIIIQIII32s")
-_MAX_TAG = 200
 _IDENTITY_BYTES = 1 << 20
 _STALE_TEMP_S = 3600.0
 GIB = 1 << 30
@@ -99,15 +108,7 @@ def automatic_disk_budget(folder: Path) -> int:
 
 def conversation_tag(conversation_id: str) -> str:
     """The tag of the cache entries made from conversation ``conversation_id``."""
-    return _clean_tag(f"conversation-{conversation_id}")
-
-
-def _clean_tag(tag: str | None) -> str:
-    """``tag`` as stored: printable ASCII, at most :data:`_MAX_TAG` characters ("" for none)."""
-    if not tag:
-        return ""
-    text = "".join(c for c in tag if c.isascii() and c.isprintable())
-    return text[:_MAX_TAG]
+    return clean_tag(f"conversation-{conversation_id}")
 
 
 @dataclass(frozen=True)
@@ -125,101 +126,6 @@ class Hit:
 
 #: Scores an entry (its tokens and layout) for the prompt at hand: the tokens it would save.
 Score = Callable[[tuple[int, ...], Layout], int]
-
-
-def _entry_name(tokens: Sequence[int], layout: Layout) -> str:
-    digest = hashlib.sha256(array("i", tokens).tobytes())
-    digest.update(f"{layout.keep}:{layout.removed}:{layout.digest}".encode("ascii"))
-    return digest.hexdigest()[:40]
-
-
-def _encode(key: str, tag: str, tokens: Sequence[int], layout: Layout, state: bytes
-            ) -> tuple[bytes, bytes]:
-    """The file's header (with the key, the tag, the layout and the tokens) and its state part."""
-    key_bytes, tag_bytes = key.encode("ascii"), tag.encode("ascii")
-    token_bytes = array("i", tokens).tobytes()
-    crc = zlib.crc32(state, zlib.crc32(token_bytes))
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(key_bytes), len(tag_bytes), len(tokens),
-                          len(state), crc, layout.keep, layout.removed,
-                          layout.digest.encode("ascii").ljust(32, b"\0"))
-    return header + key_bytes + tag_bytes + token_bytes, state
-
-
-class _BadFileError(Exception):
-    """A cache file that is not a valid entry of this key."""
-
-
-@dataclass(frozen=True)
-class _Head:
-    """What an entry file's header says."""
-
-    tokens: tuple[int, ...]
-    layout: Layout
-    tag: str
-    state_offset: int
-    state_len: int
-    crc: int
-
-
-def _read_head(path: Path, key: str | None) -> _Head:
-    """An entry file's header.
-
-    ``key`` ``None``: accept any key (for folder-wide work such as :func:`forget_tag`).
-
-    Raises:
-        _BadFileError: not a valid entry of ``key`` (wrong magic, version, key, size).
-        OSError: the file cannot be read (it may be gone).
-    """
-    with path.open("rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        raw = file.read(_HEADER.size)
-        if len(raw) != _HEADER.size:
-            raise _BadFileError("short header")
-        (magic, version, key_len, tag_len, n_tokens, state_len, crc, keep, removed,
-         digest) = _HEADER.unpack(raw)
-        if magic != MAGIC or version != FORMAT_VERSION:
-            raise _BadFileError("foreign file or another format version")
-        stored_key = file.read(key_len)
-        if key is not None and (key_len != len(key) or stored_key != key.encode("ascii")):
-            raise _BadFileError("another key")
-        if tag_len > _MAX_TAG:
-            raise _BadFileError("tag too long")
-        tag = file.read(tag_len).decode("ascii", errors="replace")
-        offset = _HEADER.size + key_len + tag_len + 4 * n_tokens
-        if size != offset + state_len or n_tokens == 0 or state_len == 0:
-            raise _BadFileError("truncated or padded")
-        tokens = array("i")
-        tokens.frombytes(file.read(4 * n_tokens))
-        layout = Layout(keep, removed, digest.rstrip(b"\0").decode("ascii", errors="replace")) \
-            if removed else Layout()
-        return _Head(tuple(tokens), layout, tag, offset, state_len, crc)
-
-
-def _read_state(path: Path, key: str) -> tuple[_Head, bytes]:
-    """An entry file's header and state, checked against its CRC.
-
-    Raises:
-        _BadFileError, OSError: as :func:`_read_head`; also a CRC mismatch.
-    """
-    head = _read_head(path, key)
-    with path.open("rb") as file:
-        file.seek(head.state_offset)
-        state = file.read(head.state_len)
-    if len(state) != head.state_len or \
-            zlib.crc32(state, zlib.crc32(array("i", head.tokens).tobytes())) != head.crc:
-        raise _BadFileError("checksum mismatch")
-    return head, state
-
-
-def _is_key_folder(path: Path) -> bool:
-    """Whether ``path`` is one of the cache's per-key folders (32 hex digits)."""
-    name = path.name
-    return len(name) == 32 and all(c in "0123456789abcdef" for c in name) and path.is_dir()
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 def _supersedes(tokens: tuple[int, ...], layout: Layout, other: tuple[int, ...],
@@ -301,7 +207,7 @@ class PromptCache:
         tokens_key = tuple(int(t) for t in tokens)
         if not tokens_key or not state:
             return
-        entry = _RamEntry(state, layout, _clean_tag(tag))
+        entry = _RamEntry(state, layout, clean_tag(tag))
         self._ram_put(tokens_key, entry)
         if self.folder is None or len(state) > self.disk_bytes:
             return
@@ -337,9 +243,9 @@ class PromptCache:
 
     def _write(self, tokens: tuple[int, ...], entry: _RamEntry) -> None:
         assert self.folder is not None
-        path = self.folder / (_entry_name(tokens, entry.layout) + SUFFIX)
+        path = self.folder / (entry_name(tokens, entry.layout) + SUFFIX)
         temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        head, body = _encode(self.key, entry.tag, tokens, entry.layout, entry.state)
+        head, body = encode(self.key, entry.tag, tokens, entry.layout, entry.state)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with temp.open("wb") as file:
@@ -347,21 +253,21 @@ class PromptCache:
                 file.write(body)
             temp.replace(path)
         except OSError as error:
-            _remove(temp)
+            remove_file(temp)
             _log.debug("prompt cache: not saved to %s: %s", path, error)
             return
         self.saved_files += 1
         for other, other_head in self._scan():
             if other != path and _supersedes(tokens, entry.layout, other_head.tokens,
                                              other_head.layout):
-                _remove(other)
+                remove_file(other)
         self._evict_disk()
 
     def _evict_disk(self) -> None:
         """Remove the least recently used files of every key until the folder fits its budget."""
         assert self.root is not None
         files: list[tuple[float, int, Path]] = []
-        for path in _entry_files(self.root):
+        for path in entry_files(self.root):
             with contextlib.suppress(OSError):
                 info = path.stat()
                 files.append((info.st_mtime, info.st_size, path))
@@ -369,12 +275,12 @@ class PromptCache:
         for _, size, path in sorted(files):
             if used <= self.disk_bytes:
                 break
-            _remove(path)
+            remove_file(path)
             used -= size
 
     # --- finding -------------------------------------------------------------------------------
 
-    def _scan(self) -> list[tuple[Path, _Head]]:
+    def _scan(self) -> list[tuple[Path, Head]]:
         """The entry files of this key with their headers; bad files are removed on the way."""
         if self.folder is None:
             return []
@@ -388,18 +294,18 @@ class PromptCache:
             if path.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     if now - path.stat().st_mtime > _STALE_TEMP_S:
-                        _remove(path)
+                        remove_file(path)
                 continue
             try:
                 if path.suffix != SUFFIX:
-                    raise _BadFileError("not a cache file")
-                head = _read_head(path, self.key)
-            except _BadFileError as why:
+                    raise BadFileError("not a cache file")
+                head = read_head(path, self.key)
+            except BadFileError as why:
                 _log.debug("prompt cache: removing %s (%s)", path, why)
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
-                    _remove(path)
+                    remove_file(path)
                 continue
             except OSError:
                 continue
@@ -434,10 +340,10 @@ class PromptCache:
                 disk.append((n, path))
         for n, path in sorted(disk, key=lambda item: -item[0]):
             try:
-                head, state = _read_state(path, self.key)
-            except _BadFileError as why:
+                head, state = read_state(path, self.key)
+            except BadFileError as why:
                 _log.debug("prompt cache: removing %s (%s)", path, why)
-                _remove(path)
+                remove_file(path)
                 continue
             except OSError:
                 continue
@@ -456,12 +362,12 @@ class PromptCache:
         """Forget an entry that turned out unusable (RAM and disk)."""
         self._ram_drop(hit.tokens)
         if self.folder is not None:
-            _remove(self.folder / (_entry_name(hit.tokens, hit.layout) + SUFFIX))
+            remove_file(self.folder / (entry_name(hit.tokens, hit.layout) + SUFFIX))
 
     def forget(self, tag: str) -> int:
         """Remove the entries tagged ``tag`` from RAM and disk (after the pending writes); the
         number of files removed."""
-        clean = _clean_tag(tag)
+        clean = clean_tag(tag)
         if not clean:
             return 0
         for entry in [t for t, held in self._ram.items() if held.tag == clean]:
@@ -474,76 +380,6 @@ class PromptCache:
         return [path for path, _ in self._scan()]
 
 
-# --- the whole folder (no engine needed) --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FolderUsage:
-    """What the cache folder holds: entry files, their bytes and tokens, and other models' keys.
-    """
-
-    folder: Path
-    files: int
-    bytes: int
-    tokens: int
-    keys: int
-
-
-def _entry_files(root: Path) -> list[Path]:
-    """Every entry file under the cache folder ``root`` (all keys)."""
-    paths: list[Path] = []
-    with contextlib.suppress(OSError):
-        for sub in root.iterdir():
-            if _is_key_folder(sub):
-                with contextlib.suppress(OSError):
-                    paths += [p for p in sub.iterdir() if p.suffix == SUFFIX]
-    return paths
-
-
-def folder_usage(root: Path) -> FolderUsage:
-    """What the cache folder ``root`` holds (zero when it does not exist); unreadable or foreign
-    files count in bytes but not in tokens."""
-    files = size = tokens = 0
-    keys: set[Path] = set()
-    for path in _entry_files(root):
-        with contextlib.suppress(OSError):
-            size += path.stat().st_size
-            files += 1
-            keys.add(path.parent)
-            with contextlib.suppress(_BadFileError):
-                tokens += len(_read_head(path, None).tokens)
-    return FolderUsage(root, files, size, tokens, len(keys))
-
-
-def clear_folder(root: Path) -> int:
-    """Remove every entry of every model from the cache folder ``root``; the bytes freed.
-
-    Files being written by a running engine finish as temporary files and land afterwards; the
-    folder itself and anything that is not the cache's stays.
-    """
-    freed = 0
-    for path in _entry_files(root):
-        with contextlib.suppress(OSError):
-            size = path.stat().st_size
-            path.unlink()
-            freed += size
-    return freed
-
-
-def forget_tag(root: Path, tag: str) -> int:
-    """Remove the entries tagged ``tag`` (of every model) from the cache folder ``root``; the
-    number of files removed."""
-    clean = _clean_tag(tag)
-    if not clean:
-        return 0
-    removed = 0
-    for path in _entry_files(root):
-        try:
-            if _read_head(path, None).tag != clean:
-                continue
-        except (_BadFileError, OSError):
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
-            removed += 1
-    return removed
+__all__ = ["FORMAT_VERSION", "MAGIC", "SUFFIX", "FolderUsage", "Hit", "PromptCache",
+           "automatic_disk_budget", "cache_key", "clear_folder", "conversation_tag",
+           "folder_usage", "forget_tag", "model_identity"]

@@ -64,6 +64,7 @@ from .protocol import (
     StopRequest,
     TokenMsg,
     UnloadRequest,
+    WarmRequest,
 )
 
 DEBUG_ENV = "MIXTRAL_DESK_ENGINE_DEBUG"  # "1" lets tests crash the engine on purpose
@@ -434,6 +435,27 @@ class EngineHost:
             if self._commands is not None:
                 with contextlib.suppress(OSError, EOFError):
                     self._commands.send(StopRequest(self._rid))
+
+    def warm(self, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+             cache_tag: str | None = None) -> bool:
+        """Start getting a conversation ready in the engine, in the background: its cached state
+        is restored, or its history evaluated, so that its next turn starts at once. Returns at
+        once; ``False`` when nothing was started (no model, a reply running, no messages).
+
+        Any later request (a reply, a load, an unload …) stops the warm-up first, through the
+        same stop mark as :meth:`stop`; what was evaluated by then stays and is reused, so warming
+        never makes a turn slower. ``sampling`` decides the room kept for the reply, as in
+        :meth:`chat`.
+        """
+        request = tuple(messages)
+        with self._lock:
+            if not request or self._active is not None or self._model_info is None \
+                    or not self.is_alive:
+                return False
+            rid = self._send(lambda r: WarmRequest(r, request, sampling, cache_tag))
+            with self._send_lock:
+                self._abandoned = max(self._abandoned, rid)  # stopped before the next request
+        return True
 
     def forget_cached(self, tag: str) -> None:
         """Have the engine remove the prompt cache entries tagged ``tag`` from RAM and disk, after

@@ -68,6 +68,17 @@ class BackendRequest:
 
 
 @dataclass(frozen=True)
+class WarmRequest:
+    """Evaluate a conversation's prompt (no reply), so that its next turn starts at once: restore
+    its cached state or evaluate its history; stopped by any later request. No answer."""
+
+    rid: int
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingOptions
+    cache_tag: str | None = None
+
+
+@dataclass(frozen=True)
 class ForgetCacheRequest:
     """Remove the prompt cache entries tagged ``tag`` (RAM and disk); no answer."""
 
@@ -91,7 +102,8 @@ class DebugCrashRequest:
 
 
 Command = (LoadRequest | ChatRequest | CompleteRequest | StopRequest | UnloadRequest
-           | BackendRequest | ForgetCacheRequest | ShutdownRequest | DebugCrashRequest)
+           | BackendRequest | WarmRequest | ForgetCacheRequest | ShutdownRequest
+           | DebugCrashRequest)
 
 # --- engine → host -----------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ from .protocol import (
     TokenMsg,
     UnloadedMsg,
     UnloadRequest,
+    WarmRequest,
 )
 
 if TYPE_CHECKING:
@@ -289,6 +290,8 @@ class Worker:
         elif isinstance(message, UnloadRequest):
             self.unload()
             self.send(UnloadedMsg(message.rid))
+        elif isinstance(message, WarmRequest):
+            self.warm(message.rid, message.messages, message.sampling, message.cache_tag)
         elif isinstance(message, ForgetCacheRequest):
             if self.model is not None and self.model.cache is not None:
                 removed = self.model.cache.forget(message.tag)
@@ -632,6 +635,30 @@ class Worker:
             prompt_tokens=len(prompt), completion_tokens=count, time_to_first_token_s=ttft,
             decode_tokens_per_s=decode_rate, total_seconds=ended - started,
             finish_reason=finish, dropped_messages=dropped, cached_tokens=cached)))
+        self.save_state(model, cache_tag)
+
+    def warm(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
+             cache_tag: str | None) -> None:
+        """Get a conversation's prompt into the live sequence (restored, shifted or evaluated)
+        without replying, until done or stopped; then keep its state. Reports nothing: a failed
+        warm-up only means the next turn evaluates what it needs."""
+        if self.model is None or self.cancelled(rid):
+            return
+        model = self.model
+        started = time.perf_counter()
+        try:
+            full, layout, _ = self.chat_prompt(messages, sampling)
+            if len(full) - layout.removed >= model.info.n_ctx:
+                return
+            prompt, cached = self.reuse(model, full, layout)
+            finished = self.evaluate_prompt(rid, model, prompt[cached:])
+        except DeskError as error:
+            self.log.note(f"warm-up skipped: {error}")
+            return
+        evaluated = len(model.sequence.tokens) - cached
+        self.log.note(f"warm-up: {cached} tokens reused, {evaluated} evaluated in "
+                      f"{time.perf_counter() - started:.3f} s"
+                      + ("" if finished else " (stopped by the next request)"))
         self.save_state(model, cache_tag)
 
     # --- reusing what was evaluated before -----------------------------------------------------

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from mixtral_desk.core import chat
+from mixtral_desk.core.engine.prompt_cache import conversation_tag
 from mixtral_desk.core.errors import DeskError, EngineCrashedError, SamplingError
 from mixtral_desk.core.i18n import N_
 
@@ -318,6 +319,24 @@ class Session:
         with self._turn():
             return chat.continue_reply(store, self.engine, message_id, sampling,
                                        on_token=on_token)
+
+    def warm(self, store: ChatStore, conversation_id: str) -> bool:
+        """Get a conversation ready for its next turn while the user reads or types: the local
+        engine restores its cached state or evaluates its history in the background (see
+        :meth:`EngineHost.warm`; any later request stops it). Returns at once; ``False`` when
+        nothing was started (a remote engine, no model, a reply running, an empty chat).
+
+        Raises:
+            NotFoundError: the conversation does not exist.
+        """
+        if self._remote is None and self.model_info is not None and not self._busy \
+                and self._host is not None:
+            history = chat.history_for(store, conversation_id)
+            if any(m.role != "system" for m in history):
+                sampling = self.sampling_for(store.get_conversation(conversation_id))
+                return self._host.warm(history, sampling,
+                                       cache_tag=conversation_tag(conversation_id))
+        return False
 
     def _require_model(self) -> None:
         if self._remote is None and self.model_info is None:

@@ -9,6 +9,7 @@ directly; the session allows that.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -24,6 +25,8 @@ from ..errors import ErrorSink
 from ..signals import emit
 from .store_bridge import QueuedStore, StoreBridge
 from .tasks import TaskQueue
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the session package (pydantic, the engine) is imported after the first paint
     from mixtral_desk.core.chat import TokenCallback, TurnResult
@@ -206,6 +209,16 @@ class SessionBridge(QObject):
         """Continue an interrupted reply in place."""
         self._run(lambda s, on_token: s.continue_reply(self._store, message_id,
                                                        on_token=on_token))
+
+    def warm(self, conversation_id: str) -> None:
+        """Get a conversation ready in the engine while the user reads or types
+        (:meth:`Session.warm`): nothing when no model is loaded, a reply runs or the server is
+        answering. Any later request stops the warm-up; a failure to start one is only logged at
+        debug level (it is an optimisation, and the next turn does the work anyway)."""
+        if self._session is None or self.model_info is None or self.busy or self.serving_busy:
+            return
+        self.run(lambda s: s.warm(self._store, conversation_id),
+                 on_error=lambda error: _log.debug("no warm-up: %s", error))
 
     def stop(self) -> None:
         """Stop the reply being generated (or a load); returns at once."""

@@ -120,6 +120,7 @@ class ChatPage(QWidget):
         self.current = conversation_id
         self.sidebar.set_current(conversation_id)
         self.reload()
+        self.session.warm(conversation_id)
 
     def reload(self) -> None:
         """Read the current conversation again and show it."""

@@ -133,3 +133,26 @@ def test_search_finds_a_message(chat_window: MainWindow, qtbot: QtBot) -> None:
         QTest.mouseClick(sidebar.results.viewport(), Qt.MouseButton.LeftButton,
                          pos=rect.center())
     assert chat_window.chat_page.view.views[0].text == "Where do pineapples grow?"
+
+
+def test_opening_a_conversation_warms_it_in_the_engine(chat_window: MainWindow,
+                                                       qtbot: QtBot) -> None:
+    window = chat_window
+    use_sampling(window, temperature=0.0, max_tokens=4, ignore_eos=True, seed=1)
+    page = window.chat_page
+    send(qtbot, window, "Describe the old harbour and its boats. " * 12)
+    first = page.current
+    assert first is not None
+    page.new_chat()
+    send(qtbot, window, "Something else entirely, about mountains. " * 12)
+    log = window.paths.engine_log
+    before = log.read_text().count("warm-up:")
+    with qtbot.waitSignal(page.branch_shown, timeout=REPLY_TIMEOUT_MS):
+        page.sidebar.conversation_selected.emit(first)
+    qtbot.waitUntil(lambda: log.read_text().count("warm-up:") > before, timeout=10_000)
+    finished: list[object] = []
+    window.session.reply_finished.connect(finished.append)
+    send(qtbot, window, "And the lighthouse?")
+    (result,) = finished
+    stats = result.stats  # type: ignore[attr-defined]
+    assert stats.cached_tokens > 0.8 * stats.prompt_tokens

@@ -337,7 +337,20 @@ class RemoteReplyStream(Iterator[ReplyEvent]):
             completion_tokens=completion,
             time_to_first_token_s=(self._first_at or now) - self._started,
             decode_tokens_per_s=rate, total_seconds=now - self._started,
-            finish_reason=reason or self._finish_reason or "stop"))
+            finish_reason=reason or self._finish_reason or "stop",
+            cached_tokens=self._cached_tokens()))
+
+    def _cached_tokens(self) -> int:
+        """The prompt tokens the server reused: OpenAI's ``prompt_tokens_details``, else
+        llama-server's ``timings.cache_n``, else 0."""
+        details = self._usage.get("prompt_tokens_details")
+        found = details.get("cached_tokens") if isinstance(details, dict) else None
+        if found is None:
+            found = self._timings.get("cache_n")
+        try:
+            return max(0, int(found or 0))
+        except (TypeError, ValueError):
+            return 0
 
     def __next__(self) -> ReplyEvent:
         if self._finished:

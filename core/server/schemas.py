@@ -157,18 +157,27 @@ def finish_reason(reason: FinishReason) -> OpenAIFinish:
     return "length" if reason == "length" else "stop"
 
 
+class PromptTokensDetails(BaseModel):
+    """OpenAI's ``usage.prompt_tokens_details``: ``cached_tokens`` were not evaluated again (the
+    live context or the prompt cache held them)."""
+
+    cached_tokens: int
+
+
 class Usage(BaseModel):
     """Token counts of one answer (from :class:`ReplyStats`)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
     @classmethod
     def from_stats(cls, stats: ReplyStats) -> Usage:
         """Usage from the engine's figures."""
         return cls(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
-                   total_tokens=stats.prompt_tokens + stats.completion_tokens)
+                   total_tokens=stats.prompt_tokens + stats.completion_tokens,
+                   prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_tokens))
 
 
 class Timings(BaseModel):
@@ -178,6 +187,7 @@ class Timings(BaseModel):
     from here instead of timing the network.
     """
 
+    cache_n: int
     prompt_n: int
     prompt_ms: float
     predicted_n: int
@@ -186,8 +196,11 @@ class Timings(BaseModel):
 
     @classmethod
     def from_stats(cls, stats: ReplyStats) -> Timings:
-        """Timings from the engine's figures (prompt time = time to first token)."""
-        return cls(prompt_n=stats.prompt_tokens,
+        """Timings from the engine's figures (prompt time = time to first token; as in
+        llama-server, ``prompt_n`` counts the prompt tokens evaluated, ``cache_n`` those reused).
+        """
+        return cls(cache_n=stats.cached_tokens,
+                   prompt_n=stats.prompt_tokens - stats.cached_tokens,
                    prompt_ms=stats.time_to_first_token_s * 1000,
                    predicted_n=stats.completion_tokens,
                    predicted_ms=max(stats.total_seconds - stats.time_to_first_token_s, 0.0) * 1000,

@@ -58,8 +58,8 @@ def test_the_api_server_serves_long_histories_from_the_prompt_cache(tiny_model: 
 
         remote = RemoteEngine(server.base_url, "tiny")
         try:
-            messages = [ChatMessage(m["role"], str(m["content"]))  # type: ignore[typeddict-item]
-                        for m in history(first)]
+            messages = [ChatMessage("user", STORY), ChatMessage("assistant", first),
+                        ChatMessage("user", "And then?")]
             events = list(remote.chat(messages, SamplingOptions(temperature=0.0, max_tokens=4)))
         finally:
             remote.close()

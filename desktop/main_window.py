@@ -322,7 +322,7 @@ class MainWindow(QMainWindow):
         if self._settings_page is None:
             from .settings.page import SettingsPage
 
-            page = SettingsPage(self.settings)
+            page = SettingsPage(self.settings, self.io)
             page.save_requested.connect(self.save_settings)
             page.reload_requested.connect(self.models.reload)
             self._settings_page = page

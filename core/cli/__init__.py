@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from mixtral_desk import __version__
 from mixtral_desk.core import i18n, network
 from mixtral_desk.core.cli import (
+    cache_commands,
     chat_commands,
     conversation_commands,
     download_commands,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     download_commands.register(commands)
     plan_commands.register(commands)
     serve_commands.register(commands)
+    cache_commands.register(commands)
     return parser
 
 

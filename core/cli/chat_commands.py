@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mixtral_desk.core.engine import DoneEvent, ModelInfo, ReplyStats
 from mixtral_desk.core.i18n import ntr, tr
 from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.reply_figures import prompt_figure
 from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Conversation, Store
@@ -173,6 +174,9 @@ def _print_stats(stats: ReplyStats | None, interrupted: bool) -> None:
     parts = [tr("{count} tokens, {rate} tok/s, first token after {seconds} s",
                 count=stats.completion_tokens, rate=format(stats.decode_tokens_per_s, ".1f"),
                 seconds=format(stats.time_to_first_token_s, ".2f"))]
+    cached = prompt_figure(stats.prompt_tokens, stats.cached_tokens)
+    if cached:
+        parts.append(cached)
     if interrupted:
         parts.append(tr("stopped"))
     if stats.dropped_messages:

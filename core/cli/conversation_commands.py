@@ -13,6 +13,7 @@ from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.errors import DeskError, ImportFormatError
 from mixtral_desk.core.i18n import N_, ntr, tr
 from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.session.conversations import delete_conversation
 from mixtral_desk.core.store import Store
 from mixtral_desk.core.store.export import STATUS_NAMES
 
@@ -58,7 +59,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     importing.add_argument("file", type=Path, help=tr("a file written by export --format json"))
     importing.set_defaults(handler=import_command)
 
-    delete = actions.add_parser("delete", help=tr("delete a conversation"))
+    delete = actions.add_parser("delete", help=tr("delete a conversation and its saved prompt "
+                                                  "cache states"))
     delete.add_argument("id", help=tr("the conversation's id"))
     delete.set_defaults(handler=delete_command)
 
@@ -175,9 +177,10 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 def delete_command(args: argparse.Namespace) -> int:
-    """Delete one conversation and its messages."""
+    """Delete one conversation, its messages and its prompt cache states (a window's engine keeps
+    its copies in RAM until it unloads: this process cannot reach it)."""
     with _open() as store:
         conversation = store.get_conversation(args.id)
-        store.delete_conversation(args.id)
+        delete_conversation(store, args.id)
     print(tr("Deleted {name}.", name=repr(conversation.title or args.id)), file=sys.stderr)
     return 0

@@ -11,12 +11,17 @@ from typing import Any
 
 from mixtral_desk import __version__
 from mixtral_desk.core.catalog import fit_hint, load_catalog
+from mixtral_desk.core.cli.cache_commands import report_rows
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.engine import probe_backend
+from mixtral_desk.core.errors import DeskError, SettingsError
 from mixtral_desk.core.gguf.model_file import aligned_lines, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.session.cache_folder import CacheFolderError, CacheReport, cache_report
+from mixtral_desk.core.session.loading import prompt_cache_dir
+from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.units import format_bytes
 
 _PACKAGES = ("llama-cpp-python", "gguf", "huggingface_hub", "pydantic", "platformdirs",
@@ -25,8 +30,8 @@ _PACKAGES = ("llama-cpp-python", "gguf", "huggingface_hub", "pydantic", "platfor
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the information commands to the CLI."""
-    doctor = commands.add_parser("doctor",
-                                 help=tr("versions, llama.cpp backend, RAM, GPUs, paths"))
+    doctor = commands.add_parser("doctor", help=tr("versions, llama.cpp backend, RAM, GPUs, "
+                                                   "paths, prompt cache"))
     doctor.add_argument("--json", action="store_true", help=tr("print JSON"))
     doctor.set_defaults(handler=doctor_command)
 
@@ -51,9 +56,21 @@ def _package_versions() -> dict[str, str | None]:
     return versions
 
 
-def doctor_report() -> dict[str, Any]:
-    """Everything ``doctor`` shows, as JSON-safe data."""
+def prompt_cache_state() -> CacheReport | DeskError:
+    """What the prompt cache holds, or why that cannot be told (``doctor`` reports, it does not
+    fail: the settings file or the folder may be unreadable)."""
+    try:
+        return cache_report(load_settings().load)
+    except (SettingsError, CacheFolderError) as error:
+        return error
+
+
+def doctor_report(cache: CacheReport | DeskError | None = None) -> dict[str, Any]:
+    """Everything ``doctor`` shows, as JSON-safe data (``cache``: :func:`prompt_cache_state`,
+    worked out here when not given)."""
     paths = data_paths()
+    if cache is None:
+        cache = prompt_cache_state()
     backend = probe_backend()
     return {
         "mixtral_desk": __version__,
@@ -73,13 +90,18 @@ def doctor_report() -> dict[str, Any]:
             "models": str(paths.models_dir),
             "database": str(paths.database),
             "logs": str(paths.log_dir),
+            "prompt_cache": str(prompt_cache_dir()),
         },
+        # cache --json's object, or the folder and why it cannot be told.
+        "prompt_cache": cache.to_json_dict() if isinstance(cache, CacheReport)
+        else {"folder": str(prompt_cache_dir()), "error": cache.english},
     }
 
 
 def doctor_command(args: argparse.Namespace) -> int:
-    """Print versions, the llama.cpp backend, hardware and data paths."""
-    report = doctor_report()
+    """Print versions, the llama.cpp backend, hardware, data paths and the prompt cache."""
+    cache = prompt_cache_state()
+    report = doctor_report(cache)
     if args.json:
         print_json(report)
         return 0
@@ -103,10 +125,17 @@ def doctor_command(args: argparse.Namespace) -> int:
         print(f"  {line}")
     print(tr("Data:"))
     labels = {"config": tr("config"), "data": tr("data"), "models": tr("models"),
-              "database": tr("database"), "logs": tr("logs")}
+              "database": tr("database"), "logs": tr("logs"),
+              "prompt_cache": tr("prompt cache")}
     for line in aligned_lines([(labels.get(name, name), where)
                                for name, where in report["paths"].items()], min_width=9):
         print(f"  {line}")
+    print(tr("Prompt cache:"))
+    if isinstance(cache, CacheReport):
+        for line in aligned_lines(report_rows(cache)):
+            print(f"  {line}")
+    else:
+        print(f"  {cache}")
     return 0
 
 

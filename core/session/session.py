@@ -2,9 +2,10 @@
 
 A :class:`Session` owns the engine and the loaded model (settings → load options, the automatic
 plan and context, loading, unloading, giving memory back when idle), the chat use cases (send,
-regenerate, edit and resend, continue; titles; each conversation's system prompt and sampling)
-and serving the model over the OpenAI-compatible API. The window, the CLI and ``serve`` call the
-same methods, so each rule exists once; only how the results are shown differs.
+regenerate, edit and resend, continue; titles; each conversation's system prompt and sampling;
+deleting a conversation with its prompt cache states) and serving the model over the
+OpenAI-compatible API. The window, the CLI and ``serve`` call the same methods, so each rule exists
+once; only how the results are shown differs.
 
 Like napari's ``ViewerModel`` it is plain Python: its methods block (a front end runs them on a
 worker thread) and it reports through :class:`~.events.Event`\\ s, which the window's bridge turns
@@ -28,7 +29,7 @@ from mixtral_desk.core.engine.prompt_cache import conversation_tag
 from mixtral_desk.core.errors import DeskError, EngineCrashedError, SamplingError
 from mixtral_desk.core.i18n import N_
 
-from .conversations import sampling_for, title_from
+from .conversations import delete_conversation, sampling_for, title_from
 from .events import Event
 from .loading import LoadChoice, LoadReport, load_prepared, prepare_load
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from mixtral_desk.core.engine.interface import ChatEngine
     from mixtral_desk.core.server import ApiServer
     from mixtral_desk.core.settings import Settings
-    from mixtral_desk.core.store import Conversation
+    from mixtral_desk.core.store import Conversation, Store
 
 #: The address the window serves on: this computer only.
 LOCAL_HOST = "127.0.0.1"
@@ -240,6 +241,17 @@ class Session:
         """A new, empty conversation with the loaded model's name (and ``system_prompt``)."""
         return store.create_conversation(title, model=self.model_name,
                                          system_prompt=system_prompt)
+
+    def delete_conversation(self, store: Store, conversation_id: str) -> int:
+        """Delete a conversation and the prompt cache states made from it, on disk and in the
+        local engine's RAM (see :func:`~.conversations.delete_conversation`); the number of cache
+        files removed at once. May be called from any thread (the window's store thread): it
+        starts no engine and waits for none.
+
+        Raises:
+            NotFoundError: no conversation has this id.
+        """
+        return delete_conversation(store, conversation_id, engine=self._host)
 
     def send(self, store: ChatStore, conversation_id: str | None, text: str, *,
              on_token: TokenCallback | None = None, system_prompt: str | None = None,

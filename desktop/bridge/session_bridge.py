@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the session package (pydantic, the engine) is imported afte
     from mixtral_desk.core.engine import ModelInfo
     from mixtral_desk.core.session import LoadReport, Session
     from mixtral_desk.core.settings import Settings
+    from mixtral_desk.core.store import Store
 
     Turn = Callable[[Session, TokenCallback], TurnResult]
 
@@ -151,6 +152,21 @@ class SessionBridge(QObject):
         """When the model may be unloaded for being idle (``time.monotonic()``), or None (see
         :meth:`~mixtral_desk.core.session.Session.idle_deadline`)."""
         return self._session.idle_deadline(idle_seconds) if self._session is not None else None
+
+    def delete_conversation(self, store: Store, conversation_id: str) -> int:
+        """Delete a conversation and its prompt cache states, the engine's copies in RAM
+        included (:meth:`~mixtral_desk.core.session.Session.delete_conversation`). Called on the
+        store thread (with the store it owns); starts no engine and waits for none.
+
+        Raises:
+            NotFoundError: no conversation has this id.
+        """
+        session = self._session
+        if session is not None:
+            return session.delete_conversation(store, conversation_id)
+        from mixtral_desk.core.session import delete_conversation
+
+        return delete_conversation(store, conversation_id)  # no session yet: no engine either
 
     def report(self, error: BaseException) -> None:
         """Report an error of the session's work to the error sink."""

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from mixtral_desk.core.i18n import ntr, tr
+from mixtral_desk.core.reply_figures import stored_prompt_figure
 
 from ..i18n import keep_translated
 from ..signals import emit
@@ -321,6 +322,9 @@ class MessageView(QFrame):
             parts.append(ntr("{count} token", "{count} tokens", int(tokens)))
         if rate:
             parts.append(f"{rate:.1f} tok/s")
+        cached = stored_prompt_figure(stats)
+        if cached:
+            parts.append(cached)
         return " · ".join(parts)
 
     # --- focus -----------------------------------------------------------------------------------

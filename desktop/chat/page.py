@@ -50,7 +50,7 @@ class ChatPage(QWidget):
         self._conversation: Conversation | None = None
         self._unsent: str | None = None  # the text of the turn running, until it is stored
 
-        self.sidebar = Sidebar(store)
+        self.sidebar = Sidebar(store, session.delete_conversation)
         self.view = ChatView()
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.sidebar)

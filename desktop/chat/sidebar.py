@@ -11,6 +11,7 @@ act on the same rows and the same pending deletions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from html import escape
 
@@ -45,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from mixtral_desk.core.i18n import N_, ntr, tr
-from mixtral_desk.core.store import SNIPPET_CLOSE, SNIPPET_OPEN, Conversation, SearchHit
+from mixtral_desk.core.store import SNIPPET_CLOSE, SNIPPET_OPEN, Conversation, SearchHit, Store
 
 from ..bridge.store_bridge import StoreBridge
 from ..i18n import keep_translated
@@ -58,6 +59,8 @@ LIST_LIMIT = 500
 ROW_PADDING = 6  # extra pixels of height per row (3 above, 3 below)
 OPEN_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 DELETE_KEYS = (Qt.Key.Key_Delete, Qt.Key.Key_Backspace)  # Backspace: a Mac's "delete" key
+#: Deletes a conversation for good: ``delete(store, conversation_id)``, run on the store thread.
+Deleter = Callable[[Store, str], object]
 
 MONTHS = (N_("January {year}"), N_("February {year}"), N_("March {year}"), N_("April {year}"),
           N_("May {year}"), N_("June {year}"), N_("July {year}"), N_("August {year}"),
@@ -129,6 +132,10 @@ class _RoomyRows(QStyledItemDelegate):
 class Sidebar(QWidget):
     """Lists conversations and search results.
 
+    ``delete(store, conversation_id)`` deletes a conversation for good, on the store thread
+    (the session's, which also drops its prompt cache states from a running engine); by default
+    :func:`mixtral_desk.core.session.delete_conversation`.
+
     Signals:
         conversation_selected(str): the user picked this conversation id.
         new_requested(): the "New chat" button.
@@ -144,9 +151,11 @@ class Sidebar(QWidget):
     restored = Signal(str, str)
     search_results = Signal(int)
 
-    def __init__(self, store: StoreBridge, parent: QWidget | None = None) -> None:
+    def __init__(self, store: StoreBridge, delete: Deleter | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._store = store
+        self._delete = delete
         self._conversations: list[Conversation] = []
         self._pending_delete: dict[str, QTimer] = {}
         self._current: str | None = None
@@ -449,7 +458,13 @@ class Sidebar(QWidget):
             return
         timer.stop()
         timer.deleteLater()
-        self._store.call(lambda s: s.delete_conversation(conversation_id), changes=True)
+        delete = self._delete
+        if delete is None:
+            from mixtral_desk.core.session import delete_conversation
+
+            delete = delete_conversation
+        # On the store thread: the SQL, then the conversation's prompt cache files.
+        self._store.call(lambda s: delete(s, conversation_id), changes=True)
 
     def commit_all(self) -> None:
         """Carry out every pending deletion (at shutdown)."""

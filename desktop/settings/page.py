@@ -1,5 +1,5 @@
-"""The Settings screen: the interface, the network, how models load and the default sampling,
-saved through core.settings."""
+"""The Settings screen: the interface, the network, how models load, the prompt cache and the
+default sampling, saved through core.settings."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ from mixtral_desk.core.engine import ModelInfo, SamplingOptions
 from mixtral_desk.core.i18n import LANGUAGES, N_, SYSTEM, tr
 from mixtral_desk.core.settings import InterfaceSettings, LoadDefaults, NetworkSettings, Settings
 
+from ..bridge.tasks import TaskQueue
 from ..i18n import keep_translated
 from ..signals import emit
+from .prompt_cache_box import PromptCacheBox
 
 DEFAULT_MAX_LAYERS = 99
 #: The longest idle time the settings accept (a week), in minutes.
@@ -63,7 +65,8 @@ def _needs_reload(loaded: LoadDefaults, saved: LoadDefaults) -> bool:
 
 
 class SettingsPage(QWidget):
-    """Edits :class:`Settings`; :meth:`settings` reads the form back.
+    """Edits :class:`Settings`; :meth:`settings` reads the form back. ``io``: the task queue
+    that measures and clears the prompt cache folder.
 
     Every text is set in :meth:`retranslate`, which changes no value: a language switch keeps the
     user's unsaved edits and saves nothing.
@@ -76,7 +79,7 @@ class SettingsPage(QWidget):
     save_requested = Signal(object)
     reload_requested = Signal()
 
-    def __init__(self, settings: Settings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings, io: TaskQueue, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._settings = settings
         self._loaded_with: LoadDefaults | None = None
@@ -168,6 +171,10 @@ class SettingsPage(QWidget):
         self.idle_unload.setMinimumWidth(160)
         self.idle_unload_label = _add_row(load, self.idle_unload)
         column.addWidget(self.load_box)
+
+        # --- the prompt cache (its folder is measured and cleared on ``io``) ---
+        self.prompt_cache = PromptCacheBox(io)
+        column.addWidget(self.prompt_cache)
 
         # --- default sampling ---
         self.sampling_box = QGroupBox()
@@ -315,6 +322,7 @@ class SettingsPage(QWidget):
         self.use_mmap.setChecked(load.use_mmap)
         self.use_mlock.setChecked(load.use_mlock)
         self.idle_unload.setValue(load.idle_unload_minutes)
+        self.prompt_cache.set_value(load.prompt_cache_gib)
         self.temperature.setValue(sampling.temperature)
         self.top_p.setValue(sampling.top_p)
         self.top_k.setValue(sampling.top_k)
@@ -343,7 +351,7 @@ class SettingsPage(QWidget):
             use_mmap=self.use_mmap.isChecked(),
             use_mlock=self.use_mlock.isChecked(),
             idle_unload_minutes=self.idle_unload.value(),
-            prompt_cache_gib=self._settings.load.prompt_cache_gib,  # no control yet
+            prompt_cache_gib=self.prompt_cache.value(),
         )
         old = self._settings.sampling
         sampling = SamplingOptions(

@@ -24,8 +24,10 @@ from mixtral_desk.core.session import (
     save_hub_settings,
     title_from,
 )
+from mixtral_desk.core.session.loading import prompt_cache_dir
 from mixtral_desk.core.settings import LoadDefaults, Settings
 from mixtral_desk.core.store import Conversation, Store
+from tests.cache_files import files_of
 
 SHORT = SamplingOptions(temperature=0.0, max_tokens=6, ignore_eos=True, seed=1)
 
@@ -185,3 +187,32 @@ def test_a_load_that_cannot_start_keeps_the_model_of_now(tiny_model: Path,
             keeping.reload()
         assert keeping.model_info is not None and keeping.server is server
         assert keeping.stop_serving()
+
+
+def test_deleting_a_conversation_forgets_its_states_in_the_engine(tiny_model: Path,
+                                                                  store: Store) -> None:
+    """Its files go at once; the engine drops its copies in RAM, so the same first message in a
+    new conversation starts from nothing of it (only the template's start, shared by every
+    chat); the other conversation's states stay."""
+    settings = Settings(load=LoadDefaults(n_ctx=1024, idle_unload_minutes=0), sampling=SHORT)
+    with Session(settings) as session:
+        session.load(LoadChoice(tiny_model))
+        doomed = session.send(store, None, "Tell me about zeppelins").conversation.id
+        kept = session.send(store, None, "What is a kettle?").conversation.id
+        folder = prompt_cache_dir()
+        deadline = time.monotonic() + 10
+        while not (files_of(folder, doomed) and files_of(folder, kept)):
+            assert time.monotonic() < deadline, "the engine saved no states"
+            time.sleep(0.05)
+
+        assert session.delete_conversation(store, doomed) >= 1
+        assert files_of(folder, doomed) == [] and files_of(folder, kept)
+        with pytest.raises(NotFoundError):
+            store.get_conversation(doomed)
+        again = session.send(store, None, "Tell me about zeppelins")
+        assert again.stats is not None
+        assert again.stats.cached_tokens < again.stats.prompt_tokens // 2
+        with pytest.raises(NotFoundError):
+            session.delete_conversation(store, doomed)
+    assert files_of(folder, kept)
+

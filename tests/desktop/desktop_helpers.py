@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,23 @@ def use_mini_catalog(folder: Path, monkeypatch: pytest.MonkeyPatch,
     with target.open("wb") as handle:
         write_mo(handle, catalog)
     monkeypatch.setattr(i18n, "LOCALE_DIR", folder)
+
+
+_FILL_CACHE = """
+import json, sys
+from mixtral_desk.core.engine.prompt_cache import PromptCache, cache_key, conversation_tag
+from mixtral_desk.core.session.loading import prompt_cache_dir
+cache = PromptCache(cache_key("model", {"kv_type": "f16"}, "test"), prompt_cache_dir(),
+                    disk_bytes=1 << 30)
+for n, conversation_id in enumerate(json.loads(sys.argv[1])):
+    cache.put([n + 1, n + 2, n + 3], bytes([n + 1]) * 1000, tag=conversation_tag(conversation_id))
+assert cache.flush(timeout=10)
+"""
+
+
+def fill_prompt_cache(conversation_ids: list[str]) -> None:
+    """One real prompt cache entry (3 tokens, 1000 bytes of state) per conversation id in the
+    test's data home, written by ``PromptCache.put`` in a process of its own (its writer thread
+    lives as long as its process)."""
+    subprocess.run([sys.executable, "-c", _FILL_CACHE, json.dumps(conversation_ids)],
+                   check=True, timeout=60)

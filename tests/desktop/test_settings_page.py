@@ -1,8 +1,9 @@
-"""The Settings page: the interface, network and idle-unload controls, keyboard use, and a language
-switch that re-renders the page without touching the user's unsaved edits."""
+"""The Settings page: the interface, network, idle-unload and prompt cache controls, keyboard use,
+and a language switch that re-renders the page without touching the user's unsaved edits."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +12,16 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core.settings import Settings
+from mixtral_desk.core.engine import prompt_cache
+from mixtral_desk.core.engine.prompt_cache import folder_usage
+from mixtral_desk.core.session import CacheFolderError, CacheReport, cache_folder
+from mixtral_desk.core.session.loading import prompt_cache_dir
+from mixtral_desk.core.settings import LoadDefaults, Settings
+from mixtral_desk.core.units import format_bytes
+from mixtral_desk.desktop.bridge.tasks import TaskQueue
 from mixtral_desk.desktop.i18n import apply_language
 from mixtral_desk.desktop.settings.page import SettingsPage
-from tests.desktop.desktop_helpers import use_mini_catalog
+from tests.desktop.desktop_helpers import fill_prompt_cache, use_mini_catalog
 
 #: A few of the page's strings, enough to see a language switch re-render it.
 MINI_CATALOG: dict[str | tuple[str, str], str] = {
@@ -34,8 +41,16 @@ def mini_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 
 @pytest.fixture
-def page(qtbot: QtBot) -> SettingsPage:
-    widget = SettingsPage(Settings())
+def io() -> Iterator[TaskQueue]:
+    """The window's ``io`` task queue, as the page gets it (closed after the test)."""
+    queue = TaskQueue("io")
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def page(qtbot: QtBot, io: TaskQueue) -> SettingsPage:
+    widget = SettingsPage(Settings(), io)
     qtbot.addWidget(widget)
     return widget
 
@@ -132,3 +147,80 @@ def test_a_language_switch_keeps_unsaved_edits_and_saves_nothing(
     apply_language("en")
     assert page.save_button.text() == "Save" and page.theme.currentText() == "Light"
     assert page.settings() == before
+
+
+# --- the prompt cache ---------------------------------------------------------------------------
+
+
+def test_the_prompt_cache_budget_round_trips(page: SettingsPage, qtbot: QtBot) -> None:
+    box = page.prompt_cache
+    assert [box.mode.itemText(i) for i in range(box.mode.count())] == \
+        ["Automatic", "Off", "Up to"]
+    assert box.mode.currentData() == "auto" and page.settings().load.prompt_cache_gib is None
+    assert box.limit.isHidden()
+    for value in (0.0, 2.5, None, 16.0):
+        page.set_settings(Settings(load=LoadDefaults(prompt_cache_gib=value)))
+        assert page.settings().load.prompt_cache_gib == value
+    assert box.mode.currentData() == "limit" and not box.limit.isHidden()
+    assert box.limit.text() == "16.0 GiB"
+
+    page.show()  # measures the folder in the background
+    qtbot.waitExposed(page)
+    assert box.mode.focusPolicy() & Qt.FocusPolicy.TabFocus
+    assert box.mode_label.buddy() is box.mode
+    QTest.keyClick(box.mode, Qt.Key.Key_Up)  # "Up to" → "Off"
+    assert box.mode.currentData() == "off" and box.limit.isHidden()
+    with qtbot.waitSignal(page.save_requested, timeout=1000) as saved:
+        QTest.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    assert saved.args[0].load.prompt_cache_gib == 0
+    box.mode.setCurrentIndex(box.mode.findData("limit"))
+    box.limit.setValue(3.24)
+    assert page.settings().load.prompt_cache_gib == 3.2  # one decimal, as shown
+    qtbot.waitUntil(lambda: not box.working)
+    assert box.usage.text() == "The cache is empty."
+
+
+def test_clear_cache_empties_the_folder_off_the_gui_thread(page: SettingsPage, qtbot: QtBot,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    fill_prompt_cache(["a", "b", "c"])
+    threads: list[threading.Thread] = []
+
+    def clear_and_note_the_thread(root: Path) -> int:
+        threads.append(threading.current_thread())
+        return prompt_cache.clear_folder(root)
+
+    monkeypatch.setattr(cache_folder, "clear_folder", clear_and_note_the_thread)
+    box = page.prompt_cache
+    with qtbot.waitSignal(box.measured, timeout=5000) as measured:
+        page.show()
+    report = measured.args[0]
+    assert isinstance(report, CacheReport) and report.entries == 3
+    assert box.usage.text() == f"{format_bytes(report.bytes)} in 3 saved states."
+    assert box.usage.toolTip() == f"Folder: {prompt_cache_dir()}"
+    assert "Automatic allows" in box.note.text()
+    assert "may be slower" in box.clear_button.toolTip()
+
+    with qtbot.waitSignal(box.cleared, timeout=5000) as cleared:
+        QTest.mouseClick(box.clear_button, Qt.MouseButton.LeftButton)
+    assert cleared.args[0] == report.bytes
+    assert threads and threads[0] is not threading.main_thread()
+    assert folder_usage(prompt_cache_dir()).files == 0
+    assert box.usage.text() == \
+        f"Cleared: {format_bytes(report.bytes)} freed. The cache is empty."
+    assert box.clear_button.isEnabled()
+
+
+def test_an_unreadable_cache_folder_is_said_in_the_group(page: SettingsPage,
+                                                         qtbot: QtBot) -> None:
+    folder = prompt_cache_dir()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("a file where the folder should be")
+    box = page.prompt_cache
+    with qtbot.waitSignal(box.measured, timeout=5000) as measured:
+        page.show()
+    assert isinstance(measured.args[0], CacheFolderError)
+    assert box.usage.text().startswith(f"Cannot read the prompt cache folder {folder}")
+    with qtbot.waitSignal(box.measured, timeout=5000):
+        box.clear()
+    assert box.usage.text().startswith("Cannot read the prompt cache folder")
+    assert box.clear_button.isEnabled() and folder.is_file()

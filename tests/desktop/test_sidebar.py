@@ -1,20 +1,27 @@
-"""The conversation list: grouping, pin, rename, delete with undo; shortcuts; per-chat settings."""
+"""The conversation list: grouping, pin, rename, delete with undo (and the deleted chat's prompt
+cache states with it); shortcuts; per-chat settings."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
-from mixtral_desk.core.engine import SamplingOptions
-from mixtral_desk.core.session import sampling_for
+from mixtral_desk.core.engine import SamplingOptions, prompt_cache
+from mixtral_desk.core.engine.prompt_cache import conversation_tag
+from mixtral_desk.core.session import cache_folder, sampling_for
+from mixtral_desk.core.session.loading import prompt_cache_dir
 from mixtral_desk.core.store import Store
 from mixtral_desk.desktop.chat.sidebar import date_group, snippet_html
 from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.signals import emit
+from tests.cache_files import cached_tags
+from tests.desktop.desktop_helpers import fill_prompt_cache
 
 
 def groups(window: MainWindow) -> dict[str, list[str]]:
@@ -186,3 +193,68 @@ def test_unload_frees_the_model(chat_window: MainWindow, qtbot: QtBot) -> None:
         assert notice is not None and "your message is sent when it is ready" in notice.text
         assert page.view.composer.toPlainText() == "Anyone there?"
     assert page.view.composer.toPlainText() == ""
+
+
+def test_deleting_a_conversation_deletes_its_cached_states(window: MainWindow, qtbot: QtBot,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_of(window)
+    doomed = store.create_conversation("Doomed")
+    kept = store.create_conversation("Kept")
+    fill_prompt_cache([doomed.id, kept.id, doomed.id])
+    folder = prompt_cache_dir()
+    assert cached_tags(folder) == sorted([conversation_tag(doomed.id)] * 2
+                                         + [conversation_tag(kept.id)])
+    threads: list[str] = []
+
+    def forget_and_note_the_thread(root: Path, tag: str) -> int:
+        threads.append(threading.current_thread().name)
+        return prompt_cache.forget_tag(root, tag)
+
+    monkeypatch.setattr(cache_folder, "forget_tag", forget_and_note_the_thread)
+    with qtbot.waitSignal(window.store.changed, timeout=5000):
+        emit(window.store.changed)
+    qtbot.waitUntil(lambda: len(window.chat_page.sidebar.conversations) == 2)
+
+    sidebar = window.chat_page.sidebar
+    sidebar.delete(doomed.id)
+    assert len(cached_tags(folder)) == 3  # nothing goes while Undo is possible
+    with qtbot.waitSignal(window.store.changed, timeout=5000):
+        sidebar.commit_delete(doomed.id)  # what the undo timer does
+    assert cached_tags(folder) == [conversation_tag(kept.id)]
+    assert threads == ["mixtral-desk-store"]  # the file work ran on the store thread
+    assert [c.id for c in store.list_conversations()] == [kept.id]
+
+
+def test_deleting_a_chat_makes_the_engine_forget_it(chat_window: MainWindow,
+                                                    qtbot: QtBot) -> None:
+    from tests.desktop.desktop_helpers import send
+
+    page = chat_window.chat_page
+    send(qtbot, chat_window, "Tell me about zeppelins")
+    doomed = page.current
+    assert doomed is not None
+    assert "from cache" not in page.view.views[-1].state.text()
+    send(qtbot, chat_window, "And airships?")
+    # The second reply's prompt started from the first one's state: its figures say so.
+    stats = store_of(chat_window).active_branch(doomed)[-1].stats
+    assert stats is not None and stats["cached_tokens"] > 0
+    assert page.view.views[-1].state.text().endswith(
+        f"prompt {stats['prompt_tokens']} tokens, {stats['cached_tokens']} from cache")
+    page.new_chat()
+    send(qtbot, chat_window, "What is a kettle?")
+    kept = page.current
+    assert kept is not None and kept != doomed
+    folder = prompt_cache_dir()
+    qtbot.waitUntil(lambda: {conversation_tag(doomed), conversation_tag(kept)}
+                    <= set(cached_tags(folder)), timeout=10_000)
+
+    with qtbot.waitSignal(chat_window.store.changed, timeout=5000):
+        page.sidebar.delete(doomed)
+        page.sidebar.commit_delete(doomed)
+    assert conversation_tag(doomed) not in cached_tags(folder)
+    assert conversation_tag(kept) in cached_tags(folder)
+    # The engine dropped its copies in RAM too (and any file it was still writing).
+    log = chat_window.paths.engine_log
+    qtbot.waitUntil(lambda: f"forgot {conversation_tag(doomed)}" in log.read_text(),
+                    timeout=10_000)
+    assert conversation_tag(doomed) not in cached_tags(folder)

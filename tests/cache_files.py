@@ -1,26 +1,20 @@
 """Prompt cache entry files read as their format says (the tests check what is on disk).
 
-An entry file starts with the header of :mod:`mixtral_desk.core.engine.prompt_cache`: magic,
-format version, key length, tag length, token count, state length, CRC-32; then the key and the
-tag (ASCII).
+The header format itself is :mod:`mixtral_desk.core.engine.prompt_cache_files`'s, checked by
+tests/core/test_prompt_cache.py; here its reader gives each file's tag.
 """
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 from mixtral_desk.core.engine.prompt_cache import SUFFIX, conversation_tag
-
-HEADER = struct.Struct("<8sIIIIQI")
+from mixtral_desk.core.engine.prompt_cache_files import read_head
 
 
 def entry_tag(path: Path) -> str:
     """The tag written in an entry file's header ("" for none)."""
-    raw = path.read_bytes()
-    _, _, key_len, tag_len, _, _, _ = HEADER.unpack_from(raw)
-    start = HEADER.size + key_len
-    return raw[start:start + tag_len].decode("ascii")
+    return read_head(path, None).tag
 
 
 def _tagged(folder: Path) -> list[tuple[Path, str]]:

@@ -11,6 +11,7 @@ merged ``ffn_*_exps`` experts of current conversions).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,20 @@ BENCH_KV: dict[str, Any] = {
 def write_bench_header(path: Path) -> Path:
     """A sparse file with the header of the ~0.7 GB BENCH model (bench/GPU_CHECK.md)."""
     return write_header_model(path, bench_tensors(), BENCH_KV, vocab=32000)
+
+
+def with_value(src: Path, dst: Path, key: str, value: int) -> Path:
+    """Copy the GGUF file ``src`` to ``dst`` with its 32-bit unsigned metadata ``key`` set to
+    ``value``; a negative value turns the key's type into INT32 (the same size, so nothing else
+    in the file moves). Returns ``dst``."""
+    reader = gguf.GGUFReader(src)
+    at = int(reader.fields[key].offset) + 8 + len(key.encode())  # the value type, then the value
+    del reader
+    data = bytearray(src.read_bytes())
+    assert struct.unpack_from("<I", data, at)[0] == gguf.GGUFValueType.UINT32, key
+    signed = value < 0
+    struct.pack_into("<I", data, at,
+                     gguf.GGUFValueType.INT32 if signed else gguf.GGUFValueType.UINT32)
+    struct.pack_into("<i" if signed else "<I", data, at + 4, value)
+    dst.write_bytes(bytes(data))
+    return dst

@@ -60,11 +60,14 @@ def mixtral_q4_k_m_tensors() -> list[TensorSpec]:
 
 def write_header_model(path: Path, tensors: Sequence[TensorSpec], kv: dict[str, Any],
                        *, arch: str = "llama", vocab: int = 0) -> Path:
-    """Write a GGUF header with ``tensors`` and a sparse hole for the data; returns ``path``."""
+    """Write a GGUF header with ``tensors`` and a sparse hole for the data; returns ``path``.
+    ``kv`` values are written as strings, lists (arrays) or UINT32 numbers."""
     writer = gguf.GGUFWriter(str(path), arch)
     for key, value in kv.items():
         if isinstance(value, str):
             writer.add_string(key, value)
+        elif isinstance(value, list):  # one value per layer
+            writer.add_array(key, value)
         else:
             writer.add_uint32(key, value)
     if vocab:

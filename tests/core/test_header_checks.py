@@ -16,9 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import gguf
 import huggingface_hub.constants
-import numpy as np
 import pytest
 
 from mixtral_desk.core.cli import main
@@ -130,34 +128,16 @@ def test_what_real_models_do_is_accepted(tiny_model: Path, tmp_path: Path) -> No
         tmp_path / "nextn.gguf", tiny_tensors(tiny_model),
         {**TINY_KV, "llama.block_count": 3, "llama.nextn_predict_layers": 1}))
     assert nextn.n_layers == 3
-    writer = gguf.GGUFWriter(str(tmp_path / "arrays.gguf"), "llama")
-    for key, value in TINY_KV.items():
-        if key not in ("llama.attention.head_count_kv", "llama.feed_forward_length"):
-            writer.add_uint32(key, value)
-    writer.add_array("llama.attention.head_count_kv", [2, 1])
-    writer.add_array("llama.feed_forward_length", [128, 128])
-    for name, shape, _ in tiny_tensors(tiny_model):
-        writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    assert inspect_model(tmp_path / "arrays.gguf").n_head_kv == 2
+    arrays = write_header_model(tmp_path / "arrays.gguf", tiny_tensors(tiny_model),
+                                {**TINY_KV, "llama.attention.head_count_kv": [2, 1],
+                                 "llama.feed_forward_length": [128, 128]})
+    assert inspect_model(arrays).n_head_kv == 2
 
 
 def test_per_layer_lists_must_have_one_value_per_layer(tiny_model: Path, tmp_path: Path) -> None:
-    writer = gguf.GGUFWriter(str(tmp_path / "list.gguf"), "llama")
-    for key, value in TINY_KV.items():
-        if key != "llama.attention.head_count":
-            writer.add_uint32(key, value)
-    writer.add_array("llama.attention.head_count", [4, 4, 4])
-    for name, shape, _ in tiny_tensors(tiny_model):
-        writer.add_tensor(name, np.zeros(shape, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    error = refusal(tmp_path / "list.gguf")
+    path = write_header_model(tmp_path / "list.gguf", tiny_tensors(tiny_model),
+                              {**TINY_KV, "llama.attention.head_count": [4, 4, 4]})
+    error = refusal(path)
     assert error.key == "llama.attention.head_count"
     assert "is a list of 3 values, but the model has 2 layers" in str(error)
 

@@ -26,19 +26,26 @@ MINIMUM: Final = 2048
 UNKNOWN_TRAINED: Final = 4096
 
 
+def trained_context(facts: ModelFacts) -> int:
+    """The model's training context, or :data:`UNKNOWN_TRAINED` when the header does not give
+    one. The header's value is checked when it is read (at most 16M tokens, see
+    :mod:`.gguf.hparams`); this never returns less than 1."""
+    return facts.context_length if facts.context_length > 0 else UNKNOWN_TRAINED
+
+
 def automatic_context(facts: ModelFacts, machine: Machine, *, kv_type: str = "f16",
                       flash_attn: bool = False) -> int:
     """The longest context (≤ the model's training length and ≤ 32k) that fits ``machine``.
 
     The training length itself is tried first when it is below 32k and not one of the candidates.
-    Returns the shortest candidate (or the training length, if shorter) when nothing fits.
-    Raises nothing for a valid header.
+    Returns the shortest candidate (or the training length, if shorter) when nothing fits; so
+    the result is never above the training length nor :data:`CANDIDATES`' longest.
+    Raises nothing.
     """
-    trained = facts.context_length or UNKNOWN_TRAINED
-    lengths = sorted({n for n in (*CANDIDATES, trained) if n <= min(trained, CANDIDATES[0])},
-                     reverse=True)
+    cap = min(trained_context(facts), CANDIDATES[0])
+    lengths = sorted({n for n in (*CANDIDATES, cap) if n <= cap}, reverse=True)
     for n_ctx in lengths:
         model = memory_model_from_facts(facts, n_ctx, kv_type, flash_attn=flash_attn)
         if plan_offload(model, machine).fits:
             return n_ctx
-    return min(MINIMUM, trained)
+    return min(MINIMUM, cap)

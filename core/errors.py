@@ -167,6 +167,20 @@ class GGUFError(DeskError, ValueError):
                                  problem=problem_message))
 
 
+class GGUFMetadataError(GGUFError):
+    """Raised when a model's header gives a value that no model can have, or one its own tensors
+    contradict (``llama.block_count`` 4294967295 in a file with tensors for 2 layers); ``key``
+    names the metadata key, and the message gives the key and both values.
+
+    Raised while the header is inspected, before any memory is planned or allocated from it.
+    """
+
+    def __init__(self, path: Path | str, key: str, problem: str | UserText, /,
+                 **values: object) -> None:
+        self.key = key
+        super().__init__(path, problem, **values)
+
+
 class CatalogError(DeskError, ValueError):
     """Raised when models.toml is malformed; names the file, the entry and the field."""
 

@@ -38,7 +38,7 @@ itself lives in :mod:`.memory_model`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -203,6 +203,29 @@ class Placement:
         return 1.0 / seconds if seconds > 0 else 0.0
 
 
+class _LayerSums:
+    """Running totals over a model's layers, so that a placement costs O(1), not O(layers):
+    the planner tries O(layers²) placements, and a header may state up to 512 layers."""
+
+    def __init__(self, model: MemoryModel) -> None:
+        self.dense = [0]
+        self.experts = [0]
+        self.kv = [0]
+        self.expert_tensors = [0]
+        self.expert_layers = [0]  # layers that have expert bytes
+        for layer in model.layers:
+            self.dense.append(self.dense[-1] + layer.dense)
+            self.experts.append(self.experts[-1] + layer.experts)
+            self.kv.append(self.kv[-1] + layer.kv)
+            self.expert_tensors.append(self.expert_tensors[-1] + layer.expert_tensors)
+            self.expert_layers.append(self.expert_layers[-1] + (1 if layer.experts else 0))
+
+    @staticmethod
+    def between(sums: list[int], start: int, end: int) -> int:
+        """The total of layers ``start`` … ``end - 1`` (0 for an empty range)."""
+        return sums[end] - sums[start] if end > start else 0
+
+
 def evaluate(model: MemoryModel, machine: Machine, n_gpu_layers: int,
              n_cpu_moe: int = 0) -> Placement:
     """What llama.cpp would allocate with ``n_gpu_layers`` (-1 = all) and ``n_cpu_moe``.
@@ -211,31 +234,33 @@ def evaluate(model: MemoryModel, machine: Machine, n_gpu_layers: int,
     ``g > L``; the token embedding always stays in RAM; the experts of layers below ``n_cpu_moe``
     stay in RAM. Raises nothing (out-of-range values are clamped).
     """
+    return _evaluate(model, _LayerSums(model), machine, n_gpu_layers, n_cpu_moe)
+
+
+def _evaluate(model: MemoryModel, sums: _LayerSums, machine: Machine, n_gpu_layers: int,
+              n_cpu_moe: int) -> Placement:
     n_layers = model.n_layers
     g = n_layers + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layers + 1)
     n = max(0, min(n_cpu_moe, n_layers))
     first_gpu = max(0, n_layers - g)
     frac = model.used_fraction
-    gpu_w = cpu_w = gpu_kv = cpu_kv = 0
-    gpu_read = cpu_read = 0.0
-    overridden = cpu_expert_layers = 0
-    for i, layer in enumerate(model.layers):
-        overridden += layer.expert_tensors if i < n else 0
-        if i >= first_gpu:
-            gpu_w += layer.dense
-            gpu_kv += layer.kv
-            gpu_read += layer.dense + layer.kv * KV_FILL
-            if i < n:
-                cpu_w += layer.experts
-                cpu_read += layer.experts * frac
-                cpu_expert_layers += 1 if layer.experts else 0
-            else:
-                gpu_w += layer.experts
-                gpu_read += layer.experts * frac
-        else:
-            cpu_w += layer.dense + layer.experts
-            cpu_kv += layer.kv
-            cpu_read += layer.dense + layer.experts * frac + layer.kv * KV_FILL
+    between = _LayerSums.between
+    # CPU layers [0, first_gpu); GPU layers with their experts in RAM [first_gpu, split);
+    # GPU layers with their experts on the GPU [split, n_layers).
+    split = max(first_gpu, n)
+    cpu_dense = between(sums.dense, 0, first_gpu)
+    cpu_experts = between(sums.experts, 0, first_gpu)
+    cpu_kv = between(sums.kv, 0, first_gpu)
+    gpu_dense = between(sums.dense, first_gpu, n_layers)
+    gpu_kv = between(sums.kv, first_gpu, n_layers)
+    ram_experts = between(sums.experts, first_gpu, split)
+    gpu_experts = between(sums.experts, split, n_layers)
+    overridden = sums.expert_tensors[n]
+    cpu_expert_layers = between(sums.expert_layers, first_gpu, split)
+    gpu_w = gpu_dense + gpu_experts
+    gpu_read = gpu_dense + gpu_kv * KV_FILL + gpu_experts * frac
+    cpu_w = cpu_dense + cpu_experts + ram_experts
+    cpu_read = (cpu_dense + cpu_experts * frac + cpu_kv * KV_FILL) + ram_experts * frac
     if g > n_layers:
         gpu_w += model.output_bytes + model.tied_output_bytes
         gpu_read += model.output_bytes + model.tied_output_bytes
@@ -255,17 +280,20 @@ def evaluate(model: MemoryModel, machine: Machine, n_gpu_layers: int,
                      cpu_expert_layers if on_gpu else 0)
 
 
-def _candidates(model: MemoryModel, machine: Machine) -> list[Placement]:
+def _candidates(model: MemoryModel, machine: Machine) -> Iterator[Placement]:
+    """Every placement llama.cpp can make: O(layers²) for an MoE model, each in O(1)."""
+    sums = _LayerSums(model)
     n_layers = model.n_layers
-    out = [evaluate(model, machine, 0, 0)]
+    yield _evaluate(model, sums, machine, 0, 0)
     if not machine.has_gpu:
-        return out
+        return
     moe = model.is_moe
     for g in range(1, n_layers + 2):
         first_gpu = max(0, n_layers - g)
-        counts = [0] + (list(range(first_gpu + 1, n_layers + 1)) if moe else [])
-        out.extend(evaluate(model, machine, g, n) for n in counts)
-    return out
+        yield _evaluate(model, sums, machine, g, 0)
+        if moe:
+            for n in range(first_gpu + 1, n_layers + 1):
+                yield _evaluate(model, sums, machine, g, n)
 
 
 def _fits(p: Placement, machine: Machine) -> bool:
@@ -413,8 +441,8 @@ def plan_offload(model: MemoryModel, machine: Machine, *, max_vram: int | None =
     Raises nothing.
     """
     cap = machine.vram_budget if max_vram is None else min(max_vram, machine.vram_budget)
-    feasible = [p for p in _candidates(model, machine)
-                if _fits(p, machine) and p.vram_bytes <= cap]
+    feasible = (p for p in _candidates(model, machine)
+                if _fits(p, machine) and p.vram_bytes <= cap)
     best = max(feasible, key=lambda p: (round(p.tokens_per_s(machine), 9), -p.vram_bytes,
                                         -p.ram_bytes), default=None)
     return _plan_from(model, machine, best)

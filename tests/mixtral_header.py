@@ -11,6 +11,7 @@ merged ``ffn_*_exps`` experts of current conversions).
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,14 @@ def mixtral_q4_k_m_tensors() -> list[TensorSpec]:
 
 def write_header_model(path: Path, tensors: Sequence[TensorSpec], kv: dict[str, Any],
                        *, arch: str = "llama", vocab: int = 0) -> Path:
-    """Write a GGUF header with ``tensors`` and a sparse hole for the data; returns ``path``."""
+    """Write a GGUF header with ``tensors`` and a sparse hole for the data; returns ``path``.
+    ``kv`` values are written as strings, lists (arrays) or UINT32 numbers."""
     writer = gguf.GGUFWriter(str(path), arch)
     for key, value in kv.items():
         if isinstance(value, str):
             writer.add_string(key, value)
+        elif isinstance(value, list):  # one value per layer
+            writer.add_array(key, value)
         else:
             writer.add_uint32(key, value)
     if vocab:
@@ -120,3 +124,20 @@ BENCH_KV: dict[str, Any] = {
 def write_bench_header(path: Path) -> Path:
     """A sparse file with the header of the ~0.7 GB BENCH model (bench/GPU_CHECK.md)."""
     return write_header_model(path, bench_tensors(), BENCH_KV, vocab=32000)
+
+
+def with_value(src: Path, dst: Path, key: str, value: int) -> Path:
+    """Copy the GGUF file ``src`` to ``dst`` with its 32-bit unsigned metadata ``key`` set to
+    ``value``; a negative value turns the key's type into INT32 (the same size, so nothing else
+    in the file moves). Returns ``dst``."""
+    reader = gguf.GGUFReader(src)
+    at = int(reader.fields[key].offset) + 8 + len(key.encode())  # the value type, then the value
+    del reader
+    data = bytearray(src.read_bytes())
+    assert struct.unpack_from("<I", data, at)[0] == gguf.GGUFValueType.UINT32, key
+    signed = value < 0
+    struct.pack_into("<I", data, at,
+                     gguf.GGUFValueType.INT32 if signed else gguf.GGUFValueType.UINT32)
+    struct.pack_into("<i" if signed else "<I", data, at + 4, value)
+    dst.write_bytes(bytes(data))
+    return dst

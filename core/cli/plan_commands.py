@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--model", required=True, metavar="PATH|CATALOG_ID",
                         help=tr("a .gguf file, or a catalog id (its header is read from the Hub "
                                 "unless it is downloaded)"))
-    parser.add_argument("--ctx", type=int, metavar="N", help=tr("context length in tokens"))
+    parser.add_argument("--ctx", type=_context_length, metavar="N",
+                        help=tr("context length in tokens"))
     parser.add_argument("--kv-type", choices=KV_TYPES,
                         help=tr("KV cache type (default: settings)"))
     parser.add_argument("--vram", type=_size, metavar="SIZE",
@@ -54,6 +55,21 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _context_length(text: str) -> int:
+    """``--ctx``: a whole number of tokens that a load accepts too."""
+    from mixtral_desk.core.engine.options import MAX_CONTEXT, MIN_CONTEXT
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_CONTEXT <= value <= MAX_CONTEXT:
+        raise argparse.ArgumentTypeError(tr("{text} is not a context length from {low} to {high} "
+                                            "tokens", text=repr(text), low=MIN_CONTEXT,
+                                            high=MAX_CONTEXT))
+    return value
 
 
 def _facts(model: str, endpoint: str | None) -> tuple[ModelFacts, str]:

@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 KVCacheType = Literal["f16", "q8_0", "q4_0"]
 
 _MAX_SEED = 2**32 - 1
+#: The context lengths a load accepts (llama.cpp takes a 32-bit count; 2M tokens is far beyond
+#: what any machine here holds the KV cache of).
+MIN_CONTEXT = 32
+MAX_CONTEXT = 1 << 21
 
 
 class LoadOptions(BaseModel):
@@ -37,7 +41,7 @@ class LoadOptions(BaseModel):
     model_path: Path
     n_gpu_layers: int = Field(default=0, ge=-1)
     n_cpu_moe: int = Field(default=0, ge=0)
-    n_ctx: int = Field(default=4096, ge=32, le=1 << 21)
+    n_ctx: int = Field(default=4096, ge=MIN_CONTEXT, le=MAX_CONTEXT)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int = Field(default=512, ge=1)
     n_ubatch: int = Field(default=512, ge=1)

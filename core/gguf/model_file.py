@@ -24,6 +24,7 @@ import gguf
 from ..errors import GGUFError, ModelFileNotFoundError
 from ..i18n import N_, ntr, tr
 from ..units import format_bytes
+from .hparams import check_hyperparameters
 from .validation import GGUFArray, GGUFHeader, MetadataValue, read_header
 
 __all__ = [
@@ -424,9 +425,12 @@ def _collect_tensors(headers: list[GGUFHeader]) -> tuple[TensorInfo, ...]:
 
 
 def _facts(parts: tuple[Path, ...], headers: list[GGUFHeader]) -> ModelFacts:
-    """Build the facts from checked headers.
+    """Build the facts from checked headers; the shape they state is checked against sane
+    limits and the tensors first (:mod:`.hparams`), so nothing is ever sized by an absurd value.
 
     Raises:
+        GGUFMetadataError: a layer, expert, head, context or vocabulary value is impossible or
+            contradicts the tensors.
         GGUFError: no architecture, or no tensors in any part.
     """
     first = headers[0]
@@ -436,6 +440,7 @@ def _facts(parts: tuple[Path, ...], headers: list[GGUFHeader]) -> ModelFacts:
     if not tensors:
         raise GGUFError(first.path, N_("contains no tensors (a vocabulary-only file?), not a "
                                        "model"))
+    check_hyperparameters(first.path, arch, md, tensors)
 
     def num(key: str, default: int = 0) -> int:
         value = _int_or_none(md.get(f"{arch}.{key}"))
@@ -473,6 +478,8 @@ def inspect_model(path: Path | str) -> ModelFacts:
         ModelFileNotFoundError: ``path`` does not exist.
         GGUFError: the file (or a part) is a folder, unreadable, not GGUF, truncated, corrupt,
             not a model, or a split part is missing; the message names the file and the problem.
+            A :class:`~mixtral_desk.core.errors.GGUFMetadataError` when the header's layers,
+            experts, heads, context or vocabulary are impossible or contradict the tensors.
     """
     path = Path(path)
     parts = _find_parts(path)

@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import httpx2
@@ -43,11 +44,13 @@ from mixtral_desk.core.errors import (
     DeskError,
     EngineError,
     GGUFError,
+    GGUFMetadataError,
     SearchQueryError,
     SettingsError,
 )
 from mixtral_desk.core.gguf.model_file import inspect_model
 from mixtral_desk.core.gguf.remote_header import RemoteHeaderOfflineError, read_remote_header
+from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.remote import RemoteAuthError, RemoteEngine, RemoteEngineError
 from mixtral_desk.core.server import ApiServer
@@ -116,6 +119,8 @@ def _errors_of_every_area(tmp_path: Path) -> dict[str, tuple[type[DeskError], De
     settings.write_text("{not json", encoding="utf-8")
     web_page = tmp_path / "model.gguf"
     web_page.write_bytes(b"<!DOCTYPE html><html><body>Sign in to continue</body></html>" * 4)
+    absurd_context = write_synthetic_model(tmp_path / "ctx.gguf",
+                                           replace(TINY, n_ctx_train=2**32 - 1))
     offline_hub = HubClient("http://127.0.0.1:9", use_stored_token=False)
     messages = [ChatMessage("user", "hello " * 50)]
     with EngineHost(tmp_path / "engine.log") as engine:  # no model loaded, no process started
@@ -127,6 +132,9 @@ def _errors_of_every_area(tmp_path: Path) -> dict[str, tuple[type[DeskError], De
                     "x.toml: not valid TOML"),
         "model file": (GGUFError, _raised(lambda: inspect_model(web_page)),
                        f"{web_page}: is a web page (HTML)"),
+        "model header": (GGUFMetadataError, _raised(lambda: inspect_model(absurd_context)),
+                         f"{absurd_context}: the header says llama.context_length is "
+                         "4294967295, outside the range"),
         "engine": (EngineError, no_model, "No model is loaded"),
         "engine context": (ContextOverflowError,
                            _raised(lambda: fit_messages(messages, lambda kept: 400, 512, 256)),

@@ -14,6 +14,7 @@ from mixtral_desk.core.settings import load_settings
 from mixtral_desk.desktop.main_window import MainWindow
 from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import load_model, send, shoot, use_sampling
+from tests.mixtral_header import with_value
 
 
 def use_load(window: MainWindow, **values: object) -> None:
@@ -105,3 +106,23 @@ def test_load_settings_that_cannot_work_keep_the_loaded_model(window: MainWindow
     use_sampling(window, temperature=0.0, max_tokens=4, ignore_eos=True)
     send(qtbot, window, "Still working?")
     assert window.chat_page.view.views[-1].item is not None
+
+
+@pytest.mark.allow_log("mixtral_desk.desktop", "llama.block_count")
+def test_a_header_with_impossible_layers_is_refused_and_the_model_stays(
+        window: MainWindow, qtbot: QtBot, tiny_model: Path, tmp_path: Path) -> None:
+    """10**8 layers in a file with tensors for 2: once a planner hang, now a known problem shown
+    at once, with automatic GPU layers and the automatic context."""
+    use_load(window, n_ctx=256)
+    load_model(qtbot, window, tiny_model)
+    use_load(window, gpu_layers_auto=True, n_ctx=None)
+    broken = with_value(tiny_model, tmp_path / "broken.gguf", "llama.block_count", 10**8)
+    with qtbot.waitSignal(window.session.load_failed, timeout=10_000):
+        window.load_model(broken)
+    shown = window.notifications.current
+    assert shown is not None and shown.level == "error"
+    assert "This is a bug" not in shown.text
+    assert "the header says 100000000 layers (llama.block_count) but the file has tensors for " \
+           "2" in shown.text
+    info = window.session.model_info
+    assert info is not None and info.path == str(tiny_model)  # the model of before stays

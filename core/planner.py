@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .gguf.model_file import ModelFacts
     from .hardware import GPU, Hardware
     from .memory_model import MemoryModel
+    from .resident import RamSplit
 
 Verdict = Literal["gpu", "gpu+cpu-experts", "partial", "cpu", "too-large"]
 VERDICTS: tuple[Verdict, ...] = ("gpu", "gpu+cpu-experts", "partial", "cpu", "too-large")
@@ -312,6 +313,8 @@ class Plan:
     output layer); :attr:`load_gpu_layers` is what to pass to the engine (-1 = all).
     ``vram_bytes``/``ram_bytes``: planned use; ``gpu_weight_bytes``: the expected GPU model
     buffer; ``overridden_tensors``: expert tensors the engine log should show moved to the CPU.
+    ``ram_split``: of the RAM, what the engine holds resident and what stays mapped from the file
+    (:mod:`.resident`); None for a plan that does not fit.
     """
 
     verdict: Verdict
@@ -331,6 +334,7 @@ class Plan:
     ram_budget: int
     machine: Machine = field(compare=False, repr=False)
     exact: bool = True
+    ram_split: RamSplit | None = field(default=None, compare=False, repr=False)
 
     @property
     def load_gpu_layers(self) -> int:
@@ -354,6 +358,7 @@ class Plan:
             "model": self.model_name, "n_ctx": self.n_ctx, "kv_type": self.kv_type,
             "vram_budget": self.vram_budget, "ram_budget": self.ram_budget,
             "exact": self.exact,
+            "ram_split": self.ram_split.to_json_dict() if self.ram_split else None,
             "machine": {"vram_bytes": self.machine.vram_bytes,
                         "ram_bytes": self.machine.ram_bytes, "gpu": self.machine.gpu_name,
                         "gpu_bandwidth_gbps": round(self.machine.gpu_bandwidth / GB),
@@ -431,7 +436,8 @@ def _plan_from(model: MemoryModel, machine: Machine, p: Placement | None) -> Pla
     return Plan(verdict, p.n_gpu_layers, p.n_cpu_moe, model.n_layers, p.vram_bytes, p.ram_bytes,
                 p.gpu_weight_bytes, p.overridden_tensors, tps,
                 _explain(model, machine, p, verdict, tps), model.name, model.n_ctx,
-                model.kv_type, machine.vram_budget, machine.ram_budget, machine, model.exact)
+                model.kv_type, machine.vram_budget, machine.ram_budget, machine, model.exact,
+                model.ram_split(p.n_gpu_layers, p.n_cpu_moe))
 
 
 def plan_offload(model: MemoryModel, machine: Machine, *, max_vram: int | None = None) -> Plan:
@@ -507,10 +513,14 @@ def planning_inputs(options: LoadOptions, facts: ModelFacts, hardware: Hardware,
     and the machine to plan for (the CPU alone when ``backend`` cannot offload). Raises nothing.
     """
     from .memory_model import memory_model_from_facts
+    from .resident import build_facts
 
     machine = machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
+    features, host_buffers = build_facts(backend)
     model = memory_model_from_facts(facts, options.n_ctx, options.kv_type,
-                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch)
+                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch,
+                                    features=features, use_mmap=options.use_mmap,
+                                    use_mlock=options.use_mlock, gpu_host_buffers=host_buffers)
     return model, machine
 
 
@@ -552,8 +562,11 @@ def _gpu_model_buffer(buffers: Sequence[tuple[str, str, int]]) -> int | None:
 
 def compare_with_actual(plan: Plan, info: ModelInfo) -> list[str]:
     """Differences between ``plan`` and what llama.cpp did (from its log, in ``info``): layers
-    offloaded, expert tensors kept in RAM, and the GPU model buffer (tolerance max(64 MiB, 5 %)).
+    offloaded, expert tensors kept in RAM, the GPU model buffer (tolerance max(64 MiB, 5 %)), and
+    the RAM held resident and mapped (:func:`.resident.compare_ram_with_actual`).
     Empty when they agree. Raises nothing."""
+    from .resident import compare_ram_with_actual
+
     warnings: list[str] = []
     offload = info.backend.gpu_offload
     expected_layers = plan.n_gpu_layers if offload else 0
@@ -573,6 +586,9 @@ def compare_with_actual(plan: Plan, info: ModelInfo) -> list[str]:
                                "llama.cpp allocated {actual}",
                                expected=format_memory(plan.gpu_weight_bytes),
                                actual=format_memory(actual)))
+    if plan.ram_split is not None:
+        warnings += compare_ram_with_actual(plan.ram_split, info.buffers,
+                                            cpu_only=not (offload and plan.n_gpu_layers > 0))
     return warnings
 
 

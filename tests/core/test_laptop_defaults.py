@@ -31,7 +31,7 @@ from mixtral_desk.core.planner import Machine, machine_from_hardware, simulated_
 from mixtral_desk.core.recommend import READABLE_TOKENS_PER_S, recommend
 from mixtral_desk.core.settings import Settings
 from mixtral_desk.core.units import GiB, MiB, format_memory
-from tests.mixtral_header import write_mixtral_q2_k, write_mixtral_q4_k_m
+from tests.mixtral_header import write_mixtral_q4_k_m, write_thebloke_q2_k
 
 GB = 10**9
 
@@ -88,7 +88,7 @@ def test_the_headroom_is_kept_for_the_system() -> None:
 @pytest.fixture(scope="module")
 def q2_k(tmp_path_factory: pytest.TempPathFactory) -> ModelFacts:
     """The header of TheBloke's Mixtral-8x7B-Instruct Q2_K (15.6 GB, one tensor per expert)."""
-    return inspect_model(write_mixtral_q2_k(tmp_path_factory.mktemp("q2") / "mixtral.gguf"))
+    return inspect_model(write_thebloke_q2_k(tmp_path_factory.mktemp("q2") / "mixtral.gguf"))
 
 
 def machine_of(total: int, available: int | None = None) -> tuple[Machine, int]:

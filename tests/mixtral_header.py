@@ -176,3 +176,39 @@ def with_value(src: Path, dst: Path, key: str, value: int) -> Path:
     struct.pack_into("<i" if signed else "<I", data, at + 4, value)
     dst.write_bytes(bytes(data))
     return dst
+
+
+# --- Mixtral-8x7B Q2_K as TheBloke converted it (December 2023) --------------------------------
+
+THEBLOKE_Q2_K_KV: dict[str, Any] = {**MIXTRAL_KV,
+                                   "general.file_type": int(gguf.LlamaFileType.MOSTLY_Q2_K)}
+
+
+def thebloke_q2_k_tensors() -> list[TensorSpec]:
+    """The 995 tensors of TheBloke's mixtral-8x7b-instruct-v0.1.Q2_K.gguf (15.65 GB), in the
+    llama.cpp recipe of December 2023 for an 8-expert Q2_K: one tensor per expert
+    (``blk.N.ffn_gate.E.weight`` …, all Q2_K: the ``ffn_down.weight`` bump to Q3_K did not match
+    per-expert names), ``attn_q`` Q2_K, ``attn_output`` Q3_K, ``attn_k``/``attn_v`` Q8_0 (the
+    8-expert rule), an F16 router, F32 norms, a Q2_K token embedding and a Q6_K output."""
+    e, f, x, kv, v = N_EMBD, N_FF, N_EXPERT, N_KV_EMBD, N_VOCAB
+    tensors: list[TensorSpec] = [("token_embd.weight", (v, e), Q.Q2_K)]
+    for i in range(N_LAYERS):
+        p = f"blk.{i}."
+        for j in range(x):
+            tensors += [(f"{p}ffn_gate.{j}.weight", (f, e), Q.Q2_K),
+                        (f"{p}ffn_down.{j}.weight", (e, f), Q.Q2_K),
+                        (f"{p}ffn_up.{j}.weight", (f, e), Q.Q2_K)]
+        tensors += [(p + "ffn_gate_inp.weight", (x, e), Q.F16),
+                    (p + "attn_norm.weight", (e,), Q.F32), (p + "ffn_norm.weight", (e,), Q.F32),
+                    (p + "attn_k.weight", (kv, e), Q.Q8_0),
+                    (p + "attn_output.weight", (e, e), Q.Q3_K),
+                    (p + "attn_q.weight", (e, e), Q.Q2_K), (p + "attn_v.weight", (kv, e), Q.Q8_0)]
+    return [*tensors, ("output_norm.weight", (e,), Q.F32), ("output.weight", (v, e), Q.Q6_K)]
+
+
+def write_thebloke_q2_k(path: Path) -> Path:
+    """The sparse Mixtral-8x7B-Instruct Q2_K-shaped file of TheBloke's layout at ``path`` (the
+    catalog's Q2_K), a header for planning. Not for loading: besides keys its loader needs, the
+    llama.cpp of llama-cpp-python 0.3.36 no longer loads one tensor per expert ("check_tensor_dims:
+    tensor 'blk.0.ffn_down_exps.weight' not found", checked here with the keys added)."""
+    return write_header_model(path, thebloke_q2_k_tensors(), THEBLOKE_Q2_K_KV, vocab=N_VOCAB)

@@ -18,8 +18,9 @@ Every scenario runs twice in one run: with the prompt cache (a temporary folder)
 (``prompt_cache_dir=None``: only the live prefix left by the previous reply is reused). TTFT is the
 engine's own (``ReplyStats.time_to_first_token_s``: prefix reuse or restore, prompt evaluation,
 first token); "wall" is the host's, from the request to the first text. After a reply the benchmark
-waits for the engine's "prompt cache: kept …" log line (the save runs after the reply, before the
-next request is served), so the save is timed on its own and not inside the next turn's TTFT.
+waits for the engine's "after the reply: …" log line (after a reply the engine evaluates it again
+as its text will be tokenized in the next prompt, and keeps the state, while the user reads), so
+that work and the saves are timed on their own and not inside the next turn's TTFT.
 
 Also: disk bytes per 1,000 tokens (cache files / tokens they hold), KV bytes per token, the save
 time as a fraction of a turn, the engine's decode rate vs llama.cpp's own ``llama-bench`` tg (when
@@ -28,9 +29,9 @@ returning to a 3,000-token chat at 6 and 30 tok/s of prompt evaluation. Prints P
 exits 1 when a goal is missed.
 
 On the benchmark model a reply's 16 tokens (mostly its filler words, "▁w123") come back as about
-130 byte tokens when the chat is tokenized again, so every turn evaluates ~190 tokens even when the
-whole earlier prompt is reused: that caps the with/without ratio at about prompt / 190 (~18x at
-3,500 tokens). The table's "prompt" and "cached" columns show what each turn evaluated.
+130 byte tokens when the chat is tokenized again; the engine evaluates them after the reply, so a
+turn evaluates only its new user message. The table's "prompt" and "cached" columns show what each
+turn evaluated.
 
 Run: .venv/bin/python bench/bench_cache.py [--quick] [--model PATH] [--n-ctx 4096] [--threads 2]
      [--chat-tokens 2600] [--llama-bench PATH] [--keep]
@@ -46,7 +47,6 @@ import random
 import re
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -66,7 +66,7 @@ from mixtral_desk.core.engine import (
     SamplingOptions,
     TokenEvent,
 )
-from mixtral_desk.core.engine.prompt_cache import MAGIC, SUFFIX
+from mixtral_desk.core.engine.prompt_cache import SUFFIX, folder_usage
 from mixtral_desk.core.gguf.synthetic import BENCH, write_synthetic_model
 
 CACHE = Path("/tmp/mixtral-desk-bench")
@@ -75,7 +75,7 @@ LLAMA_BENCH = Path("/work/llama-bench/llama_cpp_python-0.3.36/vendor/llama.cpp/b
                    "llama-bench")
 # The cache file's header (prompt_cache's module docstring): magic, format version, key length,
 # token count, state length, CRC-32.
-HEADER = struct.Struct("<8sIIIQI")
+SETTLED = re.compile(r"after the reply: (\d+) tokens reused, (\d+) evaluated in ([\d.]+) s")
 KEPT = re.compile(r"prompt cache: kept (\d+) tokens \((\d+) bytes\) in ([\d.]+) s")
 RESTORED = re.compile(r"prompt cache: restored (\d+) tokens \((\d+) bytes, (\d+) shared with the "
                       r"prompt\) from (\w+) in ([\d.]+) s")
@@ -131,7 +131,8 @@ class Turn:
     stats: ReplyStats
     wall_ttft_s: float  # request to first text (or to the end), on the host
     wall_s: float  # request to the final event, on the host
-    save_s: float | None = None  # from the engine log's "kept" line
+    save_s: float | None = None  # from the engine log's "kept" lines (all saves after the reply)
+    settle_s: float | None = None  # evaluating the reply again as text, after it
     saved_tokens: int = 0
     saved_bytes: int = 0
     restored: str = ""  # "ram 3012/3010 tok 0.010 s" from the "restored" line
@@ -205,16 +206,23 @@ class Session:
         chat.append(ChatMessage("assistant", "".join(reply)))
         result = Turn(label, stats, (first or ended) - started, ended - started)
         log = self._log_since(offset)
-        if self.caching:  # the save comes after the reply: wait for its log line
-            deadline = time.perf_counter() + 10.0
-            while not KEPT.search(log) and time.perf_counter() < deadline:
-                time.sleep(0.01)
-                log = self._log_since(offset)
-            if match := KEPT.search(log):
-                result.saved_tokens, result.saved_bytes = int(match[1]), int(match[2])
-                result.save_s = float(match[3])
+        # After the reply the engine evaluates it again as text (the next prompt's tokens) and
+        # keeps the state: a user reading the reply gives it that time, so wait for it.
+        deadline = time.perf_counter() + 120.0
+        while not SETTLED.search(log) and time.perf_counter() < deadline:
+            time.sleep(0.01)
+            log = self._log_since(offset)
+        if match := SETTLED.search(log):
+            result.settle_s = float(match[3])
+        else:
+            result.notes.append("no 'after the reply' line within 120 s")
+        if self.caching:
+            saves = KEPT.findall(log)
+            if saves:
+                result.saved_tokens, result.saved_bytes = int(saves[-1][0]), int(saves[-1][1])
+                result.save_s = sum(float(save[2]) for save in saves)
             else:
-                result.notes.append("no 'prompt cache: kept' line within 10 s")
+                result.notes.append("no 'prompt cache: kept' line")
         if match := RESTORED.search(log):
             result.restored = f"{match[4]} {match[3]}/{match[1]} tok {float(match[5]):.3f} s"
             result.restore_bytes, result.restore_s = int(match[2]), float(match[5])
@@ -330,15 +338,8 @@ def cold_read_rate(folder: Path) -> float | None:
 
 def disk_usage(folder: Path) -> tuple[int, int, int]:
     """(bytes, tokens, files) of the cache's entry files."""
-    size = tokens = files = 0
-    for path in folder.rglob(f"*{SUFFIX}"):
-        with contextlib.suppress(OSError, struct.error), path.open("rb") as file:
-            magic, _version, _key, n_tokens, _state, _crc = HEADER.unpack(file.read(HEADER.size))
-            if magic == MAGIC:
-                size += path.stat().st_size
-                tokens += n_tokens
-                files += 1
-    return size, tokens, files
+    usage = folder_usage(folder)
+    return usage.bytes, usage.tokens, usage.files
 
 
 def run_mode(mode: str, session: Session, chat_a: list[ChatMessage], chat_b: list[ChatMessage],

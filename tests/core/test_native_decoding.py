@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,13 @@ def engine_text(host: EngineHost, sampling: SamplingOptions) -> tuple[str, Reply
 
 
 def llama_cpp_text(model: Path, sampling: SamplingOptions, seed: int) -> str:
-    """The same completion through ``Llama.generate`` in this process."""
+    """The same completion through ``Llama.generate``, in a child process (llama.cpp never loads
+    into the test process: the window's tests check that it stays out of the GUI process)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_generate, model, sampling, seed).result(timeout=300)
+
+
+def _generate(model: Path, sampling: SamplingOptions, seed: int) -> str:
     import llama_cpp
 
     llama = llama_cpp.Llama(model_path=str(model), n_ctx=N_CTX, n_threads=2, seed=seed,

@@ -1,0 +1,233 @@
+"""How fast a placement decodes and reads a prompt: from where its bytes are and what this machine
+measured.
+
+A placement (:class:`~.planner.Placement`) says what one token reads where (:class:`Traffic`). This
+module turns that into seconds with the machine's rates (:class:`Rates`):
+
+- **Decode** is bound by memory: a new token reads every dense weight of the model and
+  ``expert_used_count / expert_count`` of the experts, plus the KV cache as far as it is filled.
+  On the CPU that takes ``bytes / bandwidth``, or longer when the decoding threads cannot stream
+  quantized weights that fast (``bytes / stream``: one llama.cpp thread decodes at about half the
+  bandwidth one thread of the probe reads at); on the GPU ``bytes / GPU bandwidth``.
+- **Prompt evaluation** is bound by arithmetic: about ``2 × active parameters`` FLOPs a token, plus
+  attention over the context so far (``2 × heads × (key + value dims)`` FLOPs per layer and token
+  of context, which grows with the context and runs where the layer's KV cache is). A batch of
+  :data:`UBATCH` tokens also reads every weight once; with a discrete GPU, llama.cpp copies the
+  weights kept in RAM over PCIe for each batch of :data:`OP_OFFLOAD_MIN_BATCH` tokens or more and
+  multiplies on the GPU, so that copy can bound it instead.
+
+The CPU's rates come from :mod:`.cpu_speed`'s probe, scaled by what llama.cpp reaches of them
+(measured with the ~0.7 GB Q8_0 bench model and the 15.8 GB Mixtral Q2_K on a 2-core EPYC:
+:data:`BANDWIDTH_SHARE`, :data:`THREAD_STREAM_SHARE`, :data:`FLOPS_SHARE`). What the app then
+measures of a model (:mod:`.measured_speeds`) calibrates these predictions for that model
+(:func:`calibrate`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .cpu_speed import CpuSpeed
+
+GB = 1e9
+#: The share of the probe's read bandwidth (with the decoding threads) that llama.cpp's decoding
+#: reaches: 21.4 of 32 GB/s measured for the Q8_0 bench model, 2 threads.
+BANDWIDTH_SHARE = 0.67
+#: The share of the one-thread probe bandwidth at which one decoding thread streams quantized
+#: weights: 1 thread decoded the bench model at 14 GB/s where the probe read 28 GB/s.
+THREAD_STREAM_SHARE = 0.5
+#: The share of the float32 matrix-multiply probe that prompt evaluation reaches (the bench model:
+#: 295 tok/s × 0.38 GFLOP a token on 2 threads = 113 of 185 GFLOP/s).
+FLOPS_SHARE = 0.6
+#: A GPU's usable matrix throughput per byte/s of its memory bandwidth (an estimate: an RTX 4090
+#: has 1 TB/s and ~165 TFLOP/s of half-precision tensor math, an H200 4.8 TB/s and ~990; llama.cpp
+#: reaches well under peak; Apple GPUs have less arithmetic per byte).
+GPU_FLOPS_PER_BYTE: dict[str, float] = {"nvidia": 60.0, "amd": 40.0, "apple": 20.0,
+                                        "intel": 20.0, "unknown": 20.0}
+#: Host-to-GPU copies (a PCIe 4.0 x16 link in practice), bytes/s.
+PCIE_BANDWIDTH = 25 * GB
+#: llama.cpp moves a matrix multiply to the GPU, copying weights kept in RAM, from this batch size.
+OP_OFFLOAD_MIN_BATCH = 32
+#: llama.cpp's default micro-batch: a prompt is evaluated this many tokens at a time.
+UBATCH = 512
+#: The prompt the plan's prompt speed is for, and the context filled when its decode speed is
+#: quoted (the first replies of a chat).
+PROMPT_TOKENS = 512
+DECODE_FILL_TOKENS = 512
+#: Without a header's tensor table: weights per byte (about 4.5 bits a weight, Q4_K_M).
+DEFAULT_PARAMS_PER_BYTE = 8 / 4.5
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a model's arithmetic depends on beyond its bytes: weights per byte of weight data, and
+    attention FLOPs per layer for one new token per token of context."""
+
+    params_per_byte: float = DEFAULT_PARAMS_PER_BYTE
+    attention_flops: float = 0.0
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What a placement reads, and where: weight bytes a token reads from VRAM and from RAM (the
+    used share of the experts), KV bytes per token of context in each, the layers whose attention
+    runs on each, and all weight bytes held in RAM and in VRAM (a prompt batch reads them all)."""
+
+    gpu_weights: float
+    cpu_weights: float
+    gpu_kv: float
+    cpu_kv: float
+    gpu_layers: int
+    cpu_layers: int
+    host_bytes: float
+    gpu_bytes: float
+
+
+@dataclass(frozen=True)
+class Rates:
+    """A machine's rates for llama.cpp, in bytes/s and FLOP/s: CPU read bandwidth and the stream
+    rate of the decoding threads, CPU arithmetic for a prompt, the GPU's bandwidth and arithmetic,
+    and the host-to-GPU link (0: none, or unified memory)."""
+
+    cpu_bandwidth: float
+    cpu_stream: float
+    cpu_flops: float
+    gpu_bandwidth: float = 0.0
+    gpu_flops: float = 0.0
+    link: float = 0.0
+
+
+def cpu_rates(probe: CpuSpeed, threads: int | None = None,
+              batch_threads: int | None = None) -> tuple[float, float, float]:
+    """What llama.cpp reaches of a CPU probe: (read bandwidth, stream rate of ``threads`` decoding
+    threads, prompt FLOP/s with ``batch_threads``). Raises nothing."""
+    count = probe.threads if threads is None else max(1, threads)
+    return (probe.bandwidth(count) * BANDWIDTH_SHARE,
+            count * probe.bandwidth_one * THREAD_STREAM_SHARE,
+            probe.flops_with(batch_threads) * FLOPS_SHARE)
+
+
+def decode_seconds(traffic: Traffic, rates: Rates, fill: float) -> float:
+    """Seconds to decode one token with ``fill`` tokens of context in the KV cache."""
+    cpu_bytes = traffic.cpu_weights + traffic.cpu_kv * fill
+    cpu = max(cpu_bytes / rates.cpu_bandwidth, cpu_bytes / rates.cpu_stream) if cpu_bytes else 0.0
+    gpu_bytes = traffic.gpu_weights + traffic.gpu_kv * fill
+    gpu = gpu_bytes / rates.gpu_bandwidth if gpu_bytes and rates.gpu_bandwidth else 0.0
+    return cpu + gpu
+
+
+def prompt_seconds(traffic: Traffic, rates: Rates, shape: ModelShape, tokens: int,
+                   start: int = 0) -> float:
+    """Seconds to evaluate a prompt of ``tokens`` tokens after ``start`` tokens of context."""
+    if tokens <= 0:
+        return 0.0
+    batches = math.ceil(tokens / UBATCH)
+    position = start + tokens / 2  # the average context a prompt token attends to
+    attention = shape.attention_flops * position * tokens
+    cpu_attention = attention * traffic.cpu_layers / rates.cpu_flops
+    matmul = 2 * shape.params_per_byte * tokens
+    on_gpu = traffic.gpu_bytes > 0 and rates.gpu_flops > 0
+    if not on_gpu:
+        compute = matmul * traffic.cpu_weights / rates.cpu_flops + cpu_attention
+        return max(compute, batches * traffic.host_bytes / rates.cpu_bandwidth)
+    gpu_attention = attention * traffic.gpu_layers / rates.gpu_flops
+    if rates.link > 0 and tokens >= OP_OFFLOAD_MIN_BATCH:  # weights in RAM copied to the GPU
+        gpu = matmul * (traffic.gpu_weights + traffic.cpu_weights) / rates.gpu_flops
+        copies = batches * traffic.host_bytes / rates.link
+        return max(gpu + gpu_attention, copies) + cpu_attention
+    gpu = matmul * traffic.gpu_weights / rates.gpu_flops + gpu_attention
+    cpu = max(matmul * traffic.cpu_weights / rates.cpu_flops,
+              batches * traffic.host_bytes / rates.cpu_bandwidth) + cpu_attention
+    return gpu + cpu
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What measured replies say about a model's predictions on this machine: the factors
+    measured / predicted for decode and prompt (1.0 without measurements), and the measured
+    speeds themselves for the exact placement and threads (None when none was measured)."""
+
+    decode_factor: float = 1.0
+    prompt_factor: float = 1.0
+    measured_decode: float | None = None
+    measured_prompt: float | None = None
+    replies: int = 0
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether any measurement of the model changed the predictions."""
+        return self.replies > 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured speed: ``kind`` ``decode`` (``position``: the average context while decoding)
+    or ``prompt`` (``position``: the context before it; ``tokens``: the tokens evaluated);
+    ``exact``: measured with the placement and threads being planned."""
+
+    kind: str
+    tokens_per_s: float
+    position: float
+    tokens: int
+    exact: bool
+
+
+def calibrate(samples: Sequence[Sample], predict: Callable[[Sample], float]) -> Calibration:
+    """The median ratio measured / predicted of decode samples and of prompt samples (those
+    measured with the exact placement when there are any, else all of them: a factor for the
+    model on this machine), and the median measured speeds of the exact samples. ``predict``
+    gives a sample's prediction (tok/s) for its own placement and context. Raises nothing."""
+    values: dict[str, float] = {}
+    measured: dict[str, float | None] = {}
+    used = 0
+    for kind in ("decode", "prompt"):
+        of_kind = [s for s in samples if s.kind == kind and s.tokens_per_s > 0]
+        exact = [s for s in of_kind if s.exact]
+        chosen = exact or of_kind
+        ratios = [s.tokens_per_s / p for s in chosen if (p := predict(s)) > 0]
+        values[kind] = statistics.median(ratios) if ratios else 1.0
+        measured[kind] = statistics.median(s.tokens_per_s for s in exact) if exact else None
+        used += len(ratios)
+    return Calibration(values["decode"], values["prompt"], measured["decode"],
+                       measured["prompt"], used)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A plan's predicted speeds (tok/s, calibrated when measurements exist): decoding the first
+    replies (:data:`DECODE_FILL_TOKENS` of context), decoding with the context full, and a
+    prompt of :data:`PROMPT_TOKENS`; with the calibration behind them."""
+
+    decode: float
+    decode_full: float
+    prompt: float
+    calibration: Calibration
+
+
+def predict(traffic: Traffic, rates: Rates, shape: ModelShape, n_ctx: int,
+            calibration: Calibration | None = None) -> Speed:
+    """The speeds of a placement with ``traffic`` at context length ``n_ctx``. Raises nothing."""
+    cal = calibration or Calibration()
+
+    def rate(tokens: float, seconds: float) -> float:
+        return tokens / seconds if seconds > 0 else 0.0
+
+    fill = min(DECODE_FILL_TOKENS, n_ctx)
+    prompt = min(PROMPT_TOKENS, n_ctx)
+    return Speed(
+        decode=rate(1, decode_seconds(traffic, rates, fill)) * cal.decode_factor,
+        decode_full=rate(1, decode_seconds(traffic, rates, n_ctx)) * cal.decode_factor,
+        prompt=rate(prompt, prompt_seconds(traffic, rates, shape, prompt)) * cal.prompt_factor,
+        calibration=cal)
+
+
+__all__ = [
+    "BANDWIDTH_SHARE", "DECODE_FILL_TOKENS", "FLOPS_SHARE", "PROMPT_TOKENS", "THREAD_STREAM_SHARE",
+    "Calibration", "ModelShape", "Rates", "Sample", "Speed", "Traffic", "calibrate", "cpu_rates",
+    "decode_seconds", "predict", "prompt_seconds",
+]

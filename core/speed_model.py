@@ -105,11 +105,15 @@ class Rates:
 def cpu_rates(probe: CpuSpeed, threads: int | None = None,
               batch_threads: int | None = None) -> tuple[float, float, float]:
     """What llama.cpp reaches of a CPU probe: (read bandwidth, stream rate of ``threads`` decoding
-    threads, prompt FLOP/s with ``batch_threads``). Raises nothing."""
+    threads, prompt FLOP/s with ``batch_threads``). Without ``threads`` llama.cpp decodes with one
+    thread per physical core and evaluates prompts with every core; with ``threads`` it uses that
+    many for both (the engine's ``n_threads_batch``), unless ``batch_threads`` says otherwise.
+    Raises nothing."""
     count = probe.threads if threads is None else max(1, threads)
+    batch = batch_threads if batch_threads is not None else threads
     return (probe.bandwidth(count) * BANDWIDTH_SHARE,
             count * probe.bandwidth_one * THREAD_STREAM_SHARE,
-            probe.flops_with(batch_threads) * FLOPS_SHARE)
+            probe.flops_with(batch) * FLOPS_SHARE)
 
 
 def decode_seconds(traffic: Traffic, rates: Rates, fill: float) -> float:

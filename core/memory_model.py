@@ -10,19 +10,25 @@ the KV cache per layer for a context length and KV type, and a compute-buffer es
 The numbers follow llama.cpp as measured (bench/GPU_CHECK.md): a GPU's model buffer is exactly the
 bytes of the tensors placed on it (non-expert tensors except ``token_embd``, plus the experts that
 are not overridden), to within 0.03 MiB.
+
+Beside these totals a model carries its :class:`~.resident.RamLayout`: which CPU weights llama.cpp
+copies into memory of its own and which stay mapped from the file; :meth:`MemoryModel.ram_split`
+turns a placement into the resident and mapped bytes (see :mod:`.resident`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from .gguf.model_file import ModelFacts, layer_of
+from .resident import RamLayout, RamSplit, layout_from_sizes, layout_from_tensors, ram_split
 
 if TYPE_CHECKING:
     from .catalog import CatalogEntry
+    from .repack import CPUFeatures
 
 KVType = Literal["f16", "q8_0", "q4_0", "f32"]
 
@@ -57,7 +63,8 @@ class MemoryModel:
     (output norm and matrix) wherever the output layer goes; ``tied_output_bytes``: the extra copy
     llama.cpp makes on the GPU of a tied embedding used as output matrix. ``compute_bytes``: the
     compute buffer of one backend. ``exact``: from a header (True) or estimated from a catalog
-    entry (False).
+    entry (False). ``layout``: which CPU weights are copied out of the file and which stay
+    mapped (None: all mapped).
     """
 
     name: str
@@ -71,6 +78,11 @@ class MemoryModel:
     expert_used_count: int = 0
     tied_output_bytes: int = 0
     exact: bool = True
+    layout: RamLayout | None = field(default=None, compare=False, repr=False)
+
+    def ram_split(self, n_gpu_layers: int = 0, n_cpu_moe: int = 0) -> RamSplit:
+        """The resident and mapped bytes of a placement (:func:`.resident.ram_split`)."""
+        return ram_split(self, n_gpu_layers, n_cpu_moe)
 
     @property
     def n_layers(self) -> int:
@@ -144,10 +156,16 @@ def _int(value: object) -> int | None:
 
 
 def memory_model_from_facts(facts: ModelFacts, n_ctx: int | None = None, kv_type: str = "f16",
-                            *, flash_attn: bool = False,
-                            n_ubatch: int = DEFAULT_UBATCH) -> MemoryModel:
+                            *, flash_attn: bool = False, n_ubatch: int = DEFAULT_UBATCH,
+                            features: CPUFeatures | None = None, use_mmap: bool = True,
+                            use_mlock: bool = False,
+                            gpu_host_buffers: bool = False) -> MemoryModel:
     """The memory model of a GGUF header at context ``n_ctx`` (default: min(training context,
     4096)) with a ``kv_type`` KV cache.
+
+    The RAM layout is for a llama.cpp build with CPU ``features`` (None: this CPU's) and, when
+    ``gpu_host_buffers``, a GPU backend's host buffers; loaded with ``use_mmap``/``use_mlock``
+    (see :func:`.resident.build_facts` for a build's values).
 
     Raises:
         ValueError: ``n_ctx`` is not positive, or ``kv_type`` is unknown.
@@ -189,11 +207,14 @@ def memory_model_from_facts(facts: ModelFacts, n_ctx: int | None = None, kv_type
                                    n_ubatch=n_ubatch, flash_attn=flash_attn)
     layers = tuple(LayerBytes(d, e, kv, n) for d, e, n in zip(dense, experts, expert_tensors,
                                                                strict=True))
+    layout = layout_from_tensors(facts.tensors, facts.n_layers, vocab_size=facts.vocab_size,
+                                 features=features, use_mmap=use_mmap, use_mlock=use_mlock,
+                                 gpu_host_buffers=gpu_host_buffers)
     return MemoryModel(
         name=facts.name or facts.path.name, layers=layers, input_bytes=input_bytes,
         output_bytes=output_bytes, compute_bytes=compute, n_ctx=ctx, kv_type=kv_type,
         expert_count=facts.expert_count, expert_used_count=facts.expert_used_count,
-        tied_output_bytes=tied, exact=True)
+        tied_output_bytes=tied, exact=True, layout=layout)
 
 
 #: Catalog estimates: the share of the file in the input embedding and in the output layer
@@ -209,7 +230,8 @@ def memory_model_from_catalog(entry: CatalogEntry, n_ctx: int | None = None) -> 
     the expert share of each layer follows from the parameter counts (experts X with
     ``active = total - X + X * used / count``); KV cache and buffers are what ``memory_bytes``
     adds to the file (60 % KV spread over the layers, 40 % compute), scaled by ``n_ctx`` over the
-    entry's default context. ``exact`` is False. Raises nothing.
+    entry's default context. ``exact`` is False. The RAM layout copies nothing (the tensor types
+    are unknown) and maps nothing for a per-expert file. Raises nothing.
     """
     size = entry.size_bytes
     input_bytes = int(size * CATALOG_INPUT_SHARE)
@@ -228,7 +250,9 @@ def memory_model_from_catalog(entry: CatalogEntry, n_ctx: int | None = None) -> 
                                             else 3)
     layers = tuple(LayerBytes(per_layer - expert_bytes, expert_bytes, kv, n_tensors)
                    for _ in range(entry.layers))
+    layout = layout_from_sizes(input_bytes, [(lay.dense, lay.experts) for lay in layers],
+                               output_bytes, per_expert=entry.expert_tensors == "per-expert")
     return MemoryModel(
         name=entry.name, layers=layers, input_bytes=input_bytes, output_bytes=output_bytes,
         compute_bytes=int(extra * 0.4), n_ctx=ctx, kv_type="f16", expert_count=count,
-        expert_used_count=used, exact=False)
+        expert_used_count=used, exact=False, layout=layout)

@@ -41,9 +41,15 @@ from .machine import (
     CPU_BANDWIDTH,
     CPU_FLOPS,
     DEFAULT_GPU_BANDWIDTH,
+    DEFAULT_GPU_OVERHEAD,
     GB,
     GPU_BANDWIDTH_TABLE,
     GPU_OVERHEAD,
+    RAM_MARGIN_MIN,
+    RAM_MARGIN_SHARE,
+    RAM_PROCESS_OVERHEAD,
+    VRAM_MARGIN_MIN,
+    VRAM_MARGIN_SHARE,
     Machine,
     gpu_bandwidth,
     machine_from_hardware,
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
     from .measured_speeds import ModelSpeeds
     from .memory_model import MemoryModel
     from .model_layout import ModelLayout
+    from .resident import RamSplit
 
 Verdict = Literal["gpu", "gpu+cpu-experts", "partial", "cpu", "too-large"]
 VERDICTS: tuple[Verdict, ...] = ("gpu", "gpu+cpu-experts", "partial", "cpu", "too-large")
@@ -264,8 +271,10 @@ class Plan:
     ``vram_bytes``/``ram_bytes``: planned use; ``gpu_weight_bytes``: the expected GPU model
     buffer; ``overridden_tensors``: expert tensors the engine log should show moved to the CPU;
     ``cpu_moe_tensors``: the kinds of expert tensors of layer ``n_cpu_moe`` kept in RAM too.
-    ``tokens_per_s``: the predicted decode speed of the first replies (calibrated by measured
-    replies where there are any); ``speed``: all the predicted speeds and their calibration.
+    ``ram_split``: of the RAM, what the engine holds resident and what stays mapped from the file
+    (:mod:`.resident`); None for a plan that does not fit. ``tokens_per_s``: the predicted decode
+    speed of the first replies (calibrated by measured replies where there are any); ``speed``:
+    all the predicted speeds and their calibration.
     """
 
     verdict: Verdict
@@ -285,6 +294,7 @@ class Plan:
     ram_budget: int
     machine: Machine = field(compare=False, repr=False)
     exact: bool = True
+    ram_split: RamSplit | None = field(default=None, compare=False, repr=False)
     cpu_moe_tensors: tuple[str, ...] = ()
     attention_gpu_layers: int = 0
     speed: Speed | None = field(default=None, compare=False)
@@ -334,6 +344,7 @@ class Plan:
             "model": self.model_name, "n_ctx": self.n_ctx, "kv_type": self.kv_type,
             "vram_budget": self.vram_budget, "ram_budget": self.ram_budget,
             "exact": self.exact,
+            "ram_split": self.ram_split.to_json_dict() if self.ram_split else None,
             "machine": {"vram_bytes": self.machine.vram_bytes,
                         "ram_bytes": self.machine.ram_bytes, "gpu": self.machine.gpu_name,
                         "gpu_bandwidth_gbps": round(self.machine.gpu_bandwidth / GB),
@@ -450,7 +461,25 @@ def _plan_from(model: MemoryModel, machine: Machine, p: Placement | None,
                 p.gpu_weight_bytes, p.overridden_tensors, speed.decode,
                 _explain(model, machine, p, verdict, speed), model.name, model.n_ctx,
                 model.kv_type, machine.vram_budget, machine.ram_budget, machine, model.exact,
-                p.cpu_moe_tensors, p.attention_gpu_layers, speed)
+                _ram_split(model, p, layout), p.cpu_moe_tensors, p.attention_gpu_layers, speed)
+
+
+def _ram_split(model: MemoryModel, p: Placement, layout: ModelLayout | None) -> RamSplit:
+    """The resident and mapped RAM of ``p``; a split boundary layer counts between its layer
+    with all experts on the GPU and with all in RAM, by the share of its expert bytes in RAM."""
+    low = model.ram_split(p.n_gpu_layers, p.n_cpu_moe)
+    if not p.cpu_moe_tensors or layout is None or p.n_cpu_moe >= model.n_layers:
+        return low
+    high = model.ram_split(p.n_gpu_layers, p.n_cpu_moe + 1)
+    share = layout.kind_bytes(p.n_cpu_moe, p.cpu_moe_tensors)[0] / max(
+        1, model.layers[p.n_cpu_moe].experts)
+    def between(name: str) -> int:
+        return int(getattr(low, name) + (getattr(high, name) - getattr(low, name)) * share)
+
+    return type(low)(weight_bytes=between("weight_bytes"), copied_bytes=between("copied_bytes"),
+                     kv_bytes=low.kv_bytes, compute_bytes=low.compute_bytes,
+                     output_bytes=low.output_bytes, mapped_bytes=between("mapped_bytes"),
+                     mapped_read_bytes=between("mapped_read_bytes"), locked=low.locked)
 
 
 def plan_offload(model: MemoryModel, machine: Machine, *, max_vram: int | None = None,
@@ -542,11 +571,15 @@ def planning_inputs(options: LoadOptions, facts: ModelFacts, hardware: Hardware,
     options' threads). Raises nothing.
     """
     from .memory_model import memory_model_from_facts
+    from .resident import build_facts
 
     machine = machine_from_hardware(hardware, gpu_offload=backend.gpu_offload,
                                     threads=options.n_threads)
+    features, host_buffers = build_facts(backend)
     model = memory_model_from_facts(facts, options.n_ctx, options.kv_type,
-                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch)
+                                    flash_attn=options.flash_attn, n_ubatch=options.n_ubatch,
+                                    features=features, use_mmap=options.use_mmap,
+                                    use_mlock=options.use_mlock, gpu_host_buffers=host_buffers)
     return model, machine
 
 
@@ -594,8 +627,11 @@ def _gpu_model_buffer(buffers: Sequence[tuple[str, str, int]]) -> int | None:
 
 def compare_with_actual(plan: Plan, info: ModelInfo) -> list[str]:
     """Differences between ``plan`` and what llama.cpp did (from its log, in ``info``): layers
-    offloaded, expert tensors kept in RAM, and the GPU model buffer (tolerance max(64 MiB, 5 %)).
+    offloaded, expert tensors kept in RAM, the GPU model buffer (tolerance max(64 MiB, 5 %)), and
+    the RAM held resident and mapped (:func:`.resident.compare_ram_with_actual`).
     Empty when they agree. Raises nothing."""
+    from .resident import compare_ram_with_actual
+
     warnings: list[str] = []
     offload = info.backend.gpu_offload
     expected_layers = plan.n_gpu_layers if offload else 0
@@ -615,6 +651,9 @@ def compare_with_actual(plan: Plan, info: ModelInfo) -> list[str]:
                                "llama.cpp allocated {actual}",
                                expected=format_memory(plan.gpu_weight_bytes),
                                actual=format_memory(actual)))
+    if plan.ram_split is not None:
+        warnings += compare_ram_with_actual(plan.ram_split, info.buffers,
+                                            cpu_only=not (offload and plan.n_gpu_layers > 0))
     return warnings
 
 
@@ -634,8 +673,10 @@ def verdict_rank(verdict: Verdict) -> int:
 
 __all__ = [
     "APPLE_CPU_BANDWIDTH", "CPU_BANDWIDTH", "CPU_FLOPS", "DEFAULT_GPU_BANDWIDTH",
-    "GPU_BANDWIDTH_TABLE", "GPU_OVERHEAD", "Machine", "Placement", "Plan", "Verdict", "apply_plan",
-    "auto_load", "compare_with_actual", "evaluate", "gpu_bandwidth", "is_out_of_memory",
-    "load_with_fallback", "machine_from_hardware", "plan_for_catalog_entry", "plan_for_settings",
-    "plan_offload", "planning_inputs", "safer_plan", "simulated_machine", "verdict_rank",
+    "DEFAULT_GPU_OVERHEAD", "GPU_BANDWIDTH_TABLE", "GPU_OVERHEAD", "RAM_MARGIN_MIN",
+    "RAM_MARGIN_SHARE", "RAM_PROCESS_OVERHEAD", "VRAM_MARGIN_MIN", "VRAM_MARGIN_SHARE", "Machine",
+    "Placement", "Plan", "Verdict", "apply_plan", "auto_load", "compare_with_actual", "evaluate",
+    "gpu_bandwidth", "is_out_of_memory", "load_with_fallback", "machine_from_hardware",
+    "plan_for_catalog_entry", "plan_for_settings", "plan_offload", "planning_inputs", "safer_plan",
+    "simulated_machine", "verdict_rank",
 ]

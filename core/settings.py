@@ -3,13 +3,27 @@
 A settings file that is malformed or was written by a newer Mixtral Desk is never overwritten: it
 raises :class:`SettingsError` naming the file and the problem, and the caller decides (the GUI
 offers to reset it, after keeping a copy).
+
+An older file is upgraded as it is read, by the ordered functions of :data:`MIGRATIONS` (one per
+schema version); the file itself changes only when the settings are next saved. A file without a
+``schema_version`` counts as version 1 (every version writes it).
+
+Schema versions:
+
+1. The first.
+2. "Automatic" GPU layers became the default (it plans 0 GPU layers on a CPU-only build, so it
+   costs nothing there). Version 1 wrote every value, so a file still holding version 1's
+   defaults — 0 GPU layers, Automatic off, no expert layers in RAM — is taken as never changed
+   and moves to Automatic; any other GPU choice stays. (A user who chose exactly those values
+   under version 1 cannot be told apart; from version 2 on, such a choice is kept.)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -19,20 +33,22 @@ from mixtral_desk.core.errors import SettingsError
 from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class LoadDefaults(BaseModel):
     """How models are loaded unless a command or conversation says otherwise."""
 
+    #: GPU layers when :attr:`gpu_layers_auto` is off (-1: all).
     n_gpu_layers: int = Field(default=0, ge=-1)
     #: Plan GPU layers and expert placement for this machine at each load (``n_gpu_layers`` and
-    #: ``n_cpu_moe`` are then ignored).
-    gpu_layers_auto: bool = False
+    #: ``n_cpu_moe`` are then ignored). The default since settings version 2.
+    gpu_layers_auto: bool = True
     #: Layers, counted from the first, whose expert tensors stay in RAM (MoE models).
     n_cpu_moe: int = Field(default=0, ge=0)
-    #: Context length in tokens; ``None``: the longest that fits this machine with the model
-    #: (see :mod:`mixtral_desk.core.context_size`).
+    #: Context length in tokens; ``None``: chosen at each load for this machine and model — 8k,
+    #: longer when memory is plentiful, shorter when it is tight (see
+    #: :mod:`mixtral_desk.core.context_size`).
     n_ctx: int | None = Field(default=None, ge=256, le=1_048_576)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int = Field(default=512, ge=1)
@@ -86,6 +102,40 @@ class Settings(BaseModel):
     last_model: str | None = None
 
 
+def _automatic_gpu_layers(raw: dict[str, Any]) -> dict[str, Any]:
+    """1 → 2: version 1's untouched GPU defaults become "Automatic" (see the module's doc).
+
+    Version 1's default (Automatic off) is written out where the file leaves it out, so that
+    the new default does not replace a choice of GPU layers made before Automatic existed.
+    """
+    load = raw.get("load")
+    if load is None:
+        load = raw["load"] = {}
+    if isinstance(load, dict):
+        untouched = load.get("gpu_layers_auto", False) is False \
+            and load.get("n_gpu_layers", 0) == 0 and load.get("n_cpu_moe", 0) == 0
+        load["gpu_layers_auto"] = True if untouched else load.get("gpu_layers_auto", False)
+    return raw
+
+
+#: ``MIGRATIONS[v - 1]`` upgrades the raw JSON of schema version ``v`` to ``v + 1``; they run in
+#: order. Each gets a dict and may find anything in it (the file was edited by hand, perhaps):
+#: what it does not understand it leaves for validation to report.
+MIGRATIONS: tuple[Callable[[dict[str, Any]], dict[str, Any]], ...] = (_automatic_gpu_layers,)
+
+
+def migrate(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` settings JSON of any older schema version upgraded to :data:`SCHEMA_VERSION` (a
+    missing version counts as 1; a version that is not a whole number is left for validation to
+    refuse). Raises nothing."""
+    found = raw.get("schema_version", 1)
+    if not isinstance(found, int) or isinstance(found, bool) or found >= SCHEMA_VERSION:
+        return raw
+    for upgrade in MIGRATIONS[max(found, 1) - 1:]:
+        raw = upgrade(raw)
+    return {**raw, "schema_version": SCHEMA_VERSION}
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Read the settings file; a missing file gives the defaults.
 
@@ -110,13 +160,13 @@ def load_settings(path: Path | None = None) -> Settings:
     if not isinstance(raw, dict):
         raise SettingsError(N_("The settings file {path} does not hold a JSON object."),
                             path=path)
-    found = raw.get("schema_version", SCHEMA_VERSION)
+    found = raw.get("schema_version", 1)
     if isinstance(found, int) and found > SCHEMA_VERSION:
         raise SettingsError(N_("The settings file {path} was written by a newer Mixtral Desk "
                                "(settings version {found}; this version knows {known})."),
                             path=path, found=found, known=SCHEMA_VERSION)
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(migrate(raw))
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"])

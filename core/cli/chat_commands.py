@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from mixtral_desk.core.context_size import ContextReason
 from mixtral_desk.core.engine import DoneEvent, ModelInfo, ReplyStats
 from mixtral_desk.core.i18n import ntr, tr
 from mixtral_desk.core.paths import data_paths
@@ -118,7 +119,8 @@ def _say(text: str) -> None:
 
 def load(session: Session, args: argparse.Namespace) -> ModelInfo:
     """Load ``--model`` into the session (the planner's notes and the progress on stderr),
-    then warn where llama.cpp did not do what the plan expected.
+    then say why the context has its length (when it was chosen automatically) and warn where
+    llama.cpp did not do what the plan expected.
 
     Raises:
         DeskError: the file is not a usable model, or the engine cannot load it.
@@ -136,6 +138,9 @@ def load(session: Session, args: argparse.Namespace) -> ModelInfo:
     if show:
         print(file=sys.stderr)
     report = session.load_report
+    context = report.context if report is not None else None
+    if context is not None and context.reason is not ContextReason.SET:
+        print(tr("note: {text}", text=context.text()), file=sys.stderr)
     for warning in report.warnings if report is not None else ():
         print(tr("warning: {text}", text=warning), file=sys.stderr)
     if report is not None and report.fallback_template:

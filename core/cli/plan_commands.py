@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.cli.output import print_json
-from mixtral_desk.core.context_size import automatic_context
+from mixtral_desk.core.context_size import ContextChoice, choose_context, set_context
 from mixtral_desk.core.errors import ModelFileNotFoundError
 from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
@@ -141,10 +141,32 @@ def machine_for(args: argparse.Namespace) -> Machine:
     return machine
 
 
+def ram_total_for(args: argparse.Namespace) -> int:
+    """The total RAM the automatic context's headroom is taken from: ``--ram`` (a simulated
+    machine of that size), else this machine's. Raises nothing."""
+    if args.ram is not None:
+        return int(args.ram)
+    return detect_hardware(probe_gpus=False).ram_total
+
+
+def context_for(facts: ModelFacts, ctx: int | None, kv_type: str | None, machine: Machine,
+                ram_total: int | None = None) -> ContextChoice:
+    """The context a load would use, with why: ``--ctx``, else the settings' length, else the
+    automatic one for ``machine`` (:func:`~mixtral_desk.core.context_size.choose_context`).
+    Raises nothing."""
+    load = load_settings().load
+    kv = kv_type or load.kv_type
+    n_ctx = ctx or load.n_ctx
+    if n_ctx is not None:
+        return set_context(n_ctx)
+    return choose_context(facts, machine, ram_total=ram_total, kv_type=kv,
+                          flash_attn=load.flash_attn or kv != "f16")
+
+
 def memory_model_for(facts: ModelFacts, ctx: int | None, kv_type: str | None,
-                     machine: Machine) -> MemoryModel:
-    """The memory model with the settings' defaults for what is not given (an automatic context
-    is the longest that fits ``machine``, as a load would choose).
+                     machine: Machine, context: ContextChoice | None = None) -> MemoryModel:
+    """The memory model with the settings' defaults for what is not given (the context as a
+    load would choose it, unless ``context`` gives it).
 
     Raises:
         ValueError: a context length that is not positive.
@@ -152,13 +174,14 @@ def memory_model_for(facts: ModelFacts, ctx: int | None, kv_type: str | None,
     load = load_settings().load
     kv = kv_type or load.kv_type
     flash_attn = load.flash_attn or kv != "f16"
-    n_ctx = ctx or load.n_ctx or automatic_context(facts, machine, kv_type=kv,
-                                                    flash_attn=flash_attn)
+    n_ctx = (context or context_for(facts, ctx, kv_type, machine)).n_ctx
     return memory_model_from_facts(facts, n_ctx, kv, flash_attn=flash_attn)
 
 
-def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel) -> list[str]:
-    """The human-readable plan (``source`` as :func:`_facts` gives it)."""
+def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel,
+               context: ContextChoice | None = None) -> list[str]:
+    """The human-readable plan (``source`` as :func:`_facts` gives it; ``context``: why this
+    context length, shown under it)."""
     flags = f"--gpu-layers {plan.load_gpu_layers}" + (f" --cpu-moe {plan.n_cpu_moe}"
                                                        if plan.n_cpu_moe else "")
     facts_values = {"name": facts.name or facts.path.name, "quant": facts.quantization,
@@ -173,6 +196,7 @@ def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel) -
         tr("Context:  {tokens} tokens, KV cache {kv_type} ({kv_size}), compute buffer about "
            "{compute_size}", tokens=format(plan.n_ctx, ","), kv_type=plan.kv_type,
            kv_size=format_memory(model.kv_bytes), compute_size=format_memory(model.compute_bytes)),
+        *([" " * 10 + context.why()] if context is not None else []),
         tr("Verdict:  {verdict}", verdict=plan.verdict),
         tr("Plan:     {explanation}", explanation=plan.explanation),
         *speed_lines(plan),
@@ -228,14 +252,15 @@ def plan_command(args: argparse.Namespace) -> int:
     """
     facts, source = _facts(args.model, args.endpoint)
     machine = machine_for(args)
-    model = memory_model_for(facts, args.ctx, args.kv_type, machine)
+    context = context_for(facts, args.ctx, args.kv_type, machine, ram_total_for(args))
+    model = memory_model_for(facts, args.ctx, args.kv_type, machine, context)
     plan = plan_offload(model, machine, layout=layout_from_facts(facts),
                         measured=speeds_for_facts(facts))
     if args.json:
         print_json({**plan.to_json_dict(), "source": source, "model_path": str(facts.path),
                     "kv_bytes": model.kv_bytes, "compute_bytes": model.compute_bytes,
-                    "weight_bytes": model.weight_bytes})
+                    "weight_bytes": model.weight_bytes, "context": context.to_json_dict()})
         return 0
-    for line in plan_lines(plan, facts, source, model):
+    for line in plan_lines(plan, facts, source, model, context):
         print(line)
     return 0

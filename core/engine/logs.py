@@ -4,7 +4,9 @@ Every line llama.cpp (and ggml) logs, debug level included, is appended to the e
 (``DataPaths.engine_log``) with a timestamp and level. The last lines are also kept in memory to
 explain a failed load, and two facts are counted from them: how many layers llama.cpp offloaded
 ("offloaded X/Y layers to GPU"), how many tensors a buffer-type override moved ("tensor … buffer
-type overridden to CPU"), and the buffers llama.cpp allocated ("CUDA0 model buffer size = … MiB").
+type overridden to CPU"), and the buffers llama.cpp allocated ("CUDA0 model buffer size = … MiB";
+on the CPU ``CPU_Mapped`` for the weights left in the memory-mapped file, ``CPU_REPACK`` for those
+copied out of it, ``CPU`` without mmap — :func:`..resident.actual_ram` sorts them).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ MAX_LOG_BYTES = 8 * 1024 * 1024
 LEVELS = {0: "NONE", 1: "DEBUG", 2: "INFO", 3: "WARN", 4: "ERROR", 5: "CONT"}
 _OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 _OVERRIDDEN = re.compile(r"tensor \S+ .*buffer type overridden to")
-# "CUDA0 model buffer size =   615.77 MiB", "CPU_Mapped model buffer size = …", "CUDA0 KV buffer
-# size = …", "CUDA_Host compute buffer size = …", "CPU  output buffer size = …".
+# "CUDA0 model buffer size =   615.77 MiB", "CPU_Mapped model buffer size = …", "CPU_REPACK model
+# buffer size = …", "CUDA0 KV buffer size = …", "CUDA_Host compute buffer size = …", "CPU  output
+# buffer size = …" (but not "~llama_context: CPU compute buffer size is …", logged when it ends).
 _BUFFER = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s*MiB")
 
 

@@ -200,16 +200,27 @@ class PromptCache:
     # --- saving --------------------------------------------------------------------------------
 
     def put(self, tokens: Sequence[int], state: bytes, tag: str | None = None,
-            layout: Layout = PLAIN) -> None:
+            layout: Layout = PLAIN, *, to_disk: bool = True) -> None:
         """Keep ``state`` (of a sequence holding exactly ``tokens``, in ``layout``): in RAM now,
-        on disk in the background. ``tag``: see :func:`conversation_tag`. Never raises for the
-        disk."""
+        on disk in the background (unless ``to_disk`` is false). ``tag``: see
+        :func:`conversation_tag`. Never raises for the disk."""
         tokens_key = tuple(int(t) for t in tokens)
         if not tokens_key or not state:
             return
         entry = _RamEntry(state, layout, clean_tag(tag))
         self._ram_put(tokens_key, entry)
-        if self.folder is None or len(state) > self.disk_bytes:
+        if to_disk:
+            self._queue_write(tokens_key, entry)
+
+    def persist(self, tokens: Sequence[int]) -> None:
+        """Write an entry held in RAM to disk too (in the background); nothing if not held."""
+        tokens_key = tuple(int(t) for t in tokens)
+        entry = self._ram.get(tokens_key)
+        if entry is not None:
+            self._queue_write(tokens_key, entry)
+
+    def _queue_write(self, tokens_key: tuple[int, ...], entry: _RamEntry) -> None:
+        if self.folder is None or len(entry.state) > self.disk_bytes:
             return
         if self._writer is None or not self._writer.is_alive():
             self._writer = threading.Thread(target=self._write_loop, name="prompt-cache-writer",

@@ -135,9 +135,13 @@ class LiveSequence:
 
     # --- states --------------------------------------------------------------------------------
 
+    def state_size(self) -> int:
+        """The bytes :meth:`read_state` would return (at most)."""
+        return int(llama_cpp.llama_state_seq_get_size(self.ctx, 0))
+
     def read_state(self) -> bytes | None:
         """The sequence's state (``llama_state_seq_get_data``), or None when it cannot be read."""
-        size = int(llama_cpp.llama_state_seq_get_size(self.ctx, 0))
+        size = self.state_size()
         if size <= 0:
             return None
         buffer = (ctypes.c_uint8 * size)()

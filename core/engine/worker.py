@@ -304,7 +304,7 @@ class Worker:
     def unload(self) -> None:
         """Free the loaded model, if any."""
         if self.model is not None:
-            if self.model.cache is not None and not self.model.cache.flush(timeout=2.0):
+            if self.model.cache is not None and not self.model.cache.flush(timeout=10.0):
                 self.log.note("prompt cache: disk writes still pending at unload")
             self.model.llama.close()
             self.model = None
@@ -496,8 +496,17 @@ class Worker:
             ContextOverflowError, EngineError: as :meth:`chat_prompt`.
         """
         full, layout, dropped = self.chat_prompt(messages, sampling)
-        self.generate(rid, full, layout, sampling, self.require_model().formatter.stop, dropped,
-                      strip_leading=True, cache_tag=cache_tag)
+        text, finish = self.generate(rid, full, layout, sampling,
+                                     self.require_model().formatter.stop, dropped,
+                                     strip_leading=True, cache_tag=cache_tag, save=False)
+        if finish != "cancelled" and text:
+            # In RAM only: what Regenerate (the same prompt again) needs, should the next
+            # request come before the reply is evaluated again as text.
+            self.save_state(self.require_model(), cache_tag, to_disk=False)
+            self.prepare(rid, [*messages, ChatMessage("assistant", text)], sampling, cache_tag,
+                         "after the reply")
+        else:
+            self.save_state(self.require_model(), cache_tag)
 
     def complete(self, rid: int, prompt: str, sampling: SamplingOptions) -> None:
         """Stream a raw continuation of ``prompt`` (BOS added as the model wants)."""
@@ -505,10 +514,11 @@ class Worker:
         self.generate(rid, self.tokenize(prompt, False), PLAIN, sampling, (), 0,
                       strip_leading=False)
 
-    def _set_abort(self, llama: Any, rid: int | None) -> None:
-        """Let llama.cpp abort a running ``llama_decode`` when ``rid`` is stopped (None: off).
+    def _set_abort(self, llama: Any, rid: int | None, yield_to_next: bool = False) -> None:
+        """Let llama.cpp abort a running ``llama_decode`` when ``rid`` is stopped (None: off),
+        or, with ``yield_to_next``, as soon as another command waits in the queue.
 
-        Used only while the prompt is evaluated: the callback runs once per graph node, too often
+        Used only while a prompt is evaluated: the callback runs once per graph node, too often
         for a Python function during fast token-by-token decoding, where the stop mark is checked
         between tokens instead.
         """
@@ -520,27 +530,28 @@ class Worker:
             return
 
         def should_abort(_data: Any) -> bool:
-            return self.stop_upto >= rid
+            return self.stop_upto >= rid or (yield_to_next and not self.queue.empty())
 
         self._abort_callback = llama_cpp.ggml_abort_callback(should_abort)
         llama_cpp.llama_set_abort_callback(llama.ctx, self._abort_callback, None)
 
-    def evaluate_prompt(self, rid: int, model: _Loaded, tokens: Sequence[int]) -> bool:
-        """Evaluate ``tokens`` after what the sequence holds, abortable by a stop request;
-        ``False`` when stopped.
+    def evaluate_prompt(self, rid: int, model: _Loaded, tokens: Sequence[int],
+                        yield_to_next: bool = False) -> bool:
+        """Evaluate ``tokens`` after what the sequence holds, abortable by a stop request (and,
+        with ``yield_to_next``, by the next command); ``False`` when stopped.
 
         Raises:
             EngineError: llama.cpp failed (its log says why).
         """
         from .sequence import DecodeError
 
-        self._set_abort(model.llama, rid)
+        self._set_abort(model.llama, rid, yield_to_next)
         try:
             model.sequence.evaluate(tokens)
         except DecodeError as error:
             if error.aborted or self.cancelled(rid):
-                self.log.note("prompt evaluation aborted by a stop request (the 'failed to "
-                              "compute graph' lines above are that)")
+                self.log.note("prompt evaluation aborted by a stop request or the next command "
+                              "(the 'failed to compute graph' lines above are that)")
                 return False
             raise EngineError(N_("llama.cpp could not evaluate the prompt (llama_decode "
                                  "returned {code}); the engine log has the details."),
@@ -551,8 +562,10 @@ class Worker:
 
     def generate(self, rid: int, full: list[int], layout: Layout, sampling: SamplingOptions,
                  extra_stop: Sequence[str], dropped: int, *, strip_leading: bool,
-                 cache_tag: str | None = None) -> None:
-        """Stream tokens for a tokenized prompt (``full`` in ``layout``), then :class:`DoneMsg`.
+                 cache_tag: str | None = None, save: bool = True) -> tuple[str, FinishReason]:
+        """Stream tokens for a tokenized prompt (``full`` in ``layout``), then :class:`DoneMsg`;
+        then (``save``) keep the state in the prompt cache. Returns the reply's text and how it
+        ended.
 
         Raises:
             ContextOverflowError: the prompt leaves no room for a reply.
@@ -586,6 +599,7 @@ class Worker:
         count = unsent = 0
         first_at = last_at = 0.0
         hit_stop = False
+        sent: list[str] = []
         with NativeSampler(sampling, seed, model.llama.n_vocab()) as sampler:
             if not self.evaluate_prompt(rid, model, prompt[cached:]):
                 finish = "cancelled"
@@ -609,6 +623,7 @@ class Worker:
                     strip_leading = not emit
                 if emit:
                     self.send(TokenMsg(rid, emit, unsent))
+                    sent.append(emit)
                     unsent = 0
                 if hit_stop:
                     finish = "stop"
@@ -628,6 +643,7 @@ class Worker:
             pending = pending.lstrip()
         if pending or unsent:
             self.send(TokenMsg(rid, pending, unsent))
+            sent.append(pending)
         ended = time.perf_counter()
         ttft = (first_at or ended) - started
         decode_rate = (count - 1) / (last_at - first_at) if count > 1 and last_at > first_at \
@@ -636,28 +652,47 @@ class Worker:
             prompt_tokens=len(prompt), completion_tokens=count, time_to_first_token_s=ttft,
             decode_tokens_per_s=decode_rate, total_seconds=ended - started,
             finish_reason=finish, dropped_messages=dropped, cached_tokens=cached)))
-        self.save_state(model, cache_tag)
+        if save:
+            self.save_state(model, cache_tag)
+        return "".join(sent), finish
 
     def warm(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
              cache_tag: str | None) -> None:
         """Get a conversation's prompt into the live sequence (restored, shifted or evaluated)
-        without replying, until done or stopped; then keep its state. Reports nothing: a failed
-        warm-up only means the next turn evaluates what it needs."""
-        if self.model is None or self.cancelled(rid):
+        without replying, until done or stopped; then keep its state."""
+        self.prepare(rid, messages, sampling, cache_tag, "warm-up")
+
+    def prepare(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
+                cache_tag: str | None, label: str) -> None:
+        """Make the live sequence hold ``messages`` formatted (restored, shifted or evaluated)
+        until done, stopped or another command arrives; then keep its state. Reports nothing:
+        a failed or stopped preparation only means the next turn evaluates what it needs.
+
+        Two uses: a warm-up (a conversation just opened) and the step after each reply, which
+        evaluates the reply again *as its text will be tokenized in the next prompt* (a model
+        rarely tokenizes a text the way it generated it, so without this the next turn would
+        evaluate the whole previous reply again, and the saved state would never be a prefix of
+        the next one).
+        """
+        if self.model is None:
             return
         model = self.model
+        if self.cancelled(rid):
+            self.save_state(model, cache_tag)
+            return
         started = time.perf_counter()
         try:
             full, layout, _ = self.chat_prompt(messages, sampling)
             if len(full) - layout.removed >= model.info.n_ctx:
+                self.save_state(model, cache_tag)
                 return
             prompt, cached = self.reuse(model, full, layout)
-            finished = self.evaluate_prompt(rid, model, prompt[cached:])
+            finished = self.evaluate_prompt(rid, model, prompt[cached:], yield_to_next=True)
         except DeskError as error:
-            self.log.note(f"warm-up skipped: {error}")
+            self.log.note(f"{label} skipped: {error}")
             return
         evaluated = len(model.sequence.tokens) - cached
-        self.log.note(f"warm-up: {cached} tokens reused, {evaluated} evaluated in "
+        self.log.note(f"{label}: {cached} tokens reused, {evaluated} evaluated in "
                       f"{time.perf_counter() - started:.3f} s"
                       + ("" if finished else " (stopped by the next request)"))
         self.save_state(model, cache_tag)
@@ -729,17 +764,23 @@ class Worker:
                       f"{time.perf_counter() - started:.3f} s")
         return plan
 
-    def save_state(self, model: _Loaded, tag: str | None = None) -> None:
-        """Keep the live sequence's state in the prompt cache (RAM now, disk in the background),
-        tagged ``tag``."""
+    def save_state(self, model: _Loaded, tag: str | None = None, *, to_disk: bool = True) -> None:
+        """Keep the live sequence's state in the prompt cache (RAM now, disk in the background
+        unless ``to_disk`` is false), tagged ``tag``."""
         cache, sequence = model.cache, model.sequence
-        if cache is None or not sequence.tokens or cache.has(sequence.tokens, sequence.layout):
+        if cache is None or not sequence.tokens:
             return
+        if cache.has(sequence.tokens, sequence.layout):
+            if to_disk:
+                cache.persist(sequence.tokens)
+            return
+        if not to_disk and sequence.state_size() > cache.ram_bytes:
+            return  # RAM would not keep it
         started = time.perf_counter()
         state = sequence.read_state()
         if state is None:
             return
-        cache.put(sequence.tokens, state, tag, sequence.layout)
+        cache.put(sequence.tokens, state, tag, sequence.layout, to_disk=to_disk)
         self.log.note(f"prompt cache: kept {len(sequence.tokens)} tokens ({len(state)} bytes) in "
                       f"{time.perf_counter() - started:.3f} s")
 

@@ -6,8 +6,10 @@ One rule for the window, the CLI (``chat``, ``complete``, ``serve``) and the API
   saved setting of the same name;
 * "Automatic" GPU layers (``--gpu-layers auto``, or the setting) plan the GPU layers and the
   expert placement for this machine (:func:`mixtral_desk.core.planner.auto_load`);
-* a context length that nobody chose is the longest that fits this machine with the model, planned
-  for the CPU alone when the llama.cpp build cannot offload
+* a context length that nobody chose is chosen for this machine with the model — 8k, longer only
+  when memory is plentiful, shorter when it is tight, always leaving room for the rest of the
+  system — planned for the CPU alone when the llama.cpp build cannot offload, and for the
+  placement set by hand when GPU layers are not automatic; the report says why
   (:mod:`mixtral_desk.core.context_size`);
 * the file is inspected before llama.cpp sees it, so a broken file gets a clear error.
 """
@@ -26,6 +28,7 @@ from mixtral_desk.core.errors import SettingsError
 from mixtral_desk.core.i18n import N_
 
 if TYPE_CHECKING:
+    from mixtral_desk.core.context_size import ContextChoice
     from mixtral_desk.core.engine import BackendInfo, EngineHost, ModelInfo
     from mixtral_desk.core.gguf.model_file import ModelFacts
     from mixtral_desk.core.hardware import Hardware
@@ -63,7 +66,8 @@ class LoadReport:
     ``plan``: the plan that worked, when the placement was planned automatically; ``notes``: what
     the planner said (the plan, a fallback after running out of memory); ``warnings``: where
     llama.cpp did not do what the plan expected; ``n_cpu_moe``: the layers whose experts were kept
-    in RAM; ``fallback_template``: the model has no chat template (a plain format is used).
+    in RAM; ``fallback_template``: the model has no chat template (a plain format is used);
+    ``context``: the context length and why it was chosen (:meth:`ContextChoice.text` says it).
     """
 
     n_cpu_moe: int = 0
@@ -72,6 +76,7 @@ class LoadReport:
     warnings: tuple[str, ...] = field(default=())
     fallback_template: bool = False
     settings: LoadDefaults | None = None
+    context: ContextChoice | None = None
 
 
 def load_options(defaults: LoadDefaults, choice: LoadChoice, *, n_ctx: int) -> LoadOptions:
@@ -119,7 +124,8 @@ def prompt_cache_dir() -> Path:
 @dataclass(frozen=True)
 class PreparedLoad:
     """Everything a load needs, worked out before the engine is touched: the file's facts, the
-    machine, the llama.cpp build and the load options (with the context length)."""
+    machine, the llama.cpp build and the load options (with the context length, and ``context``:
+    why that length)."""
 
     choice: LoadChoice
     defaults: LoadDefaults
@@ -127,6 +133,7 @@ class PreparedLoad:
     hardware: Hardware
     backend: BackendInfo
     options: LoadOptions
+    context: ContextChoice | None = None
 
 
 def prepare_load(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice) -> PreparedLoad:
@@ -138,7 +145,7 @@ def prepare_load(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice)
         SettingsError: the load settings cannot be used together.
     """
     from mixtral_desk.core import planner
-    from mixtral_desk.core.context_size import automatic_context
+    from mixtral_desk.core.context_size import choose_context, set_context
     from mixtral_desk.core.gguf.model_file import inspect_model
     from mixtral_desk.core.hardware import detect_hardware
 
@@ -146,12 +153,19 @@ def prepare_load(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice)
     backend = engine.backend_info()
     hardware = detect_hardware(probe_gpus=backend.gpu_offload)
     n_ctx = choice.n_ctx or defaults.n_ctx
-    if n_ctx is None:
-        machine = planner.machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
-        n_ctx = automatic_context(facts, machine, kv_type=defaults.kv_type,
-                                  flash_attn=defaults.flash_attn)
+    if n_ctx is not None:
+        return PreparedLoad(choice, defaults, facts, hardware, backend,
+                            load_options(defaults, choice, n_ctx=n_ctx), set_context(n_ctx))
+    # Without "Automatic", the placement set by hand decides what a context may use.
+    manual = None if choice.automatic(defaults) else (
+        choice.gpu_layers if isinstance(choice.gpu_layers, int) else defaults.n_gpu_layers)
+    machine = planner.machine_from_hardware(hardware, gpu_offload=backend.gpu_offload)
+    context = choose_context(facts, machine, ram_total=hardware.ram_total,
+                             kv_type=defaults.kv_type, flash_attn=defaults.flash_attn,
+                             gpu_layers=manual, cpu_moe=defaults.n_cpu_moe
+                             if choice.cpu_moe is None else choice.cpu_moe)
     return PreparedLoad(choice, defaults, facts, hardware, backend,
-                        load_options(defaults, choice, n_ctx=n_ctx))
+                        load_options(defaults, choice, n_ctx=context.n_ctx), context)
 
 
 def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
@@ -186,7 +200,7 @@ def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
                                                  cpu_moe=choice.cpu_moe)
         return info, LoadReport(plan.n_cpu_moe, plan, tuple(notes), tuple(warnings),
                                 fallback_template=info.template_source == "fallback",
-                                settings=defaults)
+                                settings=defaults, context=prepared.context)
     model, machine = planner.planning_inputs(options, facts, hardware, backend)
     manual_plan = planner.plan_for_settings(model, machine, options.n_gpu_layers,
                                             options.n_cpu_moe)
@@ -194,4 +208,4 @@ def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
     return info, LoadReport(options.n_cpu_moe,
                             warnings=tuple(planner.compare_with_actual(manual_plan, info)),
                             fallback_template=info.template_source == "fallback",
-                            settings=defaults)
+                            settings=defaults, context=prepared.context)

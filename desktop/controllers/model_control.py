@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from mixtral_desk.core.context_size import ContextReason
 from mixtral_desk.core.errors import EngineCrashedError
 from mixtral_desk.core.i18n import ntr, tr
 
@@ -129,14 +130,23 @@ class ModelController(QObject):
                 self.chat_page.send(text)
 
     def _say_loaded(self, info: ModelInfo) -> None:
-        """The load, and the automatic plan, which stays visible (a difference from it: a
-        warning)."""
+        """The load, why the context has its length (when it was chosen automatically), and the
+        automatic plan, which stays visible (a difference from it: a warning)."""
         report = self.session.load_report
         seconds, n_ctx = f"{info.load_seconds:.1f}", f"{info.n_ctx:,}"
-        loaded = tr("Loaded {name} in {seconds} s (context: {n_ctx} tokens).",
-                    name=Path(info.path).name, seconds=seconds, n_ctx=n_ctx)
+        context = report.context if report is not None else None
+        timeout_ms: int | None = 3000
+        if context is not None and context.reason is not ContextReason.SET \
+                and context.n_ctx == info.n_ctx:
+            loaded = tr("Loaded {name} in {seconds} s; {context}.", name=Path(info.path).name,
+                        seconds=seconds, context=context.text())
+            tight = context.reason in (ContextReason.TIGHT, ContextReason.TOO_LARGE)
+            timeout_ms = None if tight else 10_000
+        else:
+            loaded = tr("Loaded {name} in {seconds} s (context: {n_ctx} tokens).",
+                        name=Path(info.path).name, seconds=seconds, n_ctx=n_ctx)
         if report is None or report.plan is None:
-            self.sink.inform(loaded, timeout_ms=3000)
+            self.sink.inform(loaded, timeout_ms=timeout_ms)
             return
         # The planner's notes are clauses: each becomes a sentence, in the language's way.
         plan = " ".join(tr("{clause}.", clause=note.rstrip(".")) for note in report.notes)

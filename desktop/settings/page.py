@@ -148,7 +148,7 @@ class SettingsPage(QWidget):
         load.addRow("", self.gpu_note)
         self.cpu_moe = QSpinBox(minimum=0, maximum=DEFAULT_MAX_LAYERS)
         self.cpu_moe_label = _add_row(load, self.cpu_moe)
-        # 0 (shown as "Automatic") is no length: the longest that fits, measured at each load.
+        # 0 (shown as "Automatic") is no length: chosen at each load (core.context_size).
         self.n_ctx = QSpinBox(minimum=0, maximum=1_048_576, singleStep=1024)
         self.n_ctx.setMinimumWidth(220)
         self.n_ctx_label = _add_row(load, self.n_ctx)
@@ -263,9 +263,12 @@ class SettingsPage(QWidget):
             "(llama.cpp's --n-cpu-moe), so that more layers fit on the GPU. Takes effect when "
             "the model is (re)loaded."))
         self.n_ctx_label.setText(tr("Context length (tokens)"))
-        self.n_ctx.setSpecialValueText(tr("Automatic (the longest that fits)"))
-        self.n_ctx.setToolTip(tr("Automatic picks, at each load, the longest context that fits "
-                                 "this machine's free memory with the model."))
+        self.n_ctx.setSpecialValueText(tr("Automatic (8,192, more if memory is plentiful)"))
+        self.n_ctx.setToolTip(tr(
+            "Automatic picks, at each load, 8,192 tokens; a longer context when memory is "
+            "plentiful (twice the room kept for the system stays free), a shorter one when it "
+            "is tight. It always leaves room for the rest of the system (at least 2 GiB, more "
+            "on machines with more RAM), and the load says why it chose the length."))
         self.n_threads_label.setText(tr("CPU threads"))
         self.n_threads.setSpecialValueText(tr("automatic (physical cores)"))
         self.n_batch_label.setText(tr("Batch size"))

@@ -13,12 +13,10 @@ import pytest
 
 from mixtral_desk.core.engine import (
     ChatMessage,
-    DoneEvent,
     EngineHost,
     LoadOptions,
     ReplyStats,
     SamplingOptions,
-    TokenEvent,
 )
 from mixtral_desk.core.engine.context_shift import (
     PLAIN,
@@ -27,6 +25,7 @@ from mixtral_desk.core.engine.context_shift import (
     plan_reuse,
     removed_digest,
 )
+from tests.engine_replies import chat_reply
 
 # --- the rule ----------------------------------------------------------------------------------
 
@@ -98,14 +97,7 @@ REPLY = SamplingOptions(temperature=0.0, max_tokens=16, ignore_eos=True)
 
 def reply(host: EngineHost, messages: Sequence[ChatMessage],
           sampling: SamplingOptions = REPLY) -> tuple[str, ReplyStats]:
-    text = []
-    for event in host.chat(messages, sampling):
-        if isinstance(event, TokenEvent):
-            text.append(event.text)
-        else:
-            assert isinstance(event, DoneEvent)
-            return "".join(text), event.stats
-    raise AssertionError("no DoneEvent")
+    return chat_reply(host, messages, sampling)
 
 
 def evaluated(stats: ReplyStats) -> int:

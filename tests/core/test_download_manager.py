@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -273,21 +272,6 @@ def test_refuses_to_start_without_enough_free_space(hub: LoopbackHub,
     assert manager.get(job.id).state == "failed"
     assert hub.gets("huge.gguf") == []
     assert not (job.dest_dir / "huge.gguf.part").exists()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 4 MiB tmpfs (skipped where mounting is not allowed)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_filling_up_mid_download_pauses_cleanly(hub: LoopbackHub, data_home: DataPaths,

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from mixtral_desk.core.engine import (
-    DoneEvent,
     EngineHost,
     LoadOptions,
     ReplyStats,
     SamplingOptions,
-    TokenEvent,
 )
+from tests.engine_replies import collect
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed")
@@ -24,14 +23,7 @@ N_CTX = 512
 
 
 def engine_text(host: EngineHost, sampling: SamplingOptions) -> tuple[str, ReplyStats]:
-    text = []
-    for event in host.complete(PROMPT, sampling):
-        if isinstance(event, TokenEvent):
-            text.append(event.text)
-        else:
-            assert isinstance(event, DoneEvent)
-            return "".join(text), event.stats
-    raise AssertionError("no DoneEvent")
+    return collect(host.complete(PROMPT, sampling))
 
 
 def llama_cpp_text(model: Path, sampling: SamplingOptions, seed: int) -> str:

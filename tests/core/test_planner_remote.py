@@ -129,11 +129,13 @@ def test_plan_command_on_a_local_file_for_a_simulated_machine(mixtral_file: Path
     assert 0 < data["n_cpu_moe"] < 12 and data["source"] == "local file"
     assert data["vram_bytes"] <= data["vram_budget"] and data["ram_bytes"] <= data["ram_budget"]
     assert f"experts of {data['n_cpu_moe']} of 32 layers in RAM" in data["explanation"]
-    # Without --ctx (and no context in the settings) the plan uses the longest context that
-    # fits the machine, as a load would: 32k here, whose KV cache pushes more experts to RAM.
+    # Without --ctx (and no context in the settings) the plan uses the context a load would
+    # choose: 8k here, as a longer one's KV cache would push more experts to RAM; it says so.
     auto = cli_json("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB",
                     "--gpu-name", "RTX 4090")
-    assert auto["n_ctx"] == 32768 and auto["n_cpu_moe"] > data["n_cpu_moe"]
+    assert auto["n_ctx"] == 8192 and auto["n_cpu_moe"] >= data["n_cpu_moe"]
+    assert auto["context"]["reason"] == "default" and auto["context"]["longer_slower"]
+    assert data["context"]["reason"] == "set"
     cpu = cli_json("plan", "--model", mixtral_file, "--vram", "0", "--ram", "32GiB")
     assert cpu["verdict"] == "cpu" and cpu["n_gpu_layers"] == 0
     small = cli_json("plan", "--model", mixtral_file, "--vram", "0", "--ram", "16GiB")
@@ -141,9 +143,15 @@ def test_plan_command_on_a_local_file_for_a_simulated_machine(mixtral_file: Path
     q8 = cli_json("plan", "--model", mixtral_file, "--vram", "80GiB", "--ram", "64GiB",
                   "--ctx", "32768", "--kv-type", "q8_0")
     assert q8["verdict"] == "gpu" and q8["kv_bytes"] == 4 * GiB * 34 // 64
-    text = cli("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB")
+    text = cli("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB",
+               "--gpu-name", "RTX 4090", "--ctx", "4096")
     assert text.returncode == 0 and "Verdict:  gpu+cpu-experts" in text.stdout
     assert "--gpu-layers -1 --cpu-moe" in text.stdout
+    assert "Context:  4,096 tokens" in text.stdout
+    assert "\n          as set, not chosen automatically\n" in text.stdout
+    text = cli("plan", "--model", mixtral_file, "--vram", "24GiB", "--ram", "64GiB")
+    assert text.returncode == 0 and "Context:  8,192 tokens" in text.stdout
+    assert "\n          the default; 16,384 would move weights from the GPU to RAM" in text.stdout
 
 
 def test_plan_command_errors_are_one_clear_line(tmp_path: Path) -> None:

@@ -8,20 +8,17 @@ import importlib.util
 import os
 import shutil
 import struct
-import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from mixtral_desk.core.engine import (
     ChatMessage,
-    DoneEvent,
     EngineHost,
     LoadOptions,
     ReplyStats,
     SamplingOptions,
-    TokenEvent,
 )
 from mixtral_desk.core.engine.context_shift import common_prefix
 from mixtral_desk.core.engine.prompt_cache import (
@@ -39,6 +36,7 @@ from mixtral_desk.core.engine.prompt_cache import (
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.session.loading import LoadChoice, load_options
 from mixtral_desk.core.settings import LoadDefaults
+from tests.engine_replies import chat_reply
 
 KEY = cache_key("model", {"kv_type": "f16"}, "test")
 
@@ -268,14 +266,7 @@ OTHER = "Explain how the tides work, in simple words, for a child of seven. " * 
 
 
 def reply(host: EngineHost, messages: Sequence[ChatMessage]) -> tuple[str, ReplyStats]:
-    text = []
-    for event in host.chat(messages, GREEDY):
-        if isinstance(event, TokenEvent):
-            text.append(event.text)
-        else:
-            assert isinstance(event, DoneEvent)
-            return "".join(text), event.stats
-    raise AssertionError("no DoneEvent")
+    return chat_reply(host, messages, GREEDY)
 
 
 def options(model: Path, cache: Path | None, **extra: object) -> LoadOptions:
@@ -437,21 +428,6 @@ def test_a_sliding_window_model_past_its_window_is_still_exact(gemma_model: Path
     with EngineHost(tmp_path / "engine.log") as fresh:
         fresh.load(options(gemma_model, cache_dir))
         assert reply(fresh, two)[0] == expected  # after a restart
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 4 MiB tmpfs (skipped where mounting is not allowed), as in the download tests."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_means_no_save_and_no_error(small_disk: Path) -> None:

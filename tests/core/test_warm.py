@@ -13,17 +13,16 @@ import pytest
 
 from mixtral_desk.core.engine import (
     ChatMessage,
-    DoneEvent,
     EngineHost,
     LoadOptions,
     ReplyStats,
     SamplingOptions,
-    TokenEvent,
 )
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import LoadDefaults, Settings
 from mixtral_desk.core.store import Store
+from tests.engine_replies import chat_reply
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason="llama-cpp-python is not installed")
@@ -36,14 +35,7 @@ HISTORY = [
 
 
 def reply(host: EngineHost, messages: Sequence[ChatMessage]) -> tuple[str, ReplyStats]:
-    text = []
-    for event in host.chat(messages, GREEDY):
-        if isinstance(event, TokenEvent):
-            text.append(event.text)
-        else:
-            assert isinstance(event, DoneEvent)
-            return "".join(text), event.stats
-    raise AssertionError("no DoneEvent")
+    return chat_reply(host, messages, GREEDY)
 
 
 def wait_for_log(log: Path, text: str, timeout: float = 30.0) -> str:

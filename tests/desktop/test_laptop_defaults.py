@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
+from mixtral_desk.core.context_size import ContextReason
 from mixtral_desk.core.gguf.model_file import inspect_model
 from mixtral_desk.core.session.hub_settings import HUB_MIRROR
 from mixtral_desk.desktop import i18n as desktop_i18n
@@ -79,7 +80,15 @@ def test_the_context_defaults_to_what_fits(window: MainWindow, qtbot: QtBot,
     assert info is not None
     # The tiny model is trained on 4096 tokens, and this machine has room for all of them.
     assert info.n_ctx == inspect_model(tiny_model).context_length
-    assert f"{info.n_ctx:,} tokens" in shown(window)
+    report = window.session.load_report
+    assert report is not None and report.context is not None
+    assert report.context.reason is ContextReason.TRAINED
+    # The notice says the length and why: one sentence from core, as the CLI prints it.
+    assert f"Loaded {tiny_model.name} in " in shown(window)
+    assert f"s; {report.context.text()}." in shown(window)
+    assert "context 4,096 tokens: the model's training length, which leaves " in shown(window)
+    assert window.settings.load.gpu_layers_auto  # the default: planned, 0 layers on this CPU
+    assert report.plan is not None and report.plan.n_gpu_layers == 0
 
 
 def test_first_run_recommends_a_catalog_entry(window: MainWindow, qtbot: QtBot) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from PySide6.QtTest import QTest
 from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core.paths import DataPaths
-from mixtral_desk.core.settings import load_settings
+from mixtral_desk.core.settings import Settings, load_settings
 from mixtral_desk.desktop.main_window import MainWindow
 from tests.desktop.conftest import WindowFactory
 from tests.desktop.desktop_helpers import load_model, send, shoot, use_sampling
@@ -29,7 +30,10 @@ def test_offload_settings_are_saved_and_read_back(make_window: WindowFactory, qt
     first = make_window()
     first.show_settings()
     page = first.settings_page
-    assert not page.gpu_auto.isChecked() and page.cpu_moe.value() == 0
+    assert page.gpu_auto.isChecked() and page.cpu_moe.value() == 0  # the default
+    assert not page.gpu_slider.isEnabled() and not page.cpu_moe.isEnabled()
+    QTest.mouseClick(page.gpu_auto, Qt.MouseButton.LeftButton)
+    assert not page.gpu_auto.isChecked()
     assert page.gpu_slider.isEnabled() and page.cpu_moe.isEnabled()
     page.cpu_moe.setValue(2)
     QTest.mouseClick(page.gpu_auto, Qt.MouseButton.LeftButton)
@@ -52,12 +56,30 @@ def test_offload_settings_are_saved_and_read_back(make_window: WindowFactory, qt
     page.gpu_auto.setChecked(False)
     assert page.gpu_slider.isEnabled() and page.cpu_moe.isEnabled()
     assert page.settings().load.gpu_layers_auto is False
+    with qtbot.waitSignal(second.settings_saved, timeout=5000):
+        QTest.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    second.close()
+    # Automatic off with 0 GPU layers, chosen: it stays so (the file says version 2).
+    assert load_settings(data_home.settings_file).load.gpu_layers_auto is False
+    assert make_window().settings_page.gpu_auto.isChecked() is False
+
+
+def test_a_version_1_settings_file_with_its_defaults_opens_with_automatic_gpu_layers(
+        make_window: WindowFactory, data_home: DataPaths) -> None:
+    old = Settings().model_dump(mode="json")
+    old["schema_version"] = 1
+    old["load"]["gpu_layers_auto"] = False  # version 1's default, never changed
+    data_home.settings_file.write_text(json.dumps(old), encoding="utf-8")
+    window = make_window()
+    assert window.settings.load.gpu_layers_auto is True
+    assert window.settings_page.gpu_auto.isChecked()
+    assert not window.settings_page.gpu_slider.isEnabled()
 
 
 def test_expert_layers_in_ram_keep_six_expert_tensors_and_chat_works(
         window: MainWindow, qtbot: QtBot, tiny_model: Path) -> None:
     use_sampling(window, temperature=0.0, max_tokens=8, ignore_eos=True, seed=1)
-    use_load(window, n_cpu_moe=2, n_ctx=256)
+    use_load(window, gpu_layers_auto=False, n_cpu_moe=2, n_ctx=256)
     load_model(qtbot, window, tiny_model)
     info = window.session.model_info
     assert info is not None and info.overridden_tensors == 6

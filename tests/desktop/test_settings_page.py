@@ -28,7 +28,7 @@ MINI_CATALOG: dict[str | tuple[str, str], str] = {
     "Save": "保存", "Revert": "还原", "Language": "语言", "Theme": "主题",
     "Follow the system": "跟随系统", "Light": "浅色", "Dark": "深色", "Never": "从不",
     " min": " 分钟", "Offline mode": "离线模式", "all layers": "全部层",
-    "Automatic (the longest that fits)": "自动（能容纳的最大长度）",
+    "Automatic (8,192, more if memory is plentiful)": "自动（8,192，内存充裕时更长）",
 }
 
 
@@ -67,7 +67,8 @@ def test_new_controls_show_the_settings_and_save_them(page: SettingsPage, qtbot:
     assert not page.offline_mode.isChecked()
     assert "chat, search and export work as always" in page.offline_note.text()
     assert page.idle_unload.value() == 30 and page.idle_unload.suffix() == " min"
-    assert page.n_ctx.value() == 0 and page.n_ctx.text() == "Automatic (the longest that fits)"
+    assert page.n_ctx.value() == 0
+    assert page.n_ctx.text() == "Automatic (8,192, more if memory is plentiful)"
     page.idle_unload.setValue(0)
     assert page.idle_unload.text() == "Never"
 

@@ -1,15 +1,15 @@
 """The speed model against what the engine measures on this machine: decode and prompt speed.
 
 For each thread count, loads the model on the CPU through the app's engine (as ``chat`` does),
-sends prompts of about ``--prompt-tokens`` tokens (a different first word each round, so nothing
-comes from the cache) and greedy-decodes ``--tokens`` tokens; prints the engine's own figures
-(``ReplyStats``: decode tok/s, and prompt tok/s = tokens evaluated / time to first token) next
-to the planner's prediction without any calibration (this machine's measured CPU only), at the
-same context, and the error. Writes the ~0.7 GB Mixtral-shaped Q8_0 bench model first if needed
-(see bench_engine.py).
+sends a short prompt and one of ``--words`` words (a different first word each round, so nothing
+comes from the cache) and greedy-decodes ``--tokens`` tokens after each; prints the engine's own
+figures (``ReplyStats``: decode tok/s, and prompt tok/s = tokens evaluated / time to first token)
+next to the planner's prediction without any calibration (this machine's measured CPU only), at
+the same context, and the error. Writes the ~0.7 GB Mixtral-shaped Q8_0 bench model first if
+needed (see bench_engine.py).
 
 Run: .venv/bin/python bench/bench_speed_model.py [--model PATH] [--threads 1,2] [--rounds 3]
-     [--tokens 128] [--prompt-tokens 256] [--ctx 2048]
+     [--tokens 128] [--words 250] [--ctx 2048]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--words", type=int, default=250)
     parser.add_argument("--ctx", type=int, default=2048)
     args = parser.parse_args()
     if args.model is None:
@@ -60,41 +60,38 @@ def main() -> int:
               f"{probe.bandwidth_all / 1e9:.1f} GB/s with {probe.threads}, "
               f"{probe.flops / 1e9:.0f} GFLOP/s float32 matmul")
     print(f"model: {facts.path.name} ({facts.quantization}, {facts.file_size / 1e9:.2f} GB)")
-    print("threads | decode predicted | measured (median, runs) | error | "
-          "prompt predicted | measured (median) | error")
+    print("threads | prompt tokens | decode predicted | measured (median of runs) | error | "
+          "prompt predicted | measured | error")
     with tempfile.TemporaryDirectory() as log_dir, EngineHost(Path(log_dir) / "e.log") as host:
         for threads in (int(t) for t in args.threads.split(",")):
             host.load(LoadOptions(model_path=facts.path, n_ctx=args.ctx, n_threads=threads))
-            decode: list[float] = []
-            prompt: list[float] = []
-            prompts: list[tuple[int, int]] = []
-            for i in range(args.rounds):
-                text = WORDS[i % len(WORDS)] + " says" + " more" * args.prompt_tokens
-                events = list(host.chat([ChatMessage("user", text)],
-                                        Sampling(temperature=0.0, max_tokens=args.tokens,
-                                                 ignore_eos=True, seed=1)))
-                done = events[-1]
-                assert isinstance(done, DoneEvent)
-                s = done.stats
-                decode.append(s.decode_tokens_per_s)
-                evaluated = s.prompt_tokens - s.cached_tokens
-                prompt.append(evaluated / s.time_to_first_token_s)
-                prompts.append((s.prompt_tokens, evaluated))
             machine = machine_from_hardware(hardware, vram=0, threads=threads)
             p = evaluate(model, machine, 0, 0, layout=layout)
-            prompt_tokens, evaluated = prompts[-1]
-            fill = prompt_tokens + args.tokens / 2
-            predicted_decode = p.tokens_per_s(machine, fill)
-            predicted_prompt = evaluated / prompt_seconds(p.traffic, machine.rates(),
-                                                          layout.shape, evaluated,
-                                                          prompt_tokens - evaluated)
-            measured_decode = statistics.median(decode)
-            measured_prompt = statistics.median(prompt)
-            print(f"{threads:7d} | {predicted_decode:16.1f} | {measured_decode:7.1f} "
-                  f"({', '.join(f'{d:.1f}' for d in decode)}) | "
-                  f"{(predicted_decode / measured_decode - 1) * 100:+.0f} % | "
-                  f"{predicted_prompt:16.1f} | {measured_prompt:7.1f} | "
-                  f"{(predicted_prompt / measured_prompt - 1) * 100:+.0f} %")
+            for words in (3, args.words):
+                decode: list[float] = []
+                prompt: list[float] = []
+                for i in range(args.rounds):
+                    text = WORDS[i % len(WORDS)] + " says" + " more" * words
+                    events = list(host.chat([ChatMessage("user", text)],
+                                            Sampling(temperature=0.0, max_tokens=args.tokens,
+                                                     ignore_eos=True, seed=1)))
+                    done = events[-1]
+                    assert isinstance(done, DoneEvent)
+                    s = done.stats
+                    decode.append(s.decode_tokens_per_s)
+                    evaluated = s.prompt_tokens - s.cached_tokens
+                    prompt.append(evaluated / s.time_to_first_token_s)
+                fill = s.prompt_tokens + args.tokens / 2
+                predicted_decode = p.tokens_per_s(machine, fill)
+                predicted_prompt = evaluated / prompt_seconds(
+                    p.traffic, machine.rates(), layout.shape, evaluated, s.cached_tokens)
+                measured_decode = statistics.median(decode)
+                measured_prompt = statistics.median(prompt)
+                print(f"{threads:7d} | {s.prompt_tokens:13d} | {predicted_decode:16.1f} | "
+                      f"{measured_decode:7.1f} ({', '.join(f'{d:.1f}' for d in decode)}) | "
+                      f"{(predicted_decode / measured_decode - 1) * 100:+.0f} % | "
+                      f"{predicted_prompt:16.1f} | {measured_prompt:8.1f} | "
+                      f"{(predicted_prompt / measured_prompt - 1) * 100:+.0f} %", flush=True)
     return 0
 
 

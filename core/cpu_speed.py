@@ -66,7 +66,7 @@ class CpuSpeed:
 #: The probe reads a buffer this large (or 8 times the last-level cache, if that is larger), a few
 #: times, and keeps the best pass: cached data would read faster than memory.
 PROBE_BUFFER_BYTES = 256 * MiB
-PROBE_PASSES = 4
+PROBE_PASSES = 6
 #: Bumped when the probe changes, so that older cached figures are measured again.
 PROBE_VERSION = 1
 SPEED_CACHE_NAME = "cpu-speed.json"

@@ -96,6 +96,11 @@ class Machine:
         return self.vram_bytes > 0
 
     @property
+    def cpu_decode_rate(self) -> float:
+        """Bytes/s at which llama.cpp's decoding threads read weights from RAM."""
+        return min(self.cpu_bandwidth, self.cpu_stream)
+
+    @property
     def cpu_measured(self) -> bool:
         """Whether the CPU's rates were measured on this machine (else they are estimates)."""
         return self.cpu is not None

@@ -98,7 +98,8 @@ def layout_from_facts(facts: ModelFacts) -> ModelLayout:
     head_k = _int(md.get(f"{arch}.attention.key_length")) or facts.n_embd // n_head
     head_v = _int(md.get(f"{arch}.attention.value_length")) or head_k
     shape = ModelShape(params_per_byte=params / size if size else ModelShape().params_per_byte,
-                       attention_flops=2.0 * n_head * (head_k + head_v))
+                       attention_flops=2.0 * n_head * (head_k + head_v),
+                       width=facts.n_embd or ModelShape().width)
     return ModelLayout(layers, shape)
 
 

@@ -222,7 +222,8 @@ def _evaluate(model: MemoryModel, sums: _LayerSums, machine: Machine, n_gpu_laye
     cpu_computes = g <= n_layers or ram_experts > 0
     ram = cpu_w + model.input_bytes + cpu_kv + (model.compute_bytes if cpu_computes else 0)
     traffic = Traffic(gpu_read, cpu_read, gpu_kv / ctx, cpu_kv / ctx, n_layers - first_gpu,
-                      first_gpu, float(cpu_w), float(gpu_w))
+                      first_gpu, float(cpu_w), float(gpu_w),
+                      cpu_expert_layers + (1 if part_bytes else 0))
     return Placement(g, n, vram, ram, gpu_w, traffic, overridden, cpu_expert_layers, model.n_ctx,
                      partial)
 
@@ -348,7 +349,7 @@ class Plan:
             "machine": {"vram_bytes": self.machine.vram_bytes,
                         "ram_bytes": self.machine.ram_bytes, "gpu": self.machine.gpu_name,
                         "gpu_bandwidth_gbps": round(self.machine.gpu_bandwidth / GB),
-                        "cpu_bandwidth_gbps": round(self.machine.cpu_bandwidth / GB, 1),
+                        "cpu_bandwidth_gbps": round(self.machine.cpu_decode_rate / GB, 1),
                         "cpu_flops_gflops": round(self.machine.cpu_flops / GB),
                         "cpu_measured": self.machine.cpu_measured,
                         "threads": self.machine.threads,

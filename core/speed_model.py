@@ -6,21 +6,25 @@ module turns that into seconds with the machine's rates (:class:`Rates`):
 
 - **Decode** is bound by memory: a new token reads every dense weight of the model and
   ``expert_used_count / expert_count`` of the experts, plus the KV cache as far as it is filled.
-  On the CPU that takes ``bytes / bandwidth``, or longer when the decoding threads cannot stream
-  quantized weights that fast (``bytes / stream``: one llama.cpp thread decodes at about half the
-  bandwidth one thread of the probe reads at); on the GPU ``bytes / GPU bandwidth``.
-- **Prompt evaluation** is bound by arithmetic: about ``2 × active parameters`` FLOPs a token, plus
+  On the CPU the weights stream at the smaller of the memory's rate and what the decoding threads
+  can take in (each thread of llama.cpp decodes quantized weights at about two thirds of the rate
+  one probe thread reads memory); attention over the KV cache costs arithmetic beyond its bytes
+  (:data:`CPU_ATTENTION_FLOPS` per layer and token of context: the context makes CPU decoding
+  slower than its bytes say). On the GPU: ``bytes / GPU bandwidth``. Each layer adds a fixed
+  cost (llama.cpp's thread barriers on the CPU, kernel launches on the GPU) and each token one
+  more (sampling).
+- **Prompt evaluation** is bound by arithmetic: about ``2 × active weights`` FLOPs a token, plus
   attention over the context so far (``2 × heads × (key + value dims)`` FLOPs per layer and token
-  of context, which grows with the context and runs where the layer's KV cache is). A batch of
-  :data:`UBATCH` tokens also reads every weight once; with a discrete GPU, llama.cpp copies the
-  weights kept in RAM over PCIe for each batch of :data:`OP_OFFLOAD_MIN_BATCH` tokens or more and
-  multiplies on the GPU, so that copy can bound it instead.
+  of context, at :data:`ATTENTION_SHARE` of the matrix rate, where the layer's KV cache is). A
+  batch of :data:`UBATCH` tokens also reads every weight once; with a discrete GPU, llama.cpp
+  copies the weights kept in RAM over PCIe for each batch of :data:`OP_OFFLOAD_MIN_BATCH` tokens
+  or more and multiplies on the GPU, so that copy can bound it instead.
 
-The CPU's rates come from :mod:`.cpu_speed`'s probe, scaled by what llama.cpp reaches of them
-(measured with the ~0.7 GB Q8_0 bench model and the 15.8 GB Mixtral Q2_K on a 2-core EPYC:
-:data:`BANDWIDTH_SHARE`, :data:`THREAD_STREAM_SHARE`, :data:`FLOPS_SHARE`). What the app then
-measures of a model (:mod:`.measured_speeds`) calibrates these predictions for that model
-(:func:`calibrate`).
+The CPU's rates come from :mod:`.cpu_speed`'s probe, scaled by what llama.cpp reaches of them.
+The shares and costs here were measured on this project's 2-core EPYC VM with three Q8_0 models
+of 8, 4 and 32 layers (0.2–0.4 GB read a token, 1 and 2 threads, short and 1,800-token
+contexts): see bench/bench_speed_model.py. What the app then measures of a model
+(:mod:`.measured_speeds`) calibrates these predictions for that model (:func:`calibrate`).
 """
 
 from __future__ import annotations
@@ -35,15 +39,34 @@ if TYPE_CHECKING:
     from .cpu_speed import CpuSpeed
 
 GB = 1e9
-#: The share of the probe's read bandwidth (with the decoding threads) that llama.cpp's decoding
-#: reaches: 21.4 of 32 GB/s measured for the Q8_0 bench model, 2 threads.
-BANDWIDTH_SHARE = 0.67
-#: The share of the one-thread probe bandwidth at which one decoding thread streams quantized
-#: weights: 1 thread decoded the bench model at 14 GB/s where the probe read 28 GB/s.
-THREAD_STREAM_SHARE = 0.5
+#: One llama.cpp decoding thread streams quantized weights at this share of the rate one probe
+#: thread reads memory (Q8_0: 17.6 GB/s where the probe read 27.5).
+THREAD_STREAM_SHARE = 0.64
+#: All decoding threads together reach at most the larger of what one probe thread reads and this
+#: share of what one probe thread per core reads (2 threads: 28 GB/s; the probe read 27.5 GB/s
+#: with one thread, 31–53 with two, depending on the other work on the machine).
+BANDWIDTH_SHARE = 0.58
+#: Attention over the KV cache on the CPU costs, beyond reading it, about this much arithmetic
+#: per layer and token of context (at the prompt's FLOP rate: mask, softmax and f16 conversions
+#: per head; 160–220 ns a layer and token of context on 2 threads of this project's machine,
+#: for models with 16 heads of 64 and 8 heads of 32 dims alike).
+CPU_ATTENTION_FLOPS = 20_000.0
+#: Fixed costs of a token: per layer on the CPU (thread barriers), per layer on the GPU (kernel
+#: launches: 938 tok/s for the 9-layer bench model on an H200), and per token (sampling); a
+#: 32-layer model 256 wide decodes at 127–146 tok/s on 2 threads here, nearly all fixed costs.
+CPU_LAYER_SECONDS = 0.15e-3
+GPU_LAYER_SECONDS = 0.1e-3
+TOKEN_SECONDS = 0.5e-3
 #: The share of the float32 matrix-multiply probe that prompt evaluation reaches (the bench model:
-#: 295 tok/s × 0.38 GFLOP a token on 2 threads = 113 of 185 GFLOP/s).
+#: 300 tok/s × 0.38 GFLOP a token on 2 threads = 113 of 185 GFLOP/s), and the share of that
+#: attention reaches (a 1,800-token prompt: 245 instead of 290 tok/s).
 FLOPS_SHARE = 0.6
+ATTENTION_SHARE = 0.4
+#: Matrix multiplies of wider models run closer to the probe's rate: the share above is for a
+#: model 1,024 wide and grows as (width / 1,024) ** 0.2 (2,048 wide: 20–28 % faster prompts than
+#: the 1,024-wide share says; 256 wide: 25–40 % slower).
+REFERENCE_WIDTH = 1024
+WIDTH_EXPONENT = 0.2
 #: A GPU's usable matrix throughput per byte/s of its memory bandwidth (an estimate: an RTX 4090
 #: has 1 TB/s and ~165 TFLOP/s of half-precision tensor math, an H200 4.8 TB/s and ~990; llama.cpp
 #: reaches well under peak; Apple GPUs have less arithmetic per byte).
@@ -65,18 +88,26 @@ DEFAULT_PARAMS_PER_BYTE = 8 / 4.5
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What a model's arithmetic depends on beyond its bytes: weights per byte of weight data, and
-    attention FLOPs per layer for one new token per token of context."""
+    """What a model's arithmetic depends on beyond its bytes: weights per byte of weight data,
+    attention FLOPs per layer for one new token per token of context, and its width (embedding
+    length: wider matrices multiply faster)."""
 
     params_per_byte: float = DEFAULT_PARAMS_PER_BYTE
     attention_flops: float = 0.0
+    width: int = REFERENCE_WIDTH
+
+    @property
+    def matmul_scale(self) -> float:
+        """How much faster than a 1,024-wide model's this model's matrix multiplies run."""
+        return (max(1, self.width) / REFERENCE_WIDTH) ** WIDTH_EXPONENT
 
 
 @dataclass(frozen=True)
 class Traffic:
     """What a placement reads, and where: weight bytes a token reads from VRAM and from RAM (the
     used share of the experts), KV bytes per token of context in each, the layers whose attention
-    runs on each, and all weight bytes held in RAM and in VRAM (a prompt batch reads them all)."""
+    runs on each, and all weight bytes held in RAM and in VRAM (a prompt batch reads them all);
+    ``split_layers``: GPU layers whose experts (some or all) run on the CPU."""
 
     gpu_weights: float
     cpu_weights: float
@@ -86,6 +117,7 @@ class Traffic:
     cpu_layers: int
     host_bytes: float
     gpu_bytes: float
+    split_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,18 +143,23 @@ def cpu_rates(probe: CpuSpeed, threads: int | None = None,
     Raises nothing."""
     count = probe.threads if threads is None else max(1, threads)
     batch = batch_threads if batch_threads is not None else threads
-    return (probe.bandwidth(count) * BANDWIDTH_SHARE,
+    return (max(probe.bandwidth_one, probe.bandwidth(count) * BANDWIDTH_SHARE),
             count * probe.bandwidth_one * THREAD_STREAM_SHARE,
             probe.flops_with(batch) * FLOPS_SHARE)
 
 
 def decode_seconds(traffic: Traffic, rates: Rates, fill: float) -> float:
     """Seconds to decode one token with ``fill`` tokens of context in the KV cache."""
-    cpu_bytes = traffic.cpu_weights + traffic.cpu_kv * fill
-    cpu = max(cpu_bytes / rates.cpu_bandwidth, cpu_bytes / rates.cpu_stream) if cpu_bytes else 0.0
+    cpu = 0.0
+    if traffic.cpu_weights or traffic.cpu_kv:
+        rate = min(rates.cpu_bandwidth, rates.cpu_stream)
+        cpu = ((traffic.cpu_weights + traffic.cpu_kv * fill) / rate
+               + traffic.cpu_layers * fill * CPU_ATTENTION_FLOPS / rates.cpu_flops)
     gpu_bytes = traffic.gpu_weights + traffic.gpu_kv * fill
     gpu = gpu_bytes / rates.gpu_bandwidth if gpu_bytes and rates.gpu_bandwidth else 0.0
-    return cpu + gpu
+    fixed = (CPU_LAYER_SECONDS * (traffic.cpu_layers + traffic.split_layers)
+             + GPU_LAYER_SECONDS * traffic.gpu_layers + TOKEN_SECONDS)
+    return cpu + gpu + fixed
 
 
 def prompt_seconds(traffic: Traffic, rates: Rates, shape: ModelShape, tokens: int,
@@ -133,13 +170,13 @@ def prompt_seconds(traffic: Traffic, rates: Rates, shape: ModelShape, tokens: in
     batches = math.ceil(tokens / UBATCH)
     position = start + tokens / 2  # the average context a prompt token attends to
     attention = shape.attention_flops * position * tokens
-    cpu_attention = attention * traffic.cpu_layers / rates.cpu_flops
-    matmul = 2 * shape.params_per_byte * tokens
+    cpu_attention = attention * traffic.cpu_layers / (rates.cpu_flops * ATTENTION_SHARE)
+    matmul = 2 * shape.params_per_byte * tokens / shape.matmul_scale
     on_gpu = traffic.gpu_bytes > 0 and rates.gpu_flops > 0
     if not on_gpu:
         compute = matmul * traffic.cpu_weights / rates.cpu_flops + cpu_attention
         return max(compute, batches * traffic.host_bytes / rates.cpu_bandwidth)
-    gpu_attention = attention * traffic.gpu_layers / rates.gpu_flops
+    gpu_attention = attention * traffic.gpu_layers / (rates.gpu_flops * ATTENTION_SHARE)
     if rates.link > 0 and tokens >= OP_OFFLOAD_MIN_BATCH:  # weights in RAM copied to the GPU
         gpu = matmul * (traffic.gpu_weights + traffic.cpu_weights) / rates.gpu_flops
         copies = batches * traffic.host_bytes / rates.link
@@ -231,7 +268,8 @@ def predict(traffic: Traffic, rates: Rates, shape: ModelShape, n_ctx: int,
 
 
 __all__ = [
-    "BANDWIDTH_SHARE", "DECODE_FILL_TOKENS", "FLOPS_SHARE", "PROMPT_TOKENS", "THREAD_STREAM_SHARE",
-    "Calibration", "ModelShape", "Rates", "Sample", "Speed", "Traffic", "calibrate", "cpu_rates",
-    "decode_seconds", "predict", "prompt_seconds",
+    "ATTENTION_SHARE", "BANDWIDTH_SHARE", "CPU_ATTENTION_FLOPS", "CPU_LAYER_SECONDS",
+    "DECODE_FILL_TOKENS", "FLOPS_SHARE", "GPU_LAYER_SECONDS", "PROMPT_TOKENS", "REFERENCE_WIDTH",
+    "THREAD_STREAM_SHARE", "TOKEN_SECONDS", "Calibration", "ModelShape", "Rates", "Sample", "Speed",
+    "Traffic", "calibrate", "cpu_rates", "decode_seconds", "predict", "prompt_seconds",
 ]

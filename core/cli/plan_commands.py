@@ -220,7 +220,7 @@ def speed_lines(plan: Plan) -> list[str]:
     lines = [tr("Speed:    decode about {decode} tok/s ({full} tok/s with the context full), "
                 "prompt about {prompt} tok/s", decode=_rate(speed.decode),
                 full=_rate(speed.decode_full), prompt=_rate(speed.prompt))]
-    values = {"bandwidth": f"{machine.cpu_bandwidth / 1e9:.1f}",
+    values = {"bandwidth": f"{machine.cpu_decode_rate / 1e9:.1f}",
               "flops": f"{machine.cpu_flops / 1e9:.0f}"}
     lines.append(tr("Basis:    CPU memory bandwidth {bandwidth} GB/s and {flops} GFLOP/s as "
                     "llama.cpp uses them, measured on this machine", **values)

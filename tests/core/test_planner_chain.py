@@ -260,6 +260,7 @@ def test_layouts_know_their_kinds(mixtral_facts: ModelFacts, fused_facts: ModelF
     # Mixtral Q4_K_M: about 1.8 weights per byte; attention 2 × 32 heads × (128 + 128) FLOPs.
     assert 1.7 < mixtral.shape.params_per_byte < 1.85
     assert mixtral.shape.attention_flops == 2 * 32 * 256
+    assert mixtral.shape.width == 4096 and mixtral.shape.matmul_scale == pytest.approx(4 ** 0.2)
 
 
 def test_dense_layers_of_an_moe_model_plan_too(tmp_path: Path) -> None:

@@ -33,12 +33,21 @@ from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.session.loading import LoadReport
 from mixtral_desk.core.settings import LoadDefaults, Settings
 from mixtral_desk.core.speed_model import (
+    ATTENTION_SHARE,
+    BANDWIDTH_SHARE,
+    CPU_ATTENTION_FLOPS,
+    CPU_LAYER_SECONDS,
+    FLOPS_SHARE,
+    GPU_LAYER_SECONDS,
+    THREAD_STREAM_SHARE,
+    TOKEN_SECONDS,
     Calibration,
     ModelShape,
     Rates,
     Sample,
     Traffic,
     calibrate,
+    cpu_rates,
     decode_seconds,
     prompt_seconds,
 )
@@ -141,18 +150,31 @@ CPU_ONLY = Traffic(gpu_weights=0, cpu_weights=200e6, gpu_kv=0, cpu_kv=8192, gpu_
 
 
 def test_decode_is_bound_by_bandwidth_or_by_the_threads() -> None:
+    fixed = 8 * CPU_LAYER_SECONDS + TOKEN_SECONDS
     fast_threads = Rates(cpu_bandwidth=20e9, cpu_stream=1e12, cpu_flops=1e11)
-    assert decode_seconds(CPU_ONLY, fast_threads, 0) == pytest.approx(0.01)
+    assert decode_seconds(CPU_ONLY, fast_threads, 0) == pytest.approx(0.01 + fixed)
     one_thread = Rates(cpu_bandwidth=20e9, cpu_stream=10e9, cpu_flops=1e11)
-    assert decode_seconds(CPU_ONLY, one_thread, 0) == pytest.approx(0.02)
-    # The KV cache is read as far as it is filled.
+    assert decode_seconds(CPU_ONLY, one_thread, 0) == pytest.approx(0.02 + fixed)
+    # Attention over the KV cache grows with the context: its bytes, and arithmetic per layer.
     assert decode_seconds(CPU_ONLY, fast_threads, 100_000) == pytest.approx(
-        (200e6 + 8192 * 100_000) / 20e9)
+        (200e6 + 8192 * 100_000) / 20e9 + 8 * 100_000 * CPU_ATTENTION_FLOPS / 1e11 + fixed)
     split = Traffic(gpu_weights=150e6, cpu_weights=50e6, gpu_kv=4096, cpu_kv=4096,
-                    gpu_layers=4, cpu_layers=4, host_bytes=200e6, gpu_bytes=450e6)
+                    gpu_layers=4, cpu_layers=4, host_bytes=200e6, gpu_bytes=450e6,
+                    split_layers=2)
     with_gpu = Rates(cpu_bandwidth=20e9, cpu_stream=1e12, cpu_flops=1e11, gpu_bandwidth=1e12,
                      gpu_flops=6e13, link=25e9)
-    assert decode_seconds(split, with_gpu, 0) == pytest.approx(50e6 / 20e9 + 150e6 / 1e12)
+    assert decode_seconds(split, with_gpu, 0) == pytest.approx(
+        50e6 / 20e9 + 150e6 / 1e12 + 6 * CPU_LAYER_SECONDS + 4 * GPU_LAYER_SECONDS
+        + TOKEN_SECONDS)
+
+
+def test_cpu_rates_from_the_probe() -> None:
+    bandwidth, stream, flops = cpu_rates(MEASURED_CPU)
+    assert bandwidth == max(28e9, 32e9 * BANDWIDTH_SHARE) and flops == 185e9 * FLOPS_SHARE
+    assert stream == 2 * 28e9 * THREAD_STREAM_SHARE
+    one = cpu_rates(MEASURED_CPU, threads=1)
+    assert one == (28e9, 28e9 * THREAD_STREAM_SHARE, 185e9 / 2 * FLOPS_SHARE)
+    assert cpu_rates(MEASURED_CPU, threads=1, batch_threads=2)[2] == flops
 
 
 def test_prompt_evaluation_is_bound_by_arithmetic_and_grows_with_the_context() -> None:
@@ -160,7 +182,7 @@ def test_prompt_evaluation_is_bound_by_arithmetic_and_grows_with_the_context() -
     rates = Rates(cpu_bandwidth=20e9, cpu_stream=1e12, cpu_flops=1e11)
     seconds = prompt_seconds(CPU_ONLY, rates, shape, 512)
     matmul = 512 * 2 * 0.94 * 200e6 / 1e11
-    attention = 4096 * 256 * 512 * 8 / 1e11
+    attention = 4096 * 256 * 512 * 8 / (1e11 * ATTENTION_SHARE)
     assert seconds == pytest.approx(matmul + attention)
     assert prompt_seconds(CPU_ONLY, rates, shape, 512, start=20_000) > 1.5 * seconds
     assert prompt_seconds(CPU_ONLY, rates, shape, 0) == 0.0
@@ -298,7 +320,7 @@ def test_speed_lines_say_what_was_measured(bench_facts: ModelFacts, tmp_path: Pa
     machine = simulated_machine(ram=16 * GiB, cpu=MEASURED_CPU)
     lines = speed_lines(plan_offload(model, machine, layout=layout_from_facts(bench_facts)))
     assert lines[0].startswith("Speed:    decode about ") and "prompt about" in lines[0]
-    assert lines[1].startswith("Basis:    CPU memory bandwidth 21.4 GB/s and 111 GFLOP/s")
+    assert lines[1].startswith("Basis:    CPU memory bandwidth 28.0 GB/s and 111 GFLOP/s")
     assert "measured on this machine" in lines[1] and len(lines) == 2
     estimated = speed_lines(plan_offload(model, simulated_machine(ram=16 * GiB)))
     assert "estimates: this CPU was not measured" in estimated[1]

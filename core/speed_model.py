@@ -99,7 +99,7 @@ class ModelShape:
     @property
     def matmul_scale(self) -> float:
         """How much faster than a 1,024-wide model's this model's matrix multiplies run."""
-        return (max(1, self.width) / REFERENCE_WIDTH) ** WIDTH_EXPONENT
+        return float((max(1, self.width) / REFERENCE_WIDTH) ** WIDTH_EXPONENT)
 
 
 @dataclass(frozen=True)

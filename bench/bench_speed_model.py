@@ -82,7 +82,7 @@ def main() -> int:
                     evaluated = s.prompt_tokens - s.cached_tokens
                     prompt.append(evaluated / s.time_to_first_token_s)
                 fill = s.prompt_tokens + args.tokens / 2
-                predicted_decode = p.tokens_per_s(machine, fill)
+                predicted_decode = p.tokens_per_s(machine, fill, layout.shape)
                 predicted_prompt = evaluated / prompt_seconds(
                     p.traffic, machine.rates(), layout.shape, evaluated, s.cached_tokens)
                 measured_decode = statistics.median(decode)

@@ -71,8 +71,9 @@ class Machine:
     """What a plan may use. ``vram_bytes``: free GPU memory (for unified memory, Metal's working
     set); 0 means no usable GPU. ``ram_bytes``: RAM available to the model. Bandwidths in bytes/s.
 
-    ``cpu_bandwidth``, ``cpu_stream`` and ``cpu_flops`` are what llama.cpp reaches on the CPU:
-    read bandwidth and the stream rate of the decoding threads (decode), arithmetic (prompt); from
+    ``cpu_bandwidth``, ``cpu_stream``, ``cpu_weight_rate`` and ``cpu_flops`` are what llama.cpp
+    reaches on the CPU: read bandwidth and the byte and weight rates of the decoding threads
+    (decode), arithmetic (prompt); from
     the measured ``cpu`` (with ``threads`` decoding threads) where there is one, else estimates.
     """
 
@@ -86,6 +87,7 @@ class Machine:
     gpu_overhead: int = DEFAULT_GPU_OVERHEAD
     notes: tuple[str, ...] = ()
     cpu_stream: float = math.inf
+    cpu_weight_rate: float = math.inf
     cpu_flops: float = CPU_FLOPS
     threads: int | None = None
     cpu: CpuSpeed | None = field(default=None, compare=False)
@@ -124,6 +126,7 @@ class Machine:
         gpu = self.has_gpu
         flops = GPU_FLOPS_PER_BYTE.get(self.gpu_vendor, GPU_FLOPS_PER_BYTE["unknown"])
         return Rates(cpu_bandwidth=self.cpu_bandwidth, cpu_stream=self.cpu_stream,
+                     cpu_weight_rate=self.cpu_weight_rate,
                      cpu_flops=self.cpu_flops, gpu_bandwidth=self.gpu_bandwidth if gpu else 0.0,
                      gpu_flops=self.gpu_bandwidth * flops if gpu else 0.0,
                      link=PCIE_BANDWIDTH if gpu and not self.unified_memory else 0.0)
@@ -132,9 +135,9 @@ class Machine:
         """This machine decoding with ``threads`` threads (unchanged without a measured CPU)."""
         if self.cpu is None or threads == self.threads:
             return self
-        bandwidth, stream, flops = cpu_rates(self.cpu, threads)
-        return replace(self, cpu_bandwidth=bandwidth, cpu_stream=stream, cpu_flops=flops,
-                       threads=threads)
+        rates = cpu_rates(self.cpu, threads)
+        return replace(self, cpu_bandwidth=rates.bandwidth, cpu_stream=rates.stream,
+                       cpu_weight_rate=rates.weight_rate, cpu_flops=rates.flops, threads=threads)
 
     def describe(self) -> str:
         """``RTX 4090 (nvidia, 23.5 GiB free), 60.0 GiB RAM`` or ``no GPU, 30.0 GiB RAM``."""
@@ -164,8 +167,9 @@ def simulated_machine(*, ram: int, vram: int = 0, gpu_name: str | None = None,
         gpu_overhead=GPU_OVERHEAD.get(vendor, DEFAULT_GPU_OVERHEAD))
     if cpu is None:
         return machine
-    bandwidth, stream, flops = cpu_rates(cpu, threads)
-    return replace(machine, cpu_bandwidth=bandwidth, cpu_stream=stream, cpu_flops=flops,
+    rates = cpu_rates(cpu, threads)
+    return replace(machine, cpu_bandwidth=rates.bandwidth, cpu_stream=rates.stream,
+                   cpu_weight_rate=rates.weight_rate, cpu_flops=rates.flops,
                    threads=threads or cpu.threads, cpu=cpu)
 
 

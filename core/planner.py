@@ -127,11 +127,13 @@ class Placement:
         """Bytes a token reads from RAM with the context half full."""
         return self.traffic.cpu_weights + self.traffic.cpu_kv * self.n_ctx * KV_FILL
 
-    def tokens_per_s(self, machine: Machine, fill: float | None = None) -> float:
+    def tokens_per_s(self, machine: Machine, fill: float | None = None,
+                     shape: ModelShape | None = None) -> float:
         """Decode speed on ``machine`` (not calibrated) with ``fill`` tokens of context (default:
-        :data:`~.speed_model.DECODE_FILL_TOKENS`, the first replies of a chat)."""
+        :data:`~.speed_model.DECODE_FILL_TOKENS`, the first replies of a chat) for a model of
+        ``shape`` (its weights per byte)."""
         tokens = min(DECODE_FILL_TOKENS, self.n_ctx) if fill is None else fill
-        seconds = decode_seconds(self.traffic, machine.rates(), tokens)
+        seconds = decode_seconds(self.traffic, machine.rates(), tokens, shape)
         return 1.0 / seconds if seconds > 0 else 0.0
 
 
@@ -435,7 +437,7 @@ def _calibration(model: MemoryModel, machine: Machine, p: Placement,
         q = _evaluate(model, sums, at, sample.n_gpu_layers, sample.n_cpu_moe,
                       sample.cpu_moe_tensors, layout)
         if sample.kind == "decode":
-            seconds = decode_seconds(q.traffic, at.rates(), sample.position)
+            seconds = decode_seconds(q.traffic, at.rates(), sample.position, shape)
             predicted = 1 / seconds if seconds > 0 else 0.0
         else:
             seconds = prompt_seconds(q.traffic, at.rates(), shape, sample.tokens,
@@ -496,10 +498,12 @@ def plan_offload(model: MemoryModel, machine: Machine, *, max_vram: int | None =
     cap = machine.vram_budget if max_vram is None else min(max_vram, machine.vram_budget)
     best: Placement | None = None
     best_speed = -1.0
+    shape = layout.shape if layout is not None else None
     for p in _chain(model, machine, layout):
         if p.vram_bytes > cap:
             break  # VRAM only grows along the chain
-        if _fits(p, machine) and (speed := round(p.tokens_per_s(machine), 9)) >= best_speed:
+        if _fits(p, machine) and (speed := round(p.tokens_per_s(machine, shape=shape),
+                                                 9)) >= best_speed:
             best, best_speed = p, speed
     return _plan_from(model, machine, best, layout, measured)
 

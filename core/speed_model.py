@@ -39,9 +39,13 @@ if TYPE_CHECKING:
     from .cpu_speed import CpuSpeed
 
 GB = 1e9
-#: One llama.cpp decoding thread streams quantized weights at this share of the rate one probe
-#: thread reads memory (Q8_0: 17.6 GB/s where the probe read 27.5).
-THREAD_STREAM_SHARE = 0.64
+#: One llama.cpp decoding thread takes in quantized weights at a rate set by their bytes and by
+#: their number: a byte costs 1 / (this share × what one probe thread reads) and a weight 1 / (the
+#: weight share × the probe's FLOP/s per thread). Fitted to one thread decoding Q8_0 at 17.6 GB/s
+#: (0.94 weights a byte) and two decoding Q2_K at 23 GB/s (2.96 weights a byte), where one probe
+#: thread read 27 GB/s and multiplied 100 GFLOP/s.
+THREAD_STREAM_SHARE = 0.86
+THREAD_WEIGHT_SHARE = 0.69
 #: All decoding threads together reach at most the larger of what one probe thread reads and this
 #: share of what one probe thread per core reads (2 threads: 28 GB/s; the probe read 27.5 GB/s
 #: with one thread, 31–53 with two, depending on the other work on the machine).
@@ -122,38 +126,56 @@ class Traffic:
 
 @dataclass(frozen=True)
 class Rates:
-    """A machine's rates for llama.cpp, in bytes/s and FLOP/s: CPU read bandwidth and the stream
-    rate of the decoding threads, CPU arithmetic for a prompt, the GPU's bandwidth and arithmetic,
-    and the host-to-GPU link (0: none, or unified memory)."""
+    """A machine's rates for llama.cpp, in bytes/s and FLOP/s: CPU read bandwidth, the rates at
+    which the decoding threads take in weight bytes and weights (weights/s), CPU arithmetic for a
+    prompt, the GPU's bandwidth and arithmetic, and the host-to-GPU link (0: none, or unified
+    memory)."""
 
     cpu_bandwidth: float
     cpu_stream: float
     cpu_flops: float
     gpu_bandwidth: float = 0.0
+    cpu_weight_rate: float = math.inf
     gpu_flops: float = 0.0
     link: float = 0.0
 
 
+@dataclass(frozen=True)
+class CpuRates:
+    """What llama.cpp reaches of a CPU probe (see :func:`cpu_rates`)."""
+
+    bandwidth: float
+    stream: float
+    weight_rate: float
+    flops: float
+
+
 def cpu_rates(probe: CpuSpeed, threads: int | None = None,
-              batch_threads: int | None = None) -> tuple[float, float, float]:
-    """What llama.cpp reaches of a CPU probe: (read bandwidth, stream rate of ``threads`` decoding
-    threads, prompt FLOP/s with ``batch_threads``). Without ``threads`` llama.cpp decodes with one
-    thread per physical core and evaluates prompts with every core; with ``threads`` it uses that
-    many for both (the engine's ``n_threads_batch``), unless ``batch_threads`` says otherwise.
-    Raises nothing."""
+              batch_threads: int | None = None) -> CpuRates:
+    """What llama.cpp reaches of a CPU probe: read bandwidth, the byte and weight rates of
+    ``threads`` decoding threads, prompt FLOP/s with ``batch_threads``. Without ``threads``
+    llama.cpp decodes with one thread per physical core and evaluates prompts with every core;
+    with ``threads`` it uses that many for both (the engine's ``n_threads_batch``), unless
+    ``batch_threads`` says otherwise. Raises nothing."""
     count = probe.threads if threads is None else max(1, threads)
     batch = batch_threads if batch_threads is not None else threads
-    return (max(probe.bandwidth_one, probe.bandwidth(count) * BANDWIDTH_SHARE),
-            count * probe.bandwidth_one * THREAD_STREAM_SHARE,
-            probe.flops_with(batch) * FLOPS_SHARE)
+    return CpuRates(bandwidth=max(probe.bandwidth_one, probe.bandwidth(count) * BANDWIDTH_SHARE),
+                    stream=count * probe.bandwidth_one * THREAD_STREAM_SHARE,
+                    weight_rate=probe.flops_with(count) * THREAD_WEIGHT_SHARE,
+                    flops=probe.flops_with(batch) * FLOPS_SHARE)
 
 
-def decode_seconds(traffic: Traffic, rates: Rates, fill: float) -> float:
-    """Seconds to decode one token with ``fill`` tokens of context in the KV cache."""
+def decode_seconds(traffic: Traffic, rates: Rates, fill: float,
+                   shape: ModelShape | None = None) -> float:
+    """Seconds to decode one token with ``fill`` tokens of context in the KV cache (``shape``
+    gives the weights per byte; default :data:`DEFAULT_PARAMS_PER_BYTE`)."""
     cpu = 0.0
     if traffic.cpu_weights or traffic.cpu_kv:
-        rate = min(rates.cpu_bandwidth, rates.cpu_stream)
-        cpu = ((traffic.cpu_weights + traffic.cpu_kv * fill) / rate
+        per_byte = (shape or ModelShape()).params_per_byte
+        weights = traffic.cpu_weights
+        taken_in = weights / rates.cpu_stream + weights * per_byte / rates.cpu_weight_rate
+        cpu = (max(weights / rates.cpu_bandwidth, taken_in)
+               + traffic.cpu_kv * fill / rates.cpu_bandwidth
                + traffic.cpu_layers * fill * CPU_ATTENTION_FLOPS / rates.cpu_flops)
     gpu_bytes = traffic.gpu_weights + traffic.gpu_kv * fill
     gpu = gpu_bytes / rates.gpu_bandwidth if gpu_bytes and rates.gpu_bandwidth else 0.0
@@ -261,8 +283,8 @@ def predict(traffic: Traffic, rates: Rates, shape: ModelShape, n_ctx: int,
     fill = min(DECODE_FILL_TOKENS, n_ctx)
     prompt = min(PROMPT_TOKENS, n_ctx)
     return Speed(
-        decode=rate(1, decode_seconds(traffic, rates, fill)) * cal.decode_factor,
-        decode_full=rate(1, decode_seconds(traffic, rates, n_ctx)) * cal.decode_factor,
+        decode=rate(1, decode_seconds(traffic, rates, fill, shape)) * cal.decode_factor,
+        decode_full=rate(1, decode_seconds(traffic, rates, n_ctx, shape)) * cal.decode_factor,
         prompt=rate(prompt, prompt_seconds(traffic, rates, shape, prompt)) * cal.prompt_factor,
         calibration=cal)
 
@@ -270,6 +292,7 @@ def predict(traffic: Traffic, rates: Rates, shape: ModelShape, n_ctx: int,
 __all__ = [
     "ATTENTION_SHARE", "BANDWIDTH_SHARE", "CPU_ATTENTION_FLOPS", "CPU_LAYER_SECONDS",
     "DECODE_FILL_TOKENS", "FLOPS_SHARE", "GPU_LAYER_SECONDS", "PROMPT_TOKENS", "REFERENCE_WIDTH",
-    "THREAD_STREAM_SHARE", "TOKEN_SECONDS", "Calibration", "ModelShape", "Rates", "Sample", "Speed",
+    "THREAD_STREAM_SHARE", "THREAD_WEIGHT_SHARE", "TOKEN_SECONDS", "Calibration", "CpuRates",
+    "ModelShape", "Rates", "Sample", "Speed",
     "Traffic", "calibrate", "cpu_rates", "decode_seconds", "predict", "prompt_seconds",
 ]

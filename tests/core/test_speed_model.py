@@ -40,6 +40,7 @@ from mixtral_desk.core.speed_model import (
     FLOPS_SHARE,
     GPU_LAYER_SECONDS,
     THREAD_STREAM_SHARE,
+    THREAD_WEIGHT_SHARE,
     TOKEN_SECONDS,
     Calibration,
     ModelShape,
@@ -169,12 +170,25 @@ def test_decode_is_bound_by_bandwidth_or_by_the_threads() -> None:
 
 
 def test_cpu_rates_from_the_probe() -> None:
-    bandwidth, stream, flops = cpu_rates(MEASURED_CPU)
-    assert bandwidth == max(28e9, 32e9 * BANDWIDTH_SHARE) and flops == 185e9 * FLOPS_SHARE
-    assert stream == 2 * 28e9 * THREAD_STREAM_SHARE
+    rates = cpu_rates(MEASURED_CPU)
+    assert rates.bandwidth == max(28e9, 32e9 * BANDWIDTH_SHARE)
+    assert rates.flops == 185e9 * FLOPS_SHARE
+    assert rates.stream == 2 * 28e9 * THREAD_STREAM_SHARE
+    assert rates.weight_rate == 185e9 * THREAD_WEIGHT_SHARE
     one = cpu_rates(MEASURED_CPU, threads=1)
-    assert one == (28e9, 28e9 * THREAD_STREAM_SHARE, 185e9 / 2 * FLOPS_SHARE)
-    assert cpu_rates(MEASURED_CPU, threads=1, batch_threads=2)[2] == flops
+    assert (one.bandwidth, one.stream, one.flops) == (28e9, 28e9 * THREAD_STREAM_SHARE,
+                                                      185e9 / 2 * FLOPS_SHARE)
+    assert cpu_rates(MEASURED_CPU, threads=1, batch_threads=2).flops == rates.flops
+
+
+def test_more_weights_a_byte_decode_slower() -> None:
+    """A Q2_K byte holds three times the weights of a Q8_0 byte: the threads take it in slower."""
+    rates = Rates(cpu_bandwidth=28e9, cpu_stream=60e9, cpu_flops=1e11, cpu_weight_rate=60e9)
+    q8 = decode_seconds(CPU_ONLY, rates, 0, ModelShape(params_per_byte=0.94))
+    q2 = decode_seconds(CPU_ONLY, rates, 0, ModelShape(params_per_byte=2.96))
+    fixed = 8 * CPU_LAYER_SECONDS + TOKEN_SECONDS
+    assert q8 == pytest.approx(200e6 / 28e9 + fixed)  # bound by the memory
+    assert q2 == pytest.approx(200e6 / 60e9 + 200e6 * 2.96 / 60e9 + fixed)  # by the threads
 
 
 def test_prompt_evaluation_is_bound_by_arithmetic_and_grows_with_the_context() -> None:

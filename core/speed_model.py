@@ -7,12 +7,12 @@ module turns that into seconds with the machine's rates (:class:`Rates`):
 - **Decode** is bound by memory: a new token reads every dense weight of the model and
   ``expert_used_count / expert_count`` of the experts, plus the KV cache as far as it is filled.
   On the CPU the weights stream at the smaller of the memory's rate and what the decoding threads
-  can take in (each thread of llama.cpp decodes quantized weights at about two thirds of the rate
-  one probe thread reads memory); attention over the KV cache costs arithmetic beyond its bytes
-  (:data:`CPU_ATTENTION_FLOPS` per layer and token of context: the context makes CPU decoding
-  slower than its bytes say). On the GPU: ``bytes / GPU bandwidth``. Each layer adds a fixed
-  cost (llama.cpp's thread barriers on the CPU, kernel launches on the GPU) and each token one
-  more (sampling).
+  can take in (a thread pays for each byte and for each weight in it: a Q2_K byte, three times
+  the weights of a Q8_0 byte, takes longer); attention over the KV cache costs arithmetic beyond
+  its bytes (:data:`CPU_ATTENTION_FLOPS` per layer and token of context: the context makes CPU
+  decoding slower than its bytes say). On the GPU: ``bytes / GPU bandwidth``. Each layer adds a
+  fixed cost (llama.cpp's thread barriers on the CPU, kernel launches on the GPU) and each token
+  one more (sampling).
 - **Prompt evaluation** is bound by arithmetic: about ``2 × active weights`` FLOPs a token, plus
   attention over the context so far (``2 × heads × (key + value dims)`` FLOPs per layer and token
   of context, at :data:`ATTENTION_SHARE` of the matrix rate, where the layer's KV cache is). A
@@ -22,9 +22,10 @@ module turns that into seconds with the machine's rates (:class:`Rates`):
 
 The CPU's rates come from :mod:`.cpu_speed`'s probe, scaled by what llama.cpp reaches of them.
 The shares and costs here were measured on this project's 2-core EPYC VM with three Q8_0 models
-of 8, 4 and 32 layers (0.2–0.4 GB read a token, 1 and 2 threads, short and 1,800-token
-contexts): see bench/bench_speed_model.py. What the app then measures of a model
-(:mod:`.measured_speeds`) calibrates these predictions for that model (:func:`calibrate`).
+of 8, 4 and 32 layers (0.04–0.4 GB read a token, 1 and 2 threads, short and 1,800-token
+contexts) and Mixtral-8x7B Q2_K (4.8 GB read a token): bench/SPEED_MODEL.md. What the app then
+measures of a model (:mod:`.measured_speeds`) calibrates these predictions for that model
+(:func:`calibrate`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ NVIDIA GPUs are read through NVML (the optional ``pynvml`` module from ``nvidia-
 where that is absent or fails, through ``nvidia-smi``. Apple Silicon reports one GPU with unified
 memory whose usable size is Metal's recommended working set, estimated from ``hw.memsize``.
 Other GPUs (AMD, Intel) are not detected yet.
+
+The CPU's speed is measured, not looked up, once per hardware (:mod:`.cpu_speed`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import psutil
 
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.units import GiB, MiB, format_memory
+
+if TYPE_CHECKING:
+    from mixtral_desk.core.cpu_speed import CpuSpeed
 
 GPUVendor = Literal["nvidia", "apple", "amd", "intel", "unknown"]
 
@@ -68,7 +73,8 @@ class GPU:
 
 @dataclass(frozen=True)
 class Hardware:
-    """A snapshot of this machine, as :func:`detect_hardware` found it."""
+    """A snapshot of this machine, as :func:`detect_hardware` found it; ``cpu_speed`` as measured
+    on it (None when not probed)."""
 
     ram_total: int
     ram_available: int
@@ -80,6 +86,7 @@ class Hardware:
     machine: str
     gpus: tuple[GPU, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    cpu_speed: CpuSpeed | None = None
 
     @property
     def best_gpu(self) -> GPU | None:
@@ -106,6 +113,13 @@ class Hardware:
             tr("RAM: {total} total, {available} available", total=format_memory(self.ram_total),
                available=format_memory(self.ram_available)),
         ]
+        if self.cpu_speed is not None:
+            speed = self.cpu_speed
+            values = {"all": format(speed.bandwidth_all / 1e9, ".1f"), "threads": speed.threads,
+                      "one": format(speed.bandwidth_one / 1e9, ".1f"),
+                      "flops": format(speed.flops / 1e9, ".0f")}
+            lines.append(tr("Memory bandwidth: {all} GB/s with {threads} threads, {one} GB/s with "
+                            "one; matrix multiply {flops} GFLOP/s (measured)", **values))
         if not self.gpus:
             lines.append(tr("GPU: none detected"))
         for index, gpu in enumerate(self.gpus):
@@ -298,12 +312,15 @@ def _cpu_name(system: str, timeout: float) -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def detect_hardware(*, probe_gpus: bool = True, timeout: float = PROBE_TIMEOUT_S) -> Hardware:
-    """Detect this machine's memory, CPU and GPUs.
+def detect_hardware(*, probe_gpus: bool = True, timeout: float = PROBE_TIMEOUT_S,
+                    probe_speed: bool = True) -> Hardware:
+    """Detect this machine's memory, CPU and GPUs, and the CPU's measured speed.
 
     Never raises: each probe that fails or takes longer than ``timeout`` seconds is skipped,
     with a line in ``notes`` where the failure is worth telling the user. ``probe_gpus=False``
-    skips the GPU probes (they may take a second on some drivers).
+    skips the GPU probes (they may take a second on some drivers); ``probe_speed=False`` leaves
+    ``cpu_speed`` None (otherwise it comes from :func:`cpu_speed_profile`: measured once per
+    hardware, under a second).
     """
     notes: list[str] = []
     system = platform.system()
@@ -321,7 +338,7 @@ def detect_hardware(*, probe_gpus: bool = True, timeout: float = PROBE_TIMEOUT_S
             gpus = _apple_gpus(cpu_name, timeout, notes)
         else:
             gpus = _nvidia_gpus(timeout, notes)
-    return Hardware(
+    found = Hardware(
         ram_total=int(memory.total),
         ram_available=int(memory.available),
         cpu_physical_cores=physical,
@@ -333,3 +350,8 @@ def detect_hardware(*, probe_gpus: bool = True, timeout: float = PROBE_TIMEOUT_S
         gpus=tuple(gpus),
         notes=tuple(notes),
     )
+    if probe_speed:
+        from mixtral_desk.core.cpu_speed import cpu_speed_profile
+
+        found = replace(found, cpu_speed=cpu_speed_profile(found))
+    return found

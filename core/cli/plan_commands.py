@@ -18,7 +18,9 @@ from mixtral_desk.core.errors import ModelFileNotFoundError
 from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.measured_speeds import speeds_for_facts
 from mixtral_desk.core.memory_model import MemoryModel, memory_model_from_facts
+from mixtral_desk.core.model_layout import layout_from_facts
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.planner import Machine, Plan, machine_from_hardware, plan_offload
 from mixtral_desk.core.settings import load_settings
@@ -115,6 +117,7 @@ def machine_for(args: argparse.Namespace) -> Machine:
     """The machine to plan for: this one, with ``--vram``/``--ram``/``--gpu-name`` replacing what
     was detected. Raises nothing."""
     hardware = detect_hardware(probe_gpus=args.vram is None or args.gpu_name is None)
+    threads = load_settings().load.n_threads
     gpu_offload = True
     if args.vram is None and hardware.gpus:
         from mixtral_desk.core.engine import probe_backend
@@ -125,7 +128,7 @@ def machine_for(args: argparse.Namespace) -> Machine:
         except EngineError:
             gpu_offload = False
     machine = machine_from_hardware(hardware, vram=args.vram, ram=args.ram,
-                                    gpu_offload=gpu_offload)
+                                    gpu_offload=gpu_offload, threads=threads)
     if args.gpu_name and machine.has_gpu:
         from mixtral_desk.core.planner import simulated_machine
 
@@ -133,7 +136,8 @@ def machine_for(args: argparse.Namespace) -> Machine:
             else "nvidia"
         machine = simulated_machine(ram=machine.ram_bytes, vram=machine.vram_bytes,
                                     gpu_name=args.gpu_name, vendor=vendor,
-                                    unified_memory=vendor == "apple")
+                                    unified_memory=vendor == "apple", cpu=hardware.cpu_speed,
+                                    threads=threads)
     return machine
 
 
@@ -195,10 +199,47 @@ def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel,
         *([" " * 10 + context.why()] if context is not None else []),
         tr("Verdict:  {verdict}", verdict=plan.verdict),
         tr("Plan:     {explanation}", explanation=plan.explanation),
+        *speed_lines(plan),
     ]
     if plan.fits:
         lines.append(tr("Flags:    {flags} (or chat --gpu-layers auto)", flags=flags))
     lines.extend(tr("Note:     {note}", note=note) for note in plan.machine.notes)
+    return lines
+
+
+def _rate(tokens_per_s: float) -> str:
+    return f"{tokens_per_s:.0f}" if tokens_per_s >= 100 else f"{tokens_per_s:.1f}"
+
+
+def speed_lines(plan: Plan) -> list[str]:
+    """The predicted speeds, what they rest on, and what was measured with this placement."""
+    speed = plan.speed
+    if speed is None:
+        return []
+    machine = plan.machine
+    lines = [tr("Speed:    decode about {decode} tok/s ({full} tok/s with the context full), "
+                "prompt about {prompt} tok/s", decode=_rate(speed.decode),
+                full=_rate(speed.decode_full), prompt=_rate(speed.prompt))]
+    values = {"bandwidth": f"{machine.cpu_decode_rate / 1e9:.1f}",
+              "flops": f"{machine.cpu_flops / 1e9:.0f}"}
+    lines.append(tr("Basis:    CPU memory bandwidth {bandwidth} GB/s and {flops} GFLOP/s as "
+                    "llama.cpp uses them, measured on this machine", **values)
+                 if machine.cpu_measured else
+                 tr("Basis:    CPU memory bandwidth {bandwidth} GB/s and {flops} GFLOP/s "
+                    "(estimates: this CPU was not measured)", **values))
+    cal = speed.calibration
+    if cal.measured_decode is not None and cal.measured_prompt is not None:
+        lines.append(tr("Measured: decode {decode} tok/s, prompt {prompt} tok/s with this "
+                        "placement on this machine; predictions calibrated by {count} replies",
+                        decode=_rate(cal.measured_decode), prompt=_rate(cal.measured_prompt),
+                        count=cal.replies))
+    elif cal.measured_decode is not None:
+        lines.append(tr("Measured: decode {decode} tok/s with this placement on this machine; "
+                        "predictions calibrated by {count} replies",
+                        decode=_rate(cal.measured_decode), count=cal.replies))
+    elif cal.calibrated:
+        lines.append(tr("Measured: not with this placement; predictions calibrated by {count} "
+                        "replies with others on this machine", count=cal.replies))
     return lines
 
 
@@ -213,7 +254,8 @@ def plan_command(args: argparse.Namespace) -> int:
     machine = machine_for(args)
     context = context_for(facts, args.ctx, args.kv_type, machine, ram_total_for(args))
     model = memory_model_for(facts, args.ctx, args.kv_type, machine, context)
-    plan = plan_offload(model, machine)
+    plan = plan_offload(model, machine, layout=layout_from_facts(facts),
+                        measured=speeds_for_facts(facts))
     if args.json:
         print_json({**plan.to_json_dict(), "source": source, "model_path": str(facts.path),
                     "kv_bytes": model.kv_bytes, "compute_bytes": model.compute_bytes,

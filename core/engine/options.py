@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KVCacheType = Literal["f16", "q8_0", "q4_0"]
+ExpertKind = Literal["up", "gate", "gate_up", "down"]
 
 _MAX_SEED = 2**32 - 1
 #: The context lengths a load accepts (llama.cpp takes a 32-bit count; 2M tokens is far beyond
@@ -25,8 +26,10 @@ class LoadOptions(BaseModel):
 
     ``n_gpu_layers``: layers offloaded to the GPU, -1 for all. ``n_cpu_moe``: layers, counted from
     layer 0, whose expert tensors (``ffn_{gate,up,down}_exps``) stay in CPU memory even when the
-    layer is offloaded (llama.cpp's ``--n-cpu-moe``). ``n_threads``: ``None`` means the number of
-    physical cores. ``kv_type``: the KV cache's element type; a quantized cache needs
+    layer is offloaded (llama.cpp's ``--n-cpu-moe``); ``cpu_moe_tensors``: the kinds of expert
+    tensors of layer ``n_cpu_moe`` that stay in CPU memory too (that layer split tensor by
+    tensor, e.g. ``("down",)``: its gate and up experts on the GPU). ``n_threads``: ``None`` means
+    the number of physical cores. ``kv_type``: the KV cache's element type; a quantized cache needs
     ``flash_attn=True`` (llama.cpp only quantizes the V cache with flash attention) and is rejected
     without it rather than silently changed. ``seed``: -1 for a random seed.
 
@@ -41,6 +44,7 @@ class LoadOptions(BaseModel):
     model_path: Path
     n_gpu_layers: int = Field(default=0, ge=-1)
     n_cpu_moe: int = Field(default=0, ge=0)
+    cpu_moe_tensors: tuple[ExpertKind, ...] = ()
     n_ctx: int = Field(default=4096, ge=MIN_CONTEXT, le=MAX_CONTEXT)
     n_threads: int | None = Field(default=None, ge=1, le=1024)
     n_batch: int = Field(default=512, ge=1)

@@ -6,15 +6,21 @@ llama.cpp's ``llama_model_params.tensor_buft_overrides`` is a NULL-terminated ar
 a plain ``void *`` and never sets it, so :class:`TensorOverrides` builds the array with ctypes; the
 worker points the field at it while the model loads (see ``worker._patched_model_params``).
 
-Patterns cover both GGUF layouts of Mixtral: merged 3-D experts (``blk.3.ffn_up_exps.weight``) and
-the per-expert tensors of early conversions (``blk.3.ffn_up.5.weight``). llama.cpp logs one debug
-line per matched tensor ("... buffer type overridden to CPU").
+Patterns cover the GGUF layouts of MoE models: merged 3-D experts (``blk.3.ffn_up_exps.weight``),
+gate and up fused in one tensor (``blk.3.ffn_gate_up_exps.weight``, newer conversions) and the
+per-expert tensors of early conversions (``blk.3.ffn_up.5.weight``). Shared experts
+(``ffn_up_shexp``) and the router (``ffn_gate_inp``) are used by every token and never match: they
+stay with the layer's attention. One layer may be split tensor by tensor (:data:`EXPERT_KINDS`):
+a pattern naming only layer N's ``ffn_down`` keeps its down experts in RAM and its gate and up
+experts on the GPU, the way llama.cpp's ``--fit`` fills the last of the VRAM. llama.cpp logs one
+debug line per matched tensor ("... buffer type overridden to CPU").
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,24 +31,48 @@ class TensorBuftOverride(ctypes.Structure):
     _fields_ = (("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p))
 
 
-def expert_pattern(layer: int) -> str:
-    """The regex matching layer ``layer``'s expert tensors (gate, up, down)."""
-    return rf"blk\.{layer}\.ffn_(up|down|gate)(_exps|\.\d+)\."
+#: The kinds of expert tensors a layer may have, in the order llama.cpp's ``--fit`` moves them to
+#: the GPU (up first, down last); ``gate_up`` is gate and up fused in one tensor.
+EXPERT_KINDS: tuple[str, ...] = ("up", "gate", "gate_up", "down")
+_ALL_KINDS = "gate_up|gate|up|down"  # gate_up before gate: the longer name first
 
 
-def cpu_moe_patterns(n_cpu_moe: int, max_entries: int | None = None) -> list[str]:
-    """One pattern per layer 0 … ``n_cpu_moe - 1`` (like llama.cpp's CLI), or a single combined
-    pattern when that would exceed ``max_entries`` (``llama_max_tensor_buft_overrides() - 1``).
+def expert_pattern(layer: int, kinds: Sequence[str] = EXPERT_KINDS) -> str:
+    """The regex matching layer ``layer``'s expert tensors of ``kinds`` (default: all of them).
 
     Raises:
-        ValueError: ``n_cpu_moe`` is negative.
+        ValueError: a kind is not one of :data:`EXPERT_KINDS`, or none is given.
+    """
+    return rf"blk\.{layer}\.ffn_({_kinds(kinds)})(_exps|\.\d+)\."
+
+
+def _kinds(kinds: Sequence[str]) -> str:
+    unknown = [kind for kind in kinds if kind not in EXPERT_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"expert tensor kinds must be some of {EXPERT_KINDS}, not {kinds!r}")
+    if set(kinds) >= set(EXPERT_KINDS):
+        return _ALL_KINDS
+    return "|".join(kind for kind in ("gate_up", "gate", "up", "down") if kind in kinds)
+
+
+def cpu_moe_patterns(n_cpu_moe: int, max_entries: int | None = None,
+                     partial: Sequence[str] = ()) -> list[str]:
+    """One pattern per layer 0 … ``n_cpu_moe - 1`` (like llama.cpp's CLI), then one for the
+    ``partial`` kinds of layer ``n_cpu_moe`` (the boundary layer split tensor by tensor); the
+    whole layers become a single combined pattern when the list would exceed ``max_entries``
+    (``llama_max_tensor_buft_overrides() - 1``), so the list never has more than
+    max(2, ``max_entries``) patterns.
+
+    Raises:
+        ValueError: ``n_cpu_moe`` is negative, or ``partial`` names an unknown kind.
     """
     if n_cpu_moe < 0:
         raise ValueError("n_cpu_moe must be >= 0")
-    if max_entries is not None and n_cpu_moe > max_entries:
+    tail = [expert_pattern(n_cpu_moe, partial)] if partial else []
+    if max_entries is not None and n_cpu_moe + len(tail) > max_entries and n_cpu_moe > 1:
         layers = "|".join(str(i) for i in range(n_cpu_moe))
-        return [rf"blk\.({layers})\.ffn_(up|down|gate)(_exps|\.\d+)\."]
-    return [expert_pattern(i) for i in range(n_cpu_moe)]
+        return [rf"blk\.({layers})\.ffn_({_ALL_KINDS})(_exps|\.\d+)\.", *tail]
+    return [expert_pattern(i) for i in range(n_cpu_moe)] + tail
 
 
 @dataclass
@@ -129,15 +159,16 @@ def cpu_buffer_type() -> int:
     raise OSError(f"cannot find ggml's CPU buffer type in {lib_dir}")
 
 
-def cpu_moe_overrides(n_cpu_moe: int, buft: int | None = None,
-                      max_entries: int | None = None) -> TensorOverrides:
-    """Overrides that keep the experts of layers 0 … ``n_cpu_moe - 1`` in CPU memory.
+def cpu_moe_overrides(n_cpu_moe: int, buft: int | None = None, max_entries: int | None = None,
+                      partial: Sequence[str] = ()) -> TensorOverrides:
+    """Overrides that keep the experts of layers 0 … ``n_cpu_moe - 1``, and the ``partial``
+    kinds of layer ``n_cpu_moe``, in CPU memory.
 
     ``buft`` defaults to :func:`cpu_buffer_type` (which loads llama.cpp's libraries).
 
     Raises:
-        ValueError: ``n_cpu_moe`` is negative.
+        ValueError: ``n_cpu_moe`` is negative, or ``partial`` names an unknown kind.
         OSError: the CPU buffer type cannot be found.
     """
-    patterns = cpu_moe_patterns(n_cpu_moe, max_entries)
+    patterns = cpu_moe_patterns(n_cpu_moe, max_entries, partial)
     return TensorOverrides(patterns, buft if buft is not None else cpu_buffer_type())

@@ -333,9 +333,10 @@ class Worker:
         self.log.reset_counters()
         self.log.note(f"loading {path} with {options.model_dump(mode='json')}")
         overrides = None
-        if options.n_cpu_moe > 0:
+        if options.n_cpu_moe > 0 or options.cpu_moe_tensors:
             limit = int(llama_cpp.llama_max_tensor_buft_overrides()) - 1
-            overrides = cpu_moe_overrides(options.n_cpu_moe, max_entries=max(1, limit))
+            overrides = cpu_moe_overrides(options.n_cpu_moe, max_entries=max(2, limit),
+                                          partial=options.cpu_moe_tensors)
         last = [-1.0]
 
         def on_progress(fraction: float, _user_data: Any) -> bool:

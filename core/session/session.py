@@ -28,6 +28,7 @@ from mixtral_desk.core import chat
 from mixtral_desk.core.engine.prompt_cache import conversation_tag
 from mixtral_desk.core.errors import DeskError, EngineCrashedError, SamplingError
 from mixtral_desk.core.i18n import N_
+from mixtral_desk.core.measured_speeds import remember_reply
 
 from .conversations import delete_conversation, sampling_for, title_from
 from .events import Event
@@ -285,8 +286,9 @@ class Session:
                 conversation = store.update_conversation(conversation.id,
                                                          title=title_from(text))
         with self._turn():
-            return chat.send(store, self.engine, conversation.id, text, sampling,
-                             on_token=on_token, model_name=self.model_name)
+            return self._remembered(chat.send(store, self.engine, conversation.id, text,
+                                              sampling, on_token=on_token,
+                                              model_name=self.model_name))
 
     def regenerate(self, store: ChatStore, conversation_id: str, *,
                    on_token: TokenCallback | None = None,
@@ -299,8 +301,8 @@ class Session:
         """
         sampling = self._turn_sampling(store, conversation_id, overrides)
         with self._turn():
-            return chat.regenerate(store, self.engine, conversation_id, sampling,
-                                   on_token=on_token, model_name=self.model_name)
+            return self._remembered(chat.regenerate(store, self.engine, conversation_id, sampling,
+                                                    on_token=on_token, model_name=self.model_name))
 
     def edit_and_resend(self, store: ChatStore, message_id: str, text: str, *,
                         on_token: TokenCallback | None = None,
@@ -314,8 +316,9 @@ class Session:
         edited = store.get_message(message_id)
         sampling = self._turn_sampling(store, edited.conversation_id, overrides)
         with self._turn():
-            return chat.edit_and_resend(store, self.engine, message_id, text, sampling,
-                                        on_token=on_token, model_name=self.model_name)
+            return self._remembered(chat.edit_and_resend(store, self.engine, message_id, text,
+                                                         sampling, on_token=on_token,
+                                                         model_name=self.model_name))
 
     def continue_reply(self, store: ChatStore, message_id: str, *,
                        on_token: TokenCallback | None = None,
@@ -329,8 +332,8 @@ class Session:
         message = store.get_message(message_id)
         sampling = self._turn_sampling(store, message.conversation_id, overrides)
         with self._turn():
-            return chat.continue_reply(store, self.engine, message_id, sampling,
-                                       on_token=on_token)
+            return self._remembered(chat.continue_reply(store, self.engine, message_id, sampling,
+                                                        on_token=on_token))
 
     def warm(self, store: ChatStore, conversation_id: str) -> bool:
         """Get a conversation ready for its next turn while the user reads or types: the local
@@ -359,6 +362,12 @@ class Session:
         """The sampling of a turn in a conversation that exists, once a model is loaded."""
         self._require_model()
         return self.sampling_for(store.get_conversation(conversation_id), overrides)
+
+    def _remembered(self, result: TurnResult) -> TurnResult:
+        """``result``, its speeds remembered for the next plan (:mod:`~.measured_speeds`)."""
+        if self._remote is None:
+            remember_reply(self.model_info, self.load_report, self.last_choice, result.stats)
+        return result
 
     @contextmanager
     def _turn(self) -> Iterator[None]:

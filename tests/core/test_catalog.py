@@ -243,7 +243,8 @@ def nvidia(total: float, free: float | None = None) -> GPU:
     (machine(32, 20, (nvidia(24, 23),)), "fits-gpu", "gpu+cpu-experts"),
     (machine(32, 30), "fits-ram", "cpu"),
     (machine(32, 20), "tight", "cpu"),  # only after closing other programs
-    (machine(32, 20, (nvidia(8, 7),)), "tight", "partial"),
+    # attention first: all layers on the 8 GB GPU, most experts in RAM
+    (machine(32, 20, (nvidia(8, 7),)), "tight", "gpu+cpu-experts"),
     (machine(16, 14, (nvidia(8, 7),)), "too-large", "too-large"),
     (machine(16, 14), "too-large", "too-large"),
     (machine(64, 50, (GPU("Apple M3 Max", "apple", int(48 * GiB), None, True),)), "fits-gpu",

@@ -165,20 +165,45 @@ def test_cpu_moe_patterns() -> None:
     import re
 
     patterns = cpu_moe_patterns(2)
-    assert patterns == [r"blk\.0\.ffn_(up|down|gate)(_exps|\.\d+)\.",
-                        r"blk\.1\.ffn_(up|down|gate)(_exps|\.\d+)\."]
+    assert patterns == [r"blk\.0\.ffn_(gate_up|gate|up|down)(_exps|\.\d+)\.",
+                        r"blk\.1\.ffn_(gate_up|gate|up|down)(_exps|\.\d+)\."]
     names = ["blk.0.ffn_gate_exps.weight", "blk.1.ffn_down_exps.weight", "blk.1.ffn_up.3.weight",
-             "blk.10.ffn_up_exps.weight", "blk.0.ffn_gate_inp.weight", "blk.0.attn_q.weight"]
+             "blk.1.ffn_gate_up_exps.weight", "blk.10.ffn_up_exps.weight",
+             "blk.0.ffn_gate_inp.weight", "blk.0.attn_q.weight", "blk.0.ffn_up_shexp.weight",
+             "blk.1.ffn_gate_inp_shexp.weight", "blk.1.ffn_down_shexp.weight"]
     matched = [n for n in names if any(re.search(p, n) for p in patterns)]
-    assert matched == names[:3]
+    assert matched == names[:4]  # shared experts and the router stay with the attention
     combined = cpu_moe_patterns(3, max_entries=2)
     assert len(combined) == 1 and re.search(combined[0], "blk.2.ffn_up_exps.weight")
+
+
+def test_cpu_moe_patterns_split_the_boundary_layer_tensor_by_tensor() -> None:
+    import re
+
+    patterns = cpu_moe_patterns(2, partial=("down",))
+    assert len(patterns) == 3 and patterns[2] == r"blk\.2\.ffn_(down)(_exps|\.\d+)\."
+    names = ["blk.2.ffn_down_exps.weight", "blk.2.ffn_up_exps.weight",
+             "blk.2.ffn_gate_exps.weight", "blk.2.ffn_down.7.weight", "blk.2.ffn_down_shexp.weight",
+             "blk.3.ffn_down_exps.weight"]
+    assert [n for n in names if re.search(patterns[2], n)] == [names[0], names[3]]
+    gate_up = cpu_moe_patterns(0, partial=("gate_up",))
+    assert [n for n in ("blk.0.ffn_gate_up_exps.weight", "blk.0.ffn_gate_exps.weight",
+                        "blk.0.ffn_down_exps.weight") if re.search(gate_up[0], n)] == [
+        "blk.0.ffn_gate_up_exps.weight"]
+    # Many layers stay under the limit: the whole layers are combined, the split layer kept.
+    limited = cpu_moe_patterns(5000, max_entries=4095, partial=("up", "gate"))
+    assert len(limited) == 2 and re.search(limited[0], "blk.4999.ffn_gate_up_exps.weight")
+    assert re.search(limited[1], "blk.5000.ffn_up_exps.weight")
+    assert not re.search(limited[1], "blk.5000.ffn_down_exps.weight")
+    assert len(cpu_moe_patterns(4094, max_entries=4095, partial=("down",))) == 4095
+    with pytest.raises(ValueError, match="kinds"):
+        cpu_moe_patterns(1, partial=("shexp",))
 
 
 def test_tensor_overrides_array_is_null_terminated() -> None:
     overrides = TensorOverrides(cpu_moe_patterns(2), buft=0x1234)
     array = (TensorBuftOverride * 3).from_address(overrides.address)
-    assert array[0].pattern == rb"blk\.0\.ffn_(up|down|gate)(_exps|\.\d+)\."
+    assert array[0].pattern == rb"blk\.0\.ffn_(gate_up|gate|up|down)(_exps|\.\d+)\."
     assert array[1].buft == 0x1234
     assert array[2].pattern is None and array[2].buft is None
     assert len(overrides) == 2

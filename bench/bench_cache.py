@@ -55,6 +55,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# bench/ is on sys.path when this file runs as a script.
+from bench_engine import ensure_model
+
 from mixtral_desk.core.engine import (
     ChatMessage,
     DoneEvent,
@@ -67,10 +70,7 @@ from mixtral_desk.core.engine import (
     TokenEvent,
 )
 from mixtral_desk.core.engine.prompt_cache import SUFFIX, folder_usage
-from mixtral_desk.core.gguf.synthetic import BENCH, write_synthetic_model
 
-CACHE = Path("/tmp/mixtral-desk-bench")
-MODEL = CACHE / "bench-moe-q8_0.gguf"
 LLAMA_BENCH = Path("/work/llama-bench/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/"
                    "llama-bench")
 # The cache file's header (prompt_cache's module docstring): magic, format version, key length,
@@ -97,19 +97,6 @@ WORDS_TEXT = (
     "began almost live page got earth need far hand high year mother light parts country father"
 )
 WORDS = WORDS_TEXT.split()
-
-
-def ensure_model() -> Path:
-    """The benchmark model, written on first use."""
-    if not MODEL.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        partial = MODEL.with_suffix(".partial")
-        started = time.perf_counter()
-        write_synthetic_model(partial, BENCH, name="bench-moe")
-        partial.replace(MODEL)
-        print(f"wrote {MODEL} ({MODEL.stat().st_size / 1e9:.2f} GB) in "
-              f"{time.perf_counter() - started:.1f} s")
-    return MODEL
 
 
 def text(rng: random.Random, n_words: int) -> str:

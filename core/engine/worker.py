@@ -690,6 +690,7 @@ class Worker:
             finished = self.evaluate_prompt(rid, model, prompt[cached:], yield_to_next=True)
         except DeskError as error:
             self.log.note(f"{label} skipped: {error}")
+            self.save_state(model, cache_tag)
             return
         evaluated = len(model.sequence.tokens) - cached
         self.log.note(f"{label}: {cached} tokens reused, {evaluated} evaluated in "

@@ -181,6 +181,20 @@ class GGUFMetadataError(GGUFError):
         super().__init__(path, problem, **values)
 
 
+class PerExpertModelError(GGUFError):
+    """Raised before loading a Mixtral file converted before April 2024, which stores one tensor
+    per expert (``blk.N.ffn_gate.E.weight``): the llama.cpp of llama-cpp-python no longer loads
+    that layout. The message says how to convert it (``mixtral-desk merge-experts``) or to
+    download a newer conversion."""
+
+    def __init__(self, path: Path | str, size: str) -> None:
+        super().__init__(path, N_(
+            "stores one tensor per expert (a Mixtral conversion made before April 2024), a layout "
+            "that this llama.cpp no longer loads. Convert it once with “mixtral-desk "
+            "merge-experts {path}” (it writes a new {size} file beside it and keeps this one), "
+            "or download a newer conversion"), path=str(path), size=size)
+
+
 class CatalogError(DeskError, ValueError):
     """Raised when models.toml is malformed; names the file, the entry and the field."""
 

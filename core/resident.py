@@ -38,11 +38,11 @@ loading (``ModelInfo.buffers``).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from .gguf.merge_experts import is_per_expert
 from .gguf.model_file import is_expert_tensor, layer_of
 from .i18n import tr
 from .repack import (
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 
 WeightKind = Literal["input", "output", "dense", "experts"]
 
-_PER_EXPERT = re.compile(r"^blk\.\d+\.ffn_(?:gate|up|down)\.\d+\.")
 # Tensors of llama.cpp's "input layer" (always in CPU memory).
 _INPUT_PREFIXES = ("token_embd.", "token_types.", "position_embd.")
 #: Backends without a pinned host buffer type: a build with only these still repacks.
@@ -174,11 +173,6 @@ class _Group:
     def freeze(self, layer: int | None, kind: WeightKind) -> WeightGroup:
         extents = tuple((part, a, b) for part, (a, b) in sorted(self.extents.items()))
         return WeightGroup(layer, kind, self.copied, self.mapped, extents)
-
-
-def is_per_expert(names: Iterable[str]) -> bool:
-    """Whether tensors named ``names`` store one tensor per expert (``blk.N.ffn_up.E.weight``)."""
-    return any(_PER_EXPERT.match(name) for name in names)
 
 
 def layout_from_tensors(tensors: Sequence[TensorInfo], n_layers: int, *, vocab_size: int = 0,

@@ -22,6 +22,7 @@ from mixtral_desk.core.cli import (
     cache_commands,
     chat_commands,
     conversation_commands,
+    convert_commands,
     download_commands,
     info_commands,
     plan_commands,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_commands.register(commands)
     serve_commands.register(commands)
     cache_commands.register(commands)
+    convert_commands.register(commands)
     return parser
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.cli.output import print_json
 from mixtral_desk.core.context_size import ContextChoice, choose_context, set_context
-from mixtral_desk.core.errors import ModelFileNotFoundError
+from mixtral_desk.core.errors import ModelFileNotFoundError, PerExpertModelError
+from mixtral_desk.core.gguf.merge_experts import refuse_per_expert
 from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
 from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
@@ -204,7 +205,18 @@ def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel,
     if plan.fits:
         lines.append(tr("Flags:    {flags} (or chat --gpu-layers auto)", flags=flags))
     lines.extend(tr("Note:     {note}", note=note) for note in plan.machine.notes)
+    if (refusal := load_refusal(facts)) is not None:
+        lines.append(tr("Note:     {note}", note=refusal))
     return lines
+
+
+def load_refusal(facts: ModelFacts) -> str | None:
+    """Why this llama.cpp would refuse to load the model (one tensor per expert), or ``None``."""
+    try:
+        refuse_per_expert(facts)
+    except PerExpertModelError as error:
+        return str(error)
+    return None
 
 
 def _rate(tokens_per_s: float) -> str:
@@ -259,7 +271,8 @@ def plan_command(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**plan.to_json_dict(), "source": source, "model_path": str(facts.path),
                     "kv_bytes": model.kv_bytes, "compute_bytes": model.compute_bytes,
-                    "weight_bytes": model.weight_bytes, "context": context.to_json_dict()})
+                    "weight_bytes": model.weight_bytes, "context": context.to_json_dict(),
+                    "load_refusal": load_refusal(facts)})
         return 0
     for line in plan_lines(plan, facts, source, model, context):
         print(line)

@@ -3,8 +3,8 @@
 Typical use::
 
     manager = DownloadManager(on_event=sink)          # sink gets DownloadEvent objects
-    job = manager.add_repo("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF",
-                           ["mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"])
+    job = manager.add_repo("mradermacher/Mixtral-8x7B-Instruct-v0.1-GGUF",
+                           ["Mixtral-8x7B-Instruct-v0.1.Q4_K_M.gguf"])
     manager.start(job.id)                             # or: path = manager.run(job.id)
 
 A job runs in four steps: resolve (revision → commit, sizes and sha256 from the Hub, a gated repo

@@ -72,8 +72,12 @@ def write_synthetic_model(
     chat_template: str | None = MIXTRAL_CHAT_TEMPLATE,
     name: str = "synthetic-mixtral",
     seed: int = 0,
+    per_expert: bool = False,
 ) -> Path:
     """Write a random-weight Mixtral-shaped GGUF file to ``path`` and return the path.
+
+    ``per_expert``: store each expert as its own tensor (``blk.N.ffn_gate.E.weight``), as Mixtral
+    files converted before April 2024 did; the weights are the same as without it.
 
     Raises:
         OSError: the file cannot be written.
@@ -118,14 +122,22 @@ def write_synthetic_model(
     if chat_template is not None:
         writer.add_chat_template(chat_template)
 
-    def weight(name: str, *dims: int, scale: float = 0.02, quantize: bool = True) -> None:
-        data = (rng.standard_normal(dims, dtype=np.float32) * scale).astype(np.float32)
+    def add(name: str, data: np.ndarray, quantize: bool) -> None:
         if quantize and qtype == gguf.GGMLQuantizationType.Q8_0:
             writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         elif quantize and qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(name, data.astype(np.float16))
         else:
             writer.add_tensor(name, data)
+
+    def weight(name: str, *dims: int, scale: float = 0.02, quantize: bool = True) -> None:
+        data = (rng.standard_normal(dims, dtype=np.float32) * scale).astype(np.float32)
+        if per_expert and name.endswith("_exps.weight"):
+            # The Dec-2023 layout: blk.N.ffn_gate.E.weight for each expert E.
+            for x in range(dims[0]):
+                add(name.replace("_exps.weight", f".{x}.weight"), data[x], quantize)
+        else:
+            add(name, data, quantize)
 
     def norm(name: str) -> None:
         writer.add_tensor(name, np.ones(shape.n_embd, dtype=np.float32))

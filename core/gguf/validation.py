@@ -86,6 +86,7 @@ class GGUFHeader:
     tensors: tuple[RawTensor, ...]
     alignment: int
     data_offset: int
+    table_offset: int = 0  # where the tensor table begins (the end of the metadata)
 
 
 def _q(text: str) -> str:
@@ -416,6 +417,7 @@ def _parse(file: BinaryIO, path: Path, size: int,
     parser = _HeaderParser(src, decode_string_arrays)
     try:
         metadata = parser.metadata(n_kv)
+        table_offset = src.pos
         infos = [_tensor(*parser.tensor_info(i, n_tensors)) for i in range(n_tensors)]
     except _EndOfFileError:
         raise _ProblemError(N_("truncated: the file ends inside its header (while reading "
@@ -425,7 +427,8 @@ def _parse(file: BinaryIO, path: Path, size: int,
     data_offset = -(-src.pos // alignment) * alignment
     tensors = _place_tensors(infos, data_offset, alignment)
     _check_complete(tensors, size)
-    return GGUFHeader(path, size, version, metadata, tuple(tensors), alignment, data_offset)
+    return GGUFHeader(path, size, version, metadata, tuple(tensors), alignment, data_offset,
+                      table_offset)
 
 
 def read_header(path: Path | str,

@@ -11,7 +11,8 @@ One rule for the window, the CLI (``chat``, ``complete``, ``serve``) and the API
   system — planned for the CPU alone when the llama.cpp build cannot offload, and for the
   placement set by hand when GPU layers are not automatic; the report says why
   (:mod:`mixtral_desk.core.context_size`);
-* the file is inspected before llama.cpp sees it, so a broken file gets a clear error.
+* the file is inspected before llama.cpp sees it, so a broken file gets a clear error, and a
+  Mixtral file from before April 2024 (one tensor per expert) is refused with a way to convert it.
 """
 
 from __future__ import annotations
@@ -142,14 +143,17 @@ def prepare_load(engine: EngineHost, defaults: LoadDefaults, choice: LoadChoice)
 
     Raises:
         ModelFileNotFoundError, GGUFError: the file is missing or not a usable model.
+        PerExpertModelError: it stores one tensor per expert (convert it first).
         SettingsError: the load settings cannot be used together.
     """
     from mixtral_desk.core import planner
     from mixtral_desk.core.context_size import choose_context, set_context
+    from mixtral_desk.core.gguf.merge_experts import refuse_per_expert
     from mixtral_desk.core.gguf.model_file import inspect_model
     from mixtral_desk.core.hardware import detect_hardware
 
     facts = inspect_model(choice.path)
+    refuse_per_expert(facts)
     backend = engine.backend_info()
     hardware = detect_hardware(probe_gpus=backend.gpu_offload)
     n_ctx = choice.n_ctx or defaults.n_ctx

@@ -49,8 +49,8 @@ KEYS = ("llama.context_length", "llama.block_count", "llama.expert_count",
         "llama.attention.head_count_kv", "llama.embedding_length", "llama.feed_forward_length")
 CASES = [(key, value) for key in KEYS for value in ABSURD] + list(CONTRADICTED.items())
 
-REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"  # the catalog's mixtral-8x7b-instruct-q4_k_m
-FILE = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"
+REPO = "mradermacher/Mixtral-8x7B-Instruct-v0.1-GGUF"  # the catalog's mixtral-8x7b-instruct-q4_k_m
+FILE = "Mixtral-8x7B-Instruct-v0.1.Q4_K_M.gguf"
 
 
 def refusal(path: Path) -> GGUFMetadataError:

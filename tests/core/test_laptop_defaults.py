@@ -31,7 +31,7 @@ from mixtral_desk.core.planner import Machine, machine_from_hardware, simulated_
 from mixtral_desk.core.recommend import READABLE_TOKENS_PER_S, recommend
 from mixtral_desk.core.settings import Settings
 from mixtral_desk.core.units import GiB, MiB, format_memory
-from tests.mixtral_header import write_mixtral_q4_k_m, write_thebloke_q2_k
+from tests.mixtral_header import write_mixtral_q2_k, write_mixtral_q4_k_m
 
 GB = 10**9
 
@@ -87,8 +87,8 @@ def test_the_headroom_is_kept_for_the_system() -> None:
 
 @pytest.fixture(scope="module")
 def q2_k(tmp_path_factory: pytest.TempPathFactory) -> ModelFacts:
-    """The header of TheBloke's Mixtral-8x7B-Instruct Q2_K (15.6 GB, one tensor per expert)."""
-    return inspect_model(write_thebloke_q2_k(tmp_path_factory.mktemp("q2") / "mixtral.gguf"))
+    """A Mixtral-8x7B-Instruct Q2_K with merged experts (15.8 GB), the layout llama.cpp loads."""
+    return inspect_model(write_mixtral_q2_k(tmp_path_factory.mktemp("q2") / "mixtral.gguf"))
 
 
 def machine_of(total: int, available: int | None = None) -> tuple[Machine, int]:
@@ -99,11 +99,11 @@ def machine_of(total: int, available: int | None = None) -> tuple[Machine, int]:
     return machine_from_hardware(hardware), hardware.ram_total
 
 
-def test_the_q2_k_header_is_thebloke_s_file(q2_k: ModelFacts) -> None:
+def test_the_q2_k_header_is_a_mixtral_with_merged_experts(q2_k: ModelFacts) -> None:
     assert q2_k.quantization == "Q2_K" and q2_k.n_layers == 32 and q2_k.is_moe
-    assert 15.6 * GB < q2_k.file_size < 15.7 * GB  # the Hub lists 15.64 GB
-    assert len(q2_k.tensors) == 995  # 8 experts × 3 tensors per layer, as in December 2023
-    assert sum(t.is_expert for t in q2_k.tensors) == 32 * 24
+    assert 15.7 * GB < q2_k.file_size < 15.8 * GB
+    assert len(q2_k.tensors) == 323  # 3 merged expert tensors per layer
+    assert sum(t.is_expert for t in q2_k.tensors) == 32 * 3
 
 
 def test_mixtral_q2_k_on_this_24_gb_machine_gets_8k(q2_k: ModelFacts) -> None:

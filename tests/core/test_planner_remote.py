@@ -29,8 +29,8 @@ from mixtral_desk.core.units import GiB
 from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
 from tests.mixtral_header import write_mixtral_q4_k_m
 
-REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"
-FILE = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"  # the catalog's mixtral-8x7b-instruct-q4_k_m
+REPO = "mradermacher/Mixtral-8x7B-Instruct-v0.1-GGUF"
+FILE = "Mixtral-8x7B-Instruct-v0.1.Q4_K_M.gguf"  # the catalog's mixtral-8x7b-instruct-q4_k_m
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from .bridge.session_bridge import SessionBridge
 from .bridge.store_bridge import StoreBridge
 from .bridge.tasks import TaskQueue
 from .chat.page import ChatPage
+from .controllers.expert_merge import ExpertMergeController
 from .controllers.first_run import FirstRunController
 from .controllers.model_control import ModelController
 from .controllers.network_status import NetworkIndicator
@@ -146,6 +147,8 @@ class MainWindow(QMainWindow):
                                       self.sink, self.io,
                                       lambda: self.settings.load.idle_unload_minutes, parent=self)
         self.idle = self.models.idle
+        self.expert_merge = ExpertMergeController(self.sink, self.models.load, parent=self)
+        self.session.load_error_actions = self.expert_merge.actions_for
         self.serving = ServeController(self.server, self.session, self.serve_button, self.status,
                                        self.chat_page, self.sink, self._api_port,
                                        self.paths.settings_file, parent=self)
@@ -486,6 +489,7 @@ class MainWindow(QMainWindow):
             return
         self._closed = True
         self.models.stop()
+        self.expert_merge.close()
         self.chat_page.sidebar.commit_all()
         if self._models_page is not None:
             self._models_page.shutdown()

@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, Signal
 from mixtral_desk.core.errors import EngineBusyError, EngineCrashedError
 from mixtral_desk.core.i18n import N_, tr
 
-from ..errors import ErrorSink
+from ..errors import Action, ErrorSink
 from ..signals import emit
 from .store_bridge import QueuedStore, StoreBridge
 from .tasks import TaskQueue
@@ -93,6 +93,8 @@ class SessionBridge(QObject):
         self._turn_running = False  # the GUI thread's view: a turn was submitted, not yet ended
         self.tokens_ready.connect(self._drain)
         self.tasks = TaskQueue("engine", on_error=lambda e: sink.report(e), parent=self)
+        # The buttons a load error's notice offers (the window sets it: Convert for an old file).
+        self.load_error_actions: Callable[[BaseException], tuple[Action, ...]] = lambda _: ()
 
     # --- the session ---------------------------------------------------------------------------
 
@@ -199,7 +201,8 @@ class SessionBridge(QObject):
         self.run(lambda s: s.unload())
 
     def _load_failed(self, error: BaseException) -> None:
-        self._sink.report(error, tr("while loading the model"))
+        self._sink.report(error, tr("while loading the model"),
+                          actions=self.load_error_actions(error))
         emit(self.load_failed, error)
 
     # --- chat turns ----------------------------------------------------------------------------

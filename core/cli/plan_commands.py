@@ -202,7 +202,11 @@ def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel,
         tr("Plan:     {explanation}", explanation=plan.explanation),
         *speed_lines(plan),
     ]
-    if plan.fits:
+    if plan.fits and plan.cpu_moe_tensors:
+        lines.append(tr("Flags:    {flags}, and the boundary layer's {kinds} experts in RAM: only "
+                        "chat --gpu-layers auto places those", flags=flags,
+                        kinds="/".join(plan.cpu_moe_tensors)))
+    elif plan.fits:
         lines.append(tr("Flags:    {flags} (or chat --gpu-layers auto)", flags=flags))
     lines.extend(tr("Note:     {note}", note=note) for note in plan.machine.notes)
     if (refusal := load_refusal(facts)) is not None:

@@ -321,3 +321,20 @@ def test_engine_keeps_the_split_layers_tensors_in_ram(tiny_model: Path, tmp_path
 def test_load_options_refuse_an_unknown_kind(tiny_model: Path) -> None:
     with pytest.raises(ValueError, match="cpu_moe_tensors"):
         LoadOptions(model_path=tiny_model, cpu_moe_tensors=("shexp",))  # type: ignore[arg-type]
+
+
+def test_plan_says_the_split_layer_has_no_flag(mixtral_facts: ModelFacts) -> None:
+    """The boundary layer's split has no command-line flag: the Flags line says what the flags
+    leave out, instead of offering them as the same plan."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "mixtral_desk", "plan", "--model",
+                             str(mixtral_facts.path), "--vram", "20GiB", "--ram", "64GiB"],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    plan = next(line for line in result.stdout.splitlines() if line.startswith("Plan:"))
+    flags = next(line for line in result.stdout.splitlines() if line.startswith("Flags:"))
+    assert "split: its gate+down experts in RAM" in plan
+    assert flags.endswith("--cpu-moe 10, and the boundary layer's gate/down experts in RAM: only "
+                          "chat --gpu-layers auto places those")

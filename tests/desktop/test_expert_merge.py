@@ -10,9 +10,10 @@ from pytestqt.qtbot import QtBot
 
 from mixtral_desk.core.gguf.merge_experts import merged_path
 from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
+from mixtral_desk.desktop.i18n import apply_language
 from mixtral_desk.desktop.main_window import MainWindow
 
-from .desktop_helpers import LOAD_TIMEOUT_MS
+from .desktop_helpers import LOAD_TIMEOUT_MS, shoot
 
 
 @pytest.fixture
@@ -35,6 +36,16 @@ def test_convert_turns_the_refusal_into_a_loaded_model(window: MainWindow, qtbot
     assert notice is not None and notice.level == "error"
     assert "one tensor per expert" in notice.text and "This is a bug" not in notice.text
     assert [action.label for action in notice.actions] == ["Convert"]
+    shoot(window, "convert-old-mixtral-en")
+    apply_language("zh_CN")
+    try:
+        refuse(qtbot, window, old_file)
+        chinese = window.notifications.current
+        assert chinese is not None and "每个专家" in chinese.text
+        assert [action.label for action in chinese.actions] == ["转换"]
+        shoot(window, "convert-old-mixtral-zh")
+    finally:
+        apply_language("en")
     with qtbot.waitSignal(window.session.model_loaded, timeout=LOAD_TIMEOUT_MS) as loaded:
         notice.actions[0].run()
     assert Path(loaded.args[0].path) == merged_path(old_file)

@@ -9,11 +9,13 @@ changing.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CorruptDatabaseError, StoreError, UserText
 from ..i18n import N_
+from .damage import open_error
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
@@ -56,6 +58,12 @@ def peek_user_version(path: Path) -> int | None:
         raise corrupt(path, UserText(N_("damaged SQLite header")))
     wal = path.with_name(path.name + "-wal")
     if not wal.exists() or wal.stat().st_size == 0:
+        pages = int.from_bytes(header[28:32], "big")
+        page_bytes = 65536 if page_size == 1 else page_size
+        # The header's page count is valid when its change counter matches (SQLite ≥ 3.7).
+        if header[24:28] == header[92:96] and path.stat().st_size < pages * page_bytes:
+            raise corrupt(path, UserText(N_("the file is shorter than its header says: "
+                                            "it was cut off")))
         return int.from_bytes(header[60:64], "big", signed=True)
     try:
         readonly = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
@@ -76,19 +84,23 @@ def connect(path: Path) -> sqlite3.Connection:
     The connection may be used from several threads; the caller serialises access.
 
     Raises:
+        CorruptDatabaseError: the file is damaged (the pragmas read its first page).
         StoreError: SQLite cannot open the file (permissions, missing folder).
     """
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
         )
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+        conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.Error as error:
-        raise StoreError(N_("Cannot open the conversation database {path}: {error}"),
-                         path=str(path), error=str(error)) from error
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
-    conn.execute("PRAGMA temp_store = MEMORY")
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+        raise open_error(path, error) from error
     return conn
 
 

@@ -3,12 +3,18 @@
 All three records are frozen dataclasses made fresh from the database on every call; their dict
 fields (``settings``, ``stats``) are private copies, so changing them changes nothing stored.
 Times are aware UTC datetimes with millisecond precision.
+
+Rows are read tolerantly: a value that only an outside edit or a damaged file can produce (bad
+JSON in ``settings`` or ``stats``, a time out of range, an unknown role or status) is logged as
+damage and read as a default (``{}``/``None``, the epoch, ``user``, ``error``), so one bad row
+never hides a whole history.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,9 +43,47 @@ UNSET: Final = Unset.UNSET
 ACTIVE_LEAF: Final = ActiveLeaf.ACTIVE_LEAF
 
 
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+log = logging.getLogger(__name__)
+
+
+def _damage(what: str, value: object) -> None:
+    """Note a stored value that only an outside edit or a damaged file can produce."""
+    log.warning("Damaged row in the conversation database: %s %.80r; read as a default", what,
+                value)
+
+
 def ms_to_datetime(value: int) -> datetime:
-    """Milliseconds since the Unix epoch (as stored) → aware UTC datetime."""
-    return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    """Milliseconds since the Unix epoch (as stored) → aware UTC datetime.
+
+    A value no datetime can hold (out of range, not a number) is damage: it reads as the epoch.
+    """
+    try:
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError, TypeError):
+        _damage("time", value)
+        return EPOCH
+
+
+def _json_dict(text: object, default: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored settings/stats JSON object; damaged text (or not an object) gives ``default``."""
+    if text is None or text == "":
+        return default
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        _damage("JSON", text)
+        return default
+    return value
+
+
+def _known(value: object, known: tuple[str, ...], default: str) -> Any:
+    if value in known:
+        return value
+    _damage("value", value)
+    return default
 
 
 def datetime_to_ms(value: datetime) -> int:
@@ -137,7 +181,7 @@ def conversation_from_row(row: Sequence[Any]) -> Conversation:
         updated_at=ms_to_datetime(row[3]),
         model=row[4],
         system_prompt=row[5],
-        settings=json.loads(row[6]) if row[6] else {},
+        settings=_json_dict(row[6], {}) or {},
         pinned=bool(row[7]),
         archived=bool(row[8]),
         active_leaf_id=row[9],
@@ -150,11 +194,11 @@ def message_from_row(row: Sequence[Any]) -> Message:
         id=row[0],
         conversation_id=row[1],
         parent_id=row[2],
-        role=row[3],
-        content=row[4],
-        status=row[5],
+        role=_known(row[3], ROLES, "user"),
+        content=row[4] if isinstance(row[4], str) else str(row[4] or ""),
+        status=_known(row[5], STATUSES, "error"),
         created_at=ms_to_datetime(row[6]),
         updated_at=ms_to_datetime(row[7]),
         model=row[8],
-        stats=json.loads(row[9]) if row[9] is not None else None,
+        stats=_json_dict(row[9], None),
     )

@@ -17,6 +17,7 @@ export and the row mapping already live in their own modules.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -34,7 +35,7 @@ from ..errors import (
 )
 from ..i18n import N_
 from ..paths import data_paths
-from . import database, export, migrations
+from . import damage, database, export, migrations
 from .ids import new_id
 from .models import (
     ACTIVE_LEAF,
@@ -56,6 +57,9 @@ from .models import (
 )
 from .search import cjk_index_text, run_search
 from .writers import writer_is_alive, writer_token
+
+
+log = logging.getLogger(__name__)
 
 
 def _now_ms() -> int:
@@ -99,6 +103,9 @@ class Store:
         schema_version: the schema version of the open database (always the current one).
         backup_path: the copy made before :meth:`open` migrated an older database, else None.
         recovered_on_open: how many replies :meth:`open` found cut off by a crash.
+        checked: whether the file has passed ``PRAGMA quick_check`` since it was opened;
+            nothing is written before it has (the first write runs the check).
+        changes: how many writes this store has made (the backup timer's "something changed").
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, schema_version: int,
@@ -110,6 +117,8 @@ class Store:
         self.schema_version = schema_version
         self.backup_path = backup_path
         self.recovered_on_open = 0
+        self.checked = False
+        self.changes = 0
 
     # --- opening and closing -----------------------------------------------------------------
 
@@ -152,7 +161,7 @@ class Store:
             applied = migrations.applied_migrations(conn)
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            raise database.corrupt(path, str(error)) from error
+            raise damage.open_error(path, error) from error
         if any(name not in migrations.KNOWN_NAMES for name in applied):
             raise _newer(path, max(version, len(applied)))
         if not applied and tables:
@@ -160,12 +169,19 @@ class Store:
                                 "Mixtral Desk conversation database; it was left untouched."),
                              path=str(path))
         backup_path = None
+        checked = False
         try:
             database.enable_wal(conn)
             if migrations.pending_migrations(conn) and applied:
+                problems = damage.quick_check(conn)
+                if problems:
+                    raise damage.damaged(path, problems[0])
+                checked = True
                 backup_path = database.backup(conn, path, len(applied))
             migrations.migrate(conn)
         except sqlite3.Error as error:
+            if damage.means_damage(error) or "readonly" in str(error):
+                raise damage.open_error(path, error) from error
             if backup_path:
                 raise StoreError(N_("Cannot prepare the conversation database {path}: {error}. "
                                     "A copy of the database from before is at {backup}."),
@@ -174,6 +190,7 @@ class Store:
             raise StoreError(N_("Cannot prepare the conversation database {path}: {error}."),
                              path=str(path), error=str(error)) from error
         store = cls(conn, path, migrations.SCHEMA_VERSION, backup_path)
+        store.checked = checked or not applied  # a new file has nothing to check
         store.recovered_on_open = store.recover_interrupted()
         return store
 
@@ -194,12 +211,38 @@ class Store:
                  trace: TracebackType | None) -> None:
         self.close()
 
-    @contextmanager
-    def _use(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the lock; SQLite's environment errors become StoreErrors."""
+    def check(self) -> list[str]:
+        """Run ``PRAGMA quick_check`` now; return its findings (empty: sound, writes allowed).
+
+        The window runs it on the store queue right after opening; :meth:`_use` runs it before
+        the first write when nobody has yet.
+
+        Raises:
+            StoreError: the store is closed.
+        """
         with self._lock:
             if self._conn is None:
                 raise StoreError(N_("The conversation store is closed."))
+            problems = damage.quick_check(self._conn)
+            self.checked = not problems
+            return problems
+
+    @contextmanager
+    def _use(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; SQLite's environment errors become StoreErrors.
+
+        ``write``: the caller writes; a file that has not passed :meth:`check` since it was
+        opened is checked first, and a damaged one raises :class:`CorruptDatabaseError`.
+        """
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(N_("The conversation store is closed."))
+            if write and not self.checked:
+                problems = self.check()
+                if problems:
+                    raise damage.damaged(self.path, problems[0])
+            if write:
+                self.changes += 1
             try:
                 yield self._conn
             except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
@@ -217,7 +260,7 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``), committed on success, else rolled back."""
-        with self._use() as conn:
+        with self._use(write=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -240,7 +283,7 @@ class Store:
         now = _now_ms()
         conversation_id = new_id()
         settings_json = dump_json(settings or {})
-        with self._use() as conn:
+        with self._use(write=True) as conn:
             conn.execute(
                 "INSERT INTO conversations (id, title, title_cjk, created_at, updated_at, model, "
                 "system_prompt, settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -317,7 +360,7 @@ class Store:
             changes["pinned"] = int(pinned)
         if not isinstance(archived, Unset):
             changes["archived"] = int(archived)
-        with self._use() as conn:
+        with self._use(write=bool(changes)) as conn:
             if changes:
                 assignments = ", ".join(f"{column} = ?" for column in changes)
                 cursor = conn.execute(f"UPDATE conversations SET {assignments} WHERE id = ?",
@@ -366,7 +409,8 @@ class Store:
                                (conversation_id,)).fetchone()
             if row is None:
                 raise _no_conversation(conversation_id)
-            parent = row[0] if isinstance(parent_id, ActiveLeaf) else parent_id
+            parent = (self._live_leaf(conn, conversation_id, row[0])
+                      if isinstance(parent_id, ActiveLeaf) else parent_id)
             if parent is not None and not isinstance(parent_id, ActiveLeaf):
                 owner = conn.execute("SELECT conversation_id FROM messages WHERE id = ?",
                                      (parent,)).fetchone()
@@ -405,7 +449,7 @@ class Store:
         if stats is not None:
             changes["stats"] = dump_json(stats)
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        with self._use() as conn:
+        with self._use(write=True) as conn:
             cursor = conn.execute(f"UPDATE messages SET {assignments} WHERE id = ?",
                                   (*changes.values(), message_id))
         if cursor.rowcount == 0:
@@ -445,20 +489,46 @@ class Store:
             raise _no_conversation(conversation_id)
         return cast("str | None", row[0])
 
+    def _live_leaf(self, conn: sqlite3.Connection, conversation_id: str,
+                   leaf_id: str | None) -> str | None:
+        """``leaf_id`` if that message exists; else (damage) the conversation's newest message."""
+        if leaf_id is None or conn.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND conversation_id = ?",
+                (leaf_id, conversation_id)).fetchone():
+            return leaf_id
+        log.warning("Conversation %s points at a missing message %s; showing its newest one",
+                    conversation_id, leaf_id)
+        newest = conn.execute("SELECT id FROM messages WHERE conversation_id = ? "
+                              "ORDER BY id DESC LIMIT 1", (conversation_id,)).fetchone()
+        return None if newest is None else cast(str, newest[0])
+
     def _path_to(self, conn: sqlite3.Connection, leaf_id: str) -> list[Message]:
         # A scalar subquery, not a join: SQLite would build a Bloom filter over the whole
         # messages table on every recursive step (40 ms instead of 0.6 ms for 100 messages).
+        # The depth limit stops a parent-pointer cycle (only an outside edit makes one): no
+        # path is longer than the conversation's message count.
         rows = conn.execute(
             f"""WITH RECURSIVE chain (id, depth) AS (
                     SELECT ?, 0
                     UNION ALL
                     SELECT (SELECT parent_id FROM messages WHERE id = chain.id), chain.depth + 1
-                    FROM chain WHERE chain.id IS NOT NULL)
+                    FROM chain WHERE chain.id IS NOT NULL AND chain.depth <= (
+                        SELECT count(*) FROM messages WHERE conversation_id = (
+                            SELECT conversation_id FROM messages WHERE id = ?)))
                 SELECT {", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))}
                 FROM chain JOIN messages AS m ON m.id = chain.id ORDER BY chain.depth DESC""",
-            (leaf_id,),
+            (leaf_id, leaf_id),
         ).fetchall()
-        return [message_from_row(row) for row in rows]
+        seen: set[str] = set()
+        path: list[Message] = []
+        for row in reversed(rows):  # from the leaf up: cut the path where it meets itself
+            if row[0] in seen:
+                log.warning("The messages above %s form a loop (a damaged row); the branch is "
+                            "shown up to the loop", leaf_id)
+                break
+            seen.add(row[0])
+            path.append(message_from_row(row))
+        return path[::-1]
 
     def active_branch(self, conversation_id: str) -> list[Message]:
         """The shown branch: messages from the root to the active leaf (empty if none yet).
@@ -467,7 +537,8 @@ class Store:
             NotFoundError: no conversation has this id.
         """
         with self._use() as conn:
-            leaf = self._require_conversation(conn, conversation_id)
+            leaf = self._live_leaf(conn, conversation_id,
+                                   self._require_conversation(conn, conversation_id))
             return [] if leaf is None else self._path_to(conn, leaf)
 
     def siblings(self, message_id: str) -> list[Message]:
@@ -498,13 +569,14 @@ class Store:
                                (message_id,)).fetchone()
             if row is None:
                 raise _no_message(message_id)
-            leaf = message_id
+            leaf, seen = message_id, {message_id}
             while True:
                 child = conn.execute("SELECT id FROM messages WHERE parent_id = ? "
                                      "ORDER BY id DESC LIMIT 1", (leaf,)).fetchone()
-                if child is None:
+                if child is None or child[0] in seen:  # a loop only a damaged row makes
                     break
                 leaf = child[0]
+                seen.add(leaf)
             conn.execute("UPDATE conversations SET active_leaf_id = ? WHERE id = ?",
                          (leaf, row[0]))
             return self._path_to(conn, leaf)

@@ -88,6 +88,15 @@ class NetworkSettings(BaseModel):
     offline: bool = False
 
 
+class BackupSettings(BaseModel):
+    """Automatic backups of the conversation database (see core/store/backups.py)."""
+
+    #: Back up every this many minutes of use when something changed (0: only on close).
+    interval_minutes: int = Field(default=30, ge=0, le=10_080)
+    #: The most disk space the rotated backups may take together, in MB (the newest is kept).
+    budget_mb: int = Field(default=2048, ge=1)
+
+
 class Settings(BaseModel):
     """Everything the user can set; unknown keys from hand edits are rejected."""
 
@@ -99,6 +108,7 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     interface: InterfaceSettings = Field(default_factory=InterfaceSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
+    backups: BackupSettings = Field(default_factory=BackupSettings)
     last_model: str | None = None
 
 

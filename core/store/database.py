@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import suppress
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CorruptDatabaseError, StoreError, UserText
 from ..i18n import N_
+from . import backups
 from .damage import open_error
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -114,33 +114,18 @@ def enable_wal(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
 
 
-def backup_path(path: Path, version: int, now: datetime | None = None) -> Path:
-    """Where the copy made before migrating from ``version`` goes: next to ``path``, unused."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    candidate = path.with_name(f"{path.name}.bak-v{version}-{stamp}")
-    counter = 1
-    while candidate.exists():
-        counter += 1
-        candidate = path.with_name(f"{path.name}.bak-v{version}-{stamp}-{counter}")
-    return candidate
-
-
 def backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
-    """Copy the open database with SQLite's online backup API; return the copy's path.
+    """Copy the open database into its backups folder (one of the rotated backups, named
+    ``-before-v<version>``) with SQLite's online backup API; return the copy's path.
 
     Raises:
         StoreError: the copy cannot be written (disk full, permissions); nothing was migrated.
     """
-    target = backup_path(path, version)
+    target = backups.new_backup_path(path, before_version=version)
     try:
-        copy = sqlite3.connect(target)
-        try:
-            conn.backup(copy)
-            copy.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            copy.close()
-    except sqlite3.Error as error:
-        target.unlink(missing_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        backups.copy_database(conn, target)
+    except (sqlite3.Error, OSError) as error:
         raise StoreError(
             N_("Cannot back up {path} to {target} before upgrading it: {error}. "
                "Nothing was changed."),

@@ -126,9 +126,9 @@ class Store:
     def open(cls, path: Path | str | None = None) -> Store:
         """Open (creating or upgrading) the database at ``path``, by default the app's own.
 
-        Before an existing database is upgraded a copy is made next to it
-        (``<name>.bak-v<old version>-<UTC time>``). Replies left 'streaming' by a crash are
-        marked 'interrupted' (their count is in :attr:`recovered_on_open`).
+        Before an existing database is upgraded a copy is made in the ``backups/`` folder beside
+        it (``<stem>-<UTC time>-before-v<old version>.sqlite3``, one of the rotated backups).
+        Replies left 'streaming' by a crash are marked 'interrupted' (their count is in :attr:`recovered_on_open`).
 
         Raises:
             NewerSchemaError: a newer Mixtral Desk wrote the file; it is left byte-for-byte as is.

@@ -10,6 +10,7 @@ import pytest
 
 from mixtral_desk.core.errors import CorruptDatabaseError, NewerSchemaError, StoreError
 from mixtral_desk.core.store import SCHEMA_VERSION, Store
+from mixtral_desk.core.store.backups import list_backups
 from mixtral_desk.core.store.ids import new_id
 from mixtral_desk.core.store.migrations import MIGRATIONS, migrate
 
@@ -34,7 +35,7 @@ def test_new_database_gets_every_migration(tmp_path: Path) -> None:
     assert names == [name for name, _ in MIGRATIONS]
     assert all(row[0] for row in conn.execute("SELECT applied_at FROM _migrations"))
     conn.close()
-    assert not [p for p in path.parent.iterdir() if ".bak-" in p.name]
+    assert not (path.parent / "backups").exists()
 
 
 def test_empty_file_is_treated_as_new(tmp_path: Path) -> None:
@@ -103,8 +104,10 @@ def test_migrates_previous_schema_with_data_and_backs_it_up(tmp_path: Path) -> N
         assert [hit.message_id for hit in store.search("周树人")] == [None]
         backup = store.backup_path
 
-    assert backup is not None and backup.parent == path.parent
-    assert backup.name.startswith("conversations.sqlite3.bak-v1-")
+    assert backup is not None and backup.parent == path.parent / "backups"
+    assert backup.name.startswith("conversations-") and backup.name.endswith("-before-v1.sqlite3")
+    assert [b.path for b in list_backups(path)] == [backup]
+    assert list_backups(path)[0].before_version == 1
     old = sqlite3.connect(backup)
     assert old.execute("PRAGMA user_version").fetchone()[0] == 1
     assert old.execute("SELECT count(*) FROM messages").fetchone()[0] == 2
@@ -140,7 +143,7 @@ def test_newer_schema_is_refused_and_left_byte_identical(tmp_path: Path,
     assert f"schema version {SCHEMA_VERSION + 1}" in message
     assert f"knows up to {SCHEMA_VERSION}" in message
     assert sha256(path) == before
-    assert not [p for p in side_files(path) if ".bak-" in p.name]
+    assert not (path.parent / "backups").exists()
     if bump_version:  # decided from the header alone: not even a -shm file appears
         assert not side_files(path)
 

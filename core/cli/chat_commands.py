@@ -15,10 +15,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from mixtral_desk.core.cli.backup_commands import open_store
 from mixtral_desk.core.context_size import ContextReason
 from mixtral_desk.core.engine import DoneEvent, ModelInfo, ReplyStats
 from mixtral_desk.core.i18n import ntr, tr
-from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.reply_figures import prompt_figure
 from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import load_settings
@@ -197,8 +197,7 @@ def chat_command(args: argparse.Namespace) -> int:
 
     if serve_commands.uses_remote(args):
         return serve_commands.remote_chat_command(args)
-    with Store.open(data_paths().ensure().database) as store, \
-            Session(load_settings()) as session:
+    with open_store() as store, Session(load_settings()) as session:
         if args.conversation:
             store.get_conversation(args.conversation)  # an unknown id fails before the load
         sampling_overrides(args, session)  # so does a value out of range

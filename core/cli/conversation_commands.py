@@ -1,18 +1,21 @@
-"""``conversations list | show | search | export | import | delete`` over the store."""
+"""``conversations list | show | search | export | import | delete`` over the store (the
+backup sub-commands are in core/cli/backup_commands.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mixtral_desk.core.cli import backup_commands
+from mixtral_desk.core.cli.backup_commands import open_store
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.errors import DeskError, ImportFormatError
 from mixtral_desk.core.i18n import N_, ntr, tr
-from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.session.conversations import delete_conversation
 from mixtral_desk.core.store import Store
 from mixtral_desk.core.store.export import STATUS_NAMES
@@ -64,14 +67,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     delete.add_argument("id", help=tr("the conversation's id"))
     delete.set_defaults(handler=delete_command)
 
+    backup_commands.register(actions)
+
 
 UNTITLED = N_("(untitled)")
 #: Message roles as ``show`` labels them.
 ROLE_LABELS = {"system": N_("system"), "user": N_("user"), "assistant": N_("assistant")}
 
 
-def _open() -> Store:
-    return Store.open(data_paths().ensure().database)
+def _open() -> AbstractContextManager[Store]:
+    return open_store()
 
 
 def _jsonable(value: Any) -> Any:

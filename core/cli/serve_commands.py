@@ -13,14 +13,13 @@ import os
 import sys
 
 from mixtral_desk.core.cli import chat_commands
+from mixtral_desk.core.cli.backup_commands import open_store
 from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.i18n import N_, tr
-from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.remote import RemoteEngine, save_key, stored_key
 from mixtral_desk.core.server import DEFAULT_HOST, DEFAULT_PORT, check_bind
 from mixtral_desk.core.session import Session
 from mixtral_desk.core.settings import load_settings
-from mixtral_desk.core.store import Store
 
 API_KEY_ENV = "MIXTRAL_DESK_API_KEY"
 
@@ -117,7 +116,7 @@ def remote_chat_command(args: argparse.Namespace) -> int:
     if args.remote_key and args.save_remote_key:
         save_key(args.remote, args.remote_key)
     key = args.remote_key or stored_key(args.remote)
-    with Store.open(data_paths().ensure().database) as store, \
+    with open_store() as store, \
             RemoteEngine(args.remote, args.remote_model or "", key) as engine:
         if not engine.model:
             models = engine.list_models()

@@ -107,7 +107,7 @@ def list_backups(database: Path) -> list[Backup]:
 
 
 def choose_kept(backups: Iterable[Backup], budget_bytes: int) -> set[Path]:
-    """Which backups rotation keeps (see the module's docstring); ``budget_bytes`` caps the total."""
+    """Which backups rotation keeps (see the module's docstring); ``budget_bytes`` caps them."""
     newest_first = sorted(backups, key=lambda b: (b.taken_at, b.path.name), reverse=True)
     kept = {backup.path for backup in newest_first[:KEEP_LAST]}
     periods: list[tuple[int, Callable[[datetime], object]]] = [
@@ -210,3 +210,13 @@ def take_backup(database: Path, *, budget_bytes: int, now: datetime | None = Non
     rotate(database, budget_bytes)
     return Backup(target, now or datetime.now(timezone.utc), target.stat().st_size,
                   before_version)
+
+
+def is_due(database: Path, interval_minutes: int, now: datetime | None = None) -> bool:
+    """Whether a timed backup is due: none yet, or the newest is ``interval_minutes`` old
+    (with ``interval_minutes`` 0, timed backups are off and only closing backs up)."""
+    if interval_minutes <= 0:
+        return False
+    newest = next(iter(list_backups(database)), None)
+    moment = now or datetime.now(timezone.utc)
+    return newest is None or (moment - newest.taken_at).total_seconds() >= interval_minutes * 60

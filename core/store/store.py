@@ -58,7 +58,6 @@ from .models import (
 from .search import cjk_index_text, run_search
 from .writers import writer_is_alive, writer_token
 
-
 log = logging.getLogger(__name__)
 
 
@@ -128,7 +127,8 @@ class Store:
 
         Before an existing database is upgraded a copy is made in the ``backups/`` folder beside
         it (``<stem>-<UTC time>-before-v<old version>.sqlite3``, one of the rotated backups).
-        Replies left 'streaming' by a crash are marked 'interrupted' (their count is in :attr:`recovered_on_open`).
+        Replies left 'streaming' by a crash are marked 'interrupted' (their count is in
+        :attr:`recovered_on_open`).
 
         Raises:
             NewerSchemaError: a newer Mixtral Desk wrote the file; it is left byte-for-byte as is.
@@ -319,6 +319,11 @@ class Store:
                 (limit, offset),
             ).fetchall()
         return [conversation_from_row(row) for row in rows]
+
+    def count_messages(self) -> int:
+        """How many messages the database holds, all conversations and branches."""
+        with self._use() as conn:
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
 
     def count_conversations(self, *, include_archived: bool = False) -> int:
         """How many conversations :meth:`list_conversations` can page through."""

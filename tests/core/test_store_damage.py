@@ -83,7 +83,8 @@ def test_truncated_file_is_salvaged_and_kept_aside(tmp_path: Path, where: str) -
     path = tmp_path / "conversations.sqlite3"
     markers = make_database(path)
     size = path.stat().st_size
-    truncate(path, {"8 KB": 8192, "half": size // 2 // PAGE * PAGE, "last page": size - PAGE}[where])
+    cut = {"8 KB": 8192, "half": size // 2 // PAGE * PAGE, "last page": size - PAGE}[where]
+    truncate(path, cut)
     damaged_hash, expected = sha256(path), surviving_markers(path, markers)
 
     store, report = open_or_recover(path)

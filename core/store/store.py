@@ -199,8 +199,9 @@ class Store:
         with self._lock:
             if self._conn is None:
                 return
-            with suppress(sqlite3.Error):  # only a hint for the query planner
-                self._conn.execute("PRAGMA optimize")
+            if self.checked:  # it writes: never into a file that failed or skipped the check
+                with suppress(sqlite3.Error):  # only a hint for the query planner
+                    self._conn.execute("PRAGMA optimize")
             self._conn.close()
             self._conn = None
 

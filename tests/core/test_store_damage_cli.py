@@ -1,0 +1,61 @@
+"""The CLI on a damaged conversation database: no traceback, salvage, backups by hand."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import pytest
+
+from mixtral_desk.core.paths import DataPaths
+from mixtral_desk.core.store import Store
+from tests.core.test_cli import cli, cli_json
+from tests.core.test_store_damage import make_database, overwrite_page, page_holding, truncate
+
+pytestmark = pytest.mark.slow  # a few CLI processes each
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage page"])
+def test_list_after_damage_salvages_and_says_so(data_home: DataPaths, damage: str) -> None:
+    path = data_home.database
+    markers = make_database(path, conversations=6, per_conversation=20)
+    assert cli("conversations", "backup").returncode == 0
+    if damage == "truncated":
+        truncate(path, 8192)
+    else:
+        overwrite_page(path, page_holding(path, "Q00060Z"))
+    damaged = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    result = cli("conversations", "list", "--limit", "100")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "was damaged" in result.stderr and "from the backup of" in result.stderr
+    assert len(result.stdout.splitlines()) == 6 + 1  # header + every conversation
+    kept = [p for p in path.parent.iterdir() if p.name.startswith(path.name + ".damaged-")
+            and not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 1 and hashlib.sha256(kept[0].read_bytes()).hexdigest() == damaged
+    with Store.open(path) as store:
+        assert store.count_messages() == len(markers)
+
+    checked = cli("conversations", "check")
+    assert checked.returncode == 0 and "120 messages" in checked.stdout
+
+
+def test_backups_backup_restore_and_check(data_home: DataPaths) -> None:
+    path = data_home.database
+    assert "no conversation database" in cli("conversations", "backup").stderr.lower()
+    make_database(path, conversations=2, per_conversation=2)
+    assert cli("conversations", "backup").returncode == 0
+    listed = cli_json("conversations", "backups")
+    assert len(listed) == 1 and listed[0]["size"] > 0
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM conversations")
+    conn.commit()
+    conn.close()
+    restored = cli("conversations", "restore", listed[0]["path"].rsplit("/", 1)[-1])
+    assert restored.returncode == 0, restored.stderr
+    assert "kept at" in restored.stderr
+    with Store.open(path) as store:
+        assert store.count_conversations() == 2
+    missing = cli("conversations", "restore", "nope.sqlite3")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -32,6 +32,7 @@ from mixtral_desk.core.engine.options import SamplingOptions
 from mixtral_desk.core.errors import SettingsError
 from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.store.backups import DEFAULT_BUDGET_MB, DEFAULT_INTERVAL_MINUTES
 
 SCHEMA_VERSION = 2
 
@@ -92,9 +93,9 @@ class BackupSettings(BaseModel):
     """Automatic backups of the conversation database (see core/store/backups.py)."""
 
     #: Back up every this many minutes of use when something changed (0: only on close).
-    interval_minutes: int = Field(default=30, ge=0, le=10_080)
+    interval_minutes: int = Field(default=DEFAULT_INTERVAL_MINUTES, ge=0, le=10_080)
     #: The most disk space the rotated backups may take together, in MB (the newest is kept).
-    budget_mb: int = Field(default=2048, ge=1)
+    budget_mb: int = Field(default=DEFAULT_BUDGET_MB, ge=1)
 
 
 class Settings(BaseModel):

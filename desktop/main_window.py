@@ -26,7 +26,9 @@ from PySide6.QtWidgets import (
 
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import DataPaths, data_paths
+from mixtral_desk.core.store.backups import DEFAULT_BUDGET_MB, DEFAULT_INTERVAL_MINUTES
 
+from .bridge.backup_bridge import BackupBridge
 from .bridge.server_bridge import DEFAULT_API_PORT, ServerBridge
 from .bridge.session_bridge import SessionBridge
 from .bridge.store_bridge import StoreBridge
@@ -37,6 +39,7 @@ from .controllers.first_run import FirstRunController
 from .controllers.model_control import ModelController
 from .controllers.network_status import NetworkIndicator
 from .controllers.serve_control import ServeController
+from .controllers.store_recovery import StoreRecoveryController
 from .errors import ErrorSink
 from .i18n import keep_translated
 from .model_picker import ModelPicker
@@ -120,6 +123,12 @@ class MainWindow(QMainWindow):
         self.io = TaskQueue("io", on_error=lambda e: report(e), parent=self)
         self.io.setObjectName("io")
         self.store = StoreBridge(self.sink, self.paths.database, parent=self)
+        # The defaults until the settings file is read (the settings setter applies it).
+        self.store.backup_budget_bytes = DEFAULT_BUDGET_MB * 1_000_000
+        self.backups = BackupBridge(self.sink, self.store,
+                                    interval_minutes=DEFAULT_INTERVAL_MINUTES,
+                                    budget_bytes=self.store.backup_budget_bytes, parent=self)
+        self.store_recovery = StoreRecoveryController(self.sink, self.store, self)
         self.session = SessionBridge(self.sink, self.store, self.paths.engine_log, parent=self)
         self.server = ServerBridge(self.sink, parent=self)
 
@@ -190,6 +199,9 @@ class MainWindow(QMainWindow):
     def settings(self, value: Settings) -> None:
         self._settings = value
         self.session.use_settings(value)
+        self.store.backup_budget_bytes = value.backups.budget_mb * 1_000_000
+        self.backups.budget_bytes = self.store.backup_budget_bytes
+        self.backups.set_interval(value.backups.interval_minutes)
 
     def _api_port(self) -> int:
         return self.settings.server.api_port if self._settings is not None else DEFAULT_API_PORT
@@ -495,5 +507,6 @@ class MainWindow(QMainWindow):
             self._models_page.shutdown()
         self.serving.close()
         self.session.close()
+        self.backups.close()
         self.store.close()
         self.io.close()

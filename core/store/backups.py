@@ -42,6 +42,7 @@ KEEP_MONTHLY: Final = 6
 STEP_PAGES: Final = 256
 """Pages copied per step (1 MiB at the default 4 KiB page size)."""
 DEFAULT_BUDGET_MB: Final = 2048
+DEFAULT_INTERVAL_MINUTES: Final = 30
 
 _NAME = re.compile(r"^(?P<stem>.+)-(?P<time>\d{8}T\d{6}\d{3}Z)(?:-before-v(?P<version>\d+))?"
                    r"(?:-(?P<counter>\d+))?\.sqlite3$")

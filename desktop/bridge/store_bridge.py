@@ -9,6 +9,7 @@ streaming reply is saved by the store queue, in order with everything else.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
@@ -19,7 +20,10 @@ from PySide6.QtCore import QObject, Signal
 
 from mixtral_desk.core.errors import StoreError
 from mixtral_desk.core.i18n import N_
+from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.store import ACTIVE_LEAF, UNSET, Conversation, Message, Store
+from mixtral_desk.core.store.backups import take_backup
+from mixtral_desk.core.store.recovery import open_or_recover, restore
 
 from ..errors import ErrorSink
 from ..signals import emit
@@ -29,18 +33,26 @@ if TYPE_CHECKING:
     from mixtral_desk.core.store.models import ActiveLeaf, Unset
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class StoreBridge(QObject):
     """Runs store work on the ``store`` thread.
 
+    Opening runs ``PRAGMA quick_check`` on the store thread; a damaged database is set aside and
+    salvaged there (core/store/recovery.py) before :attr:`opened`. Closing backs up when
+    something changed and :attr:`backup_budget_bytes` is set.
+
     Signals:
         opened(object): the :class:`Store` is open (carries it); ``recovered_on_open`` says how
             many replies a crash had cut off.
+        recovered(object): the database was damaged and salvaged (carries the
+            :class:`~mixtral_desk.core.store.recovery.RecoveryReport`); before :attr:`opened`.
         changed(): conversations were added, renamed, pinned or deleted (refresh the sidebar).
     """
 
     opened = Signal(object)
+    recovered = Signal(object)
     changed = Signal()
 
     def __init__(self, sink: ErrorSink, path: Path | None = None,
@@ -49,6 +61,7 @@ class StoreBridge(QObject):
         self._sink = sink
         self._store: Store | None = None
         self._path = path
+        self.backup_budget_bytes: int | None = None
         self.tasks = TaskQueue("store", on_error=lambda e: sink.report(e), parent=self)
 
     def open(self) -> None:
@@ -57,8 +70,43 @@ class StoreBridge(QObject):
         self.tasks.submit(lambda: self._open(path), partial(emit, self.opened))
 
     def _open(self, path: Path | None) -> Store:
-        self._store = Store.open(path)
+        self._store, report = open_or_recover(path or data_paths().database)
+        if report is not None:
+            emit(self.recovered, report)
         return self._store
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path or data_paths().database
+
+    @property
+    def changes(self) -> int:
+        """How many writes the open store has made (0 while closed); any thread may read it."""
+        store = self._store
+        return 0 if store is None else store.changes
+
+    def restore(self, backup: Path, on_done: Callable[[Path | None], None]) -> None:
+        """Close the store, put ``backup`` in its place and open it again (on the store thread).
+
+        ``on_done`` gets where the replaced file was kept; :attr:`opened` and :attr:`changed`
+        follow. Errors go to the error sink (the store stays closed only if reopening fails).
+        """
+        path = self.path
+
+        def work() -> tuple[Path | None, Store]:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            kept = restore(path, backup)
+            self._store = Store.open(path)
+            return kept, self._store
+
+        def done(result: tuple[Path | None, Store]) -> None:
+            emit(self.opened, result[1])
+            emit(self.changed)
+            on_done(result[0])
+        self.tasks.submit(work, done)
 
     @property
     def is_open(self) -> bool:
@@ -115,7 +163,13 @@ class StoreBridge(QObject):
         """Finish queued work, close the database and stop the thread."""
         def shut() -> None:
             if self._store is not None:
+                changed = self._store.changes > 0 and self._store.checked
                 self._store.close()
+                if changed and self.backup_budget_bytes is not None:
+                    try:
+                        take_backup(self._store.path, budget_bytes=self.backup_budget_bytes)
+                    except StoreError as error:
+                        log.warning("No backup on close: %s", error.english)
         self.tasks.submit(shut)
         self.tasks.close()
 

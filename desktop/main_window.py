@@ -1,8 +1,8 @@
 """The main window: toolbar (pages, model picker), notification bar, pages, status bar.
 
 It builds the widgets, reads and applies the settings at start-up, and assembles the controllers
-of :mod:`.controllers` (the model, the API toggle, the first run, the network indicator); the use
-cases themselves live in the core session (:mod:`mixtral_desk.core.session`).
+of :mod:`.controllers` (the model, the API toggle, the first run, the network indicator, the
+backups); the use cases themselves live in the core session (:mod:`mixtral_desk.core.session`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from PySide6.QtWidgets import (
 
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.paths import DataPaths, data_paths
-from mixtral_desk.core.store.backups import DEFAULT_BUDGET_MB, DEFAULT_INTERVAL_MINUTES
 
-from .bridge.backup_bridge import BackupBridge
 from .bridge.server_bridge import DEFAULT_API_PORT, ServerBridge
 from .bridge.session_bridge import SessionBridge
 from .bridge.store_bridge import StoreBridge
@@ -121,13 +119,7 @@ class MainWindow(QMainWindow):
 
         report = self.sink.report
         self.io = TaskQueue("io", on_error=lambda e: report(e), parent=self)
-        self.io.setObjectName("io")
         self.store = StoreBridge(self.sink, self.paths.database, parent=self)
-        # The defaults until the settings file is read (the settings setter applies it).
-        self.store.backup_budget_bytes = DEFAULT_BUDGET_MB * 1_000_000
-        self.backups = BackupBridge(self.sink, self.store,
-                                    interval_minutes=DEFAULT_INTERVAL_MINUTES,
-                                    budget_bytes=self.store.backup_budget_bytes, parent=self)
         self.store_recovery = StoreRecoveryController(self.sink, self.store, self)
         self.session = SessionBridge(self.sink, self.store, self.paths.engine_log, parent=self)
         self.server = ServerBridge(self.sink, parent=self)
@@ -199,9 +191,6 @@ class MainWindow(QMainWindow):
     def settings(self, value: Settings) -> None:
         self._settings = value
         self.session.use_settings(value)
-        self.store.backup_budget_bytes = value.backups.budget_mb * 1_000_000
-        self.backups.budget_bytes = self.store.backup_budget_bytes
-        self.backups.set_interval(value.backups.interval_minutes)
 
     def _api_port(self) -> int:
         return self.settings.server.api_port if self._settings is not None else DEFAULT_API_PORT
@@ -507,6 +496,5 @@ class MainWindow(QMainWindow):
             self._models_page.shutdown()
         self.serving.close()
         self.session.close()
-        self.backups.close()
         self.store.close()
         self.io.close()

@@ -2,12 +2,17 @@
 
 A backup reads the database through its own read-only connection and one read transaction
 (core/store/backups.py), so it never takes the store's lock: the store queue keeps saving the
-streaming reply while it copies. Every ``backups.interval_minutes`` the timer backs up if the
-store has written since the last backup; a failure (a full disk) is shown once, until a backup
-works again. Closing the window backs up too (see StoreBridge.close).
+streaming reply while it copies. A timer ticks every minute; once ``backups.interval_minutes``
+have passed since the last backup (or the window opened) and the store has written since, it
+backs up. A failure (a full disk) is shown once, until a backup works again. Closing the window
+backs up too (StoreBridge.close, into ``backups.budget_mb``).
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -18,6 +23,11 @@ from ..errors import ErrorSink
 from ..signals import emit
 from .store_bridge import StoreBridge
 from .tasks import TaskQueue
+
+if TYPE_CHECKING:  # pydantic loads after the first paint
+    from mixtral_desk.core.settings import BackupSettings
+
+TICK_MS = 60_000
 
 
 class BackupBridge(QObject):
@@ -30,23 +40,22 @@ class BackupBridge(QObject):
 
     backed_up = Signal(object)
 
-    def __init__(self, sink: ErrorSink, store: StoreBridge, *, interval_minutes: int,
-                 budget_bytes: int, parent: QObject | None = None) -> None:
+    def __init__(self, sink: ErrorSink, store: StoreBridge,
+                 settings: Callable[[], BackupSettings], parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._sink, self._store = sink, store
-        self.budget_bytes = budget_bytes
+        self._sink, self._store, self._settings = sink, store, settings
         self._changes_saved = 0
+        self._last = time.monotonic()
         self._failing = False
         self.tasks = TaskQueue("backup", on_error=self._failed, parent=self)
         self.timer = QTimer(self)
-        self.timer.timeout.connect(self.back_up_if_changed)
-        self.set_interval(interval_minutes)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(TICK_MS)
 
-    def set_interval(self, minutes: int) -> None:
-        """Back up every ``minutes`` of use (0: only on close)."""
-        self.timer.stop()
-        if minutes > 0:
-            self.timer.start(minutes * 60_000)
+    def _tick(self) -> None:
+        minutes = self._settings().interval_minutes
+        if minutes > 0 and time.monotonic() - self._last >= minutes * 60:
+            self.back_up_if_changed()
 
     def back_up_if_changed(self) -> None:
         """Take a backup in the background if the store has written since the last one."""
@@ -56,8 +65,10 @@ class BackupBridge(QObject):
 
     def back_up_now(self, changes: int | None = None) -> None:
         """Take a backup in the background (:attr:`backed_up` follows)."""
-        path, budget = self._store.path, self.budget_bytes
+        path = self._store.path
+        budget = self._settings().budget_mb * 1_000_000
         marker = self._store.changes if changes is None else changes
+        self._last = time.monotonic()
         self.tasks.submit(lambda: take_backup(path, budget_bytes=budget),
                           lambda backup: self._done(backup, marker))
 
@@ -73,6 +84,6 @@ class BackupBridge(QObject):
         self._sink.report(error)
 
     def close(self) -> None:
-        """Stop the timer and finish a running backup."""
+        """Stop the timer and finish a running backup (idempotent)."""
         self.timer.stop()
         self.tasks.close()

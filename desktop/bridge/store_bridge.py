@@ -49,9 +49,11 @@ class StoreBridge(QObject):
         recovered(object): the database was damaged and salvaged (carries the
             :class:`~mixtral_desk.core.store.recovery.RecoveryReport`); before :attr:`opened`.
         changed(): conversations were added, renamed, pinned or deleted (refresh the sidebar).
+        closing(): :meth:`close` was called (emitted directly, on the caller's thread).
     """
 
     opened = Signal(object)
+    closing = Signal()
     recovered = Signal(object)
     changed = Signal()
 
@@ -61,6 +63,7 @@ class StoreBridge(QObject):
         self._sink = sink
         self._store: Store | None = None
         self._path = path
+        #: Closing backs up into this budget when something changed (None: no backup on close).
         self.backup_budget_bytes: int | None = None
         self.tasks = TaskQueue("store", on_error=lambda e: sink.report(e), parent=self)
 
@@ -161,6 +164,7 @@ class StoreBridge(QObject):
 
     def close(self) -> None:
         """Finish queued work, close the database and stop the thread."""
+        self.closing.emit()
         def shut() -> None:
             if self._store is not None:
                 changed = self._store.changes > 0 and self._store.checked

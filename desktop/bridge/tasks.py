@@ -43,6 +43,7 @@ class TaskQueue(QObject):
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.name = name
+        self.setObjectName(name)
         self._on_error = on_error
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending = 0

@@ -1,4 +1,7 @@
-"""The notice after the conversation database was found damaged, and its two ways on.
+"""Keeping the conversations safe in the window: timed backups, and the notice after damage.
+
+It owns the :class:`~mixtral_desk.desktop.bridge.backup_bridge.BackupBridge` (timed backups) and
+sets the store's backup on close, from the ``backups`` settings.
 
 The salvage already happened on the store thread (the app keeps working with what it recovered);
 this says exactly what happened and offers **Restore from a backup…** (a file dialog in the
@@ -9,6 +12,7 @@ the damaged file and the backups, in the system's file manager).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
 
 from PySide6.QtCore import QObject, QUrl
 from PySide6.QtGui import QDesktopServices
@@ -18,20 +22,45 @@ from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.store.backups import backups_folder
 from mixtral_desk.core.store.recovery import RecoveryReport
 
+from ..bridge.backup_bridge import BackupBridge
 from ..bridge.store_bridge import StoreBridge
 from ..errors import Action, ErrorSink
 
+if TYPE_CHECKING:  # pydantic loads after the first paint
+    from mixtral_desk.core.settings import BackupSettings, Settings
+
+
+class SettingsWindow(Protocol):
+    """The main window as this controller sees it: a QWidget with the settings in effect."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in effect."""
+
 
 class StoreRecoveryController(QObject):
-    """Shows :attr:`StoreBridge.recovered` reports with their actions.
+    """Shows :attr:`StoreBridge.recovered` reports with their actions; runs the backups.
 
     Signals: none.
     """
 
-    def __init__(self, sink: ErrorSink, store: StoreBridge, window: QWidget) -> None:
-        super().__init__(window)
+    def __init__(self, sink: ErrorSink, store: StoreBridge, window: SettingsWindow) -> None:
+        """``window``: the main window, whose ``settings.backups`` is read when needed."""
+        self._widget = cast(QWidget, window)  # the main window is a QWidget too
+        super().__init__(self._widget)
         self._sink, self._store, self._window = sink, store, window
         store.recovered.connect(self.show_report)
+        store.closing.connect(self.close)
+        self.backups = BackupBridge(sink, store, self.settings, parent=self)
+
+    def settings(self) -> BackupSettings:
+        """The ``backups`` settings in effect."""
+        return self._window.settings.backups
+
+    def close(self) -> None:
+        """Stop the timed backups; the store's close then backs up what changed."""
+        self._store.backup_budget_bytes = self.settings().budget_mb * 1_000_000
+        self.backups.close()
 
     def actions(self) -> tuple[Action, ...]:
         """The notice's buttons."""
@@ -50,7 +79,7 @@ class StoreRecoveryController(QObject):
     def choose_backup(self) -> None:
         """Ask for a backup, then restore it (the current file is kept aside)."""
         chosen, _ = QFileDialog.getOpenFileName(
-            self._window, tr("Restore from a backup"), str(backups_folder(self._store.path)),
+            self._widget, tr("Restore from a backup"), str(backups_folder(self._store.path)),
             tr("Conversation backups (*.sqlite3)"))
         if chosen:
             self.restore(Path(chosen))

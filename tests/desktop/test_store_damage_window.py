@@ -68,13 +68,13 @@ def test_the_timer_backs_up_only_when_something_changed(make_window: WindowFacto
                                                         data_home: DataPaths) -> None:
     window = make_window()
     qtbot.waitUntil(lambda: window.store.is_open)
-    window.backups.back_up_if_changed()  # nothing written yet: no backup
+    window.store_recovery.backups.back_up_if_changed()  # nothing written yet: no backup
     done: list[object] = []
     window.store.call(lambda s: s.create_conversation("timed"), done.append, changes=True)
     qtbot.waitUntil(lambda: bool(done))
-    with qtbot.waitSignal(window.backups.backed_up, timeout=10_000):
-        window.backups.back_up_if_changed()
+    with qtbot.waitSignal(window.store_recovery.backups.backed_up, timeout=10_000):
+        window.store_recovery.backups.back_up_if_changed()
     assert len(store_backups.list_backups(data_home.database)) == 1
-    window.backups.back_up_if_changed()  # nothing new since
-    window.backups.tasks.close()
+    window.store_recovery.backups.back_up_if_changed()  # nothing new since
+    window.store_recovery.backups.tasks.close()
     assert len(store_backups.list_backups(data_home.database)) == 1

@@ -155,6 +155,9 @@ def load(session: Session, args: argparse.Namespace) -> ModelInfo:
     if report is not None and report.fallback_template:
         print(tr("note: this model has no chat template; using the plain fallback format."),
               file=sys.stderr)
+    if report is not None and report.broken_template:
+        print(tr("note: this model's chat template fails when it renders a conversation (the "
+                 "engine log says how); using the plain fallback format."), file=sys.stderr)
     return info
 
 

@@ -442,6 +442,9 @@ class Worker:
                 return ChatFormatter(template, bos_token=bos, eos_token=eos)
             except TemplateError as error:
                 self.log.note(f"the model's chat template is unusable ({error}); using fallback")
+                fallback = ChatFormatter(None, bos_token=bos, eos_token=eos)
+                fallback.broken = str(error)
+                return fallback
         return ChatFormatter(None, bos_token=bos, eos_token=eos)
 
     # --- generating ----------------------------------------------------------------------------

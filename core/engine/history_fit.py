@@ -4,6 +4,7 @@ the automatic context *length* is :mod:`mixtral_desk.core.context_size`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from ..errors import ContextOverflowError
 from ..i18n import N_
@@ -75,3 +76,32 @@ def fit_messages(
             lo = mid + 1
     start = starts[lo]
     return [*system, *turns[start:]], start
+
+
+MAX_CHARS_PER_TOKEN: Final = 32
+"""No token of a model this app loads spells more characters than this (llama.cpp vocabularies
+top out around 16; byte-level ones have 1), so a text longer than ``n_ctx`` times this cannot
+fit the context, and is refused before it is tokenized: tokenizing cannot be cancelled, and a
+10 MB prompt kept a byte-vocabulary model's tokenizer busy for over 11 CPU-minutes."""
+
+
+def must_fit_chars(messages: Sequence[ChatMessage]) -> int:
+    """The characters of what must fit the context whatever is cut: the system messages and
+    everything from the last user turn on (see :func:`fit_messages`)."""
+    system = sum(len(m.content) for m in messages if m.role == "system")
+    turns = [m for m in messages if m.role != "system"]
+    starts = [i for i, m in enumerate(turns) if m.role == "user"]
+    return system + sum(len(m.content) for m in turns[starts[-1] if starts else 0:])
+
+
+def check_token_budget(chars: int, n_ctx: int) -> None:
+    """Refuse, before tokenizing, a text of ``chars`` characters that cannot fit ``n_ctx``.
+
+    Raises:
+        ContextOverflowError: ``chars`` is over ``n_ctx`` × :data:`MAX_CHARS_PER_TOKEN`.
+    """
+    if chars > n_ctx * MAX_CHARS_PER_TOKEN:
+        raise ContextOverflowError(
+            N_("The message is too long for the context window: {chars} characters cannot fit "
+               "in {context} tokens. Shorten the message or load the model with a larger "
+               "context."), chars=f"{chars:,}", context=n_ctx)

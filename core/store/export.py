@@ -11,7 +11,8 @@ An export is a JSON object::
                                       "model": ..., "stats": {...} | null}, ...]}, ...]}
 
 It holds every message of every branch, so export → import → export gives the same data. Times
-are ISO 8601 with milliseconds and a UTC offset.
+are ISO 8601 with milliseconds and a UTC offset. It is standard JSON: a NaN or infinite number
+kept in stats by an older version is written as ``null``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .models import (
     Status,
     datetime_to_ms,
     dump_json,
+    finite_json,
 )
 from .search import cjk_index_text
 
@@ -69,7 +71,7 @@ def conversation_to_dict(conversation: Conversation, messages: list[Message]) ->
         "updated_at": _time(conversation.updated_at),
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
-        "settings": conversation.settings,
+        "settings": finite_json(conversation.settings),
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "active_leaf_id": conversation.active_leaf_id,
@@ -83,7 +85,7 @@ def conversation_to_dict(conversation: Conversation, messages: list[Message]) ->
                 "created_at": _time(message.created_at),
                 "updated_at": _time(message.updated_at),
                 "model": message.model,
-                "stats": message.stats,
+                "stats": finite_json(message.stats),
             }
             for message in messages
         ],

@@ -54,6 +54,7 @@ MAX_INT_DIGITS: Final = 20
 """The most digits of an integer accepted anywhere (a signed 64-bit integer has 19)."""
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_INT_LIMIT: Final = 10**MAX_INT_DIGITS
 
 
 class LimitError(ValueError):
@@ -142,10 +143,12 @@ def load_limited_json(text: str | bytes, *, max_bytes: int) -> Any:
 
 
 def check_tree(data: Any) -> None:
-    """Check parsed JSON data for depth and valid strings, without recursion.
+    """Check parsed JSON (or TOML) data for depth, integer size and valid strings, without
+    recursion.
 
     Raises:
-        LimitError: too deep, or a key or string holds a lone surrogate (naming its path).
+        LimitError: too deep, an integer too long, or a key or string holds a lone surrogate
+            (naming its path).
     """
     stack: list[tuple[Any, str, int]] = [(data, "", 0)]
     while stack:
@@ -153,6 +156,9 @@ def check_tree(data: Any) -> None:
         if isinstance(value, str):
             check_text(value, path)
             continue
+        if isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
+            raise LimitError(path, UserText(N_("holds a whole number with more than {digits} "
+                                               "digits"), digits=MAX_INT_DIGITS))
         if not isinstance(value, dict | list):
             continue
         if depth >= MAX_JSON_DEPTH:

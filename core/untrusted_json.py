@@ -31,7 +31,7 @@ import math
 import re
 from typing import Any, Final
 
-from .errors import UserText
+from .errors import MessageError, UserText
 from .i18n import N_
 
 MAX_MESSAGE_CHARS: Final = 1_000_000
@@ -84,6 +84,23 @@ def check_text(value: str, field: str, *, max_chars: int | None = None) -> str:
         raise LimitError(field, UserText(N_("holds text that is not valid Unicode (a lone "
                                             "surrogate)")))
     return value
+
+
+def check_message(text: str) -> str:
+    """``text`` itself, if it may be sent as one message (the composer, a paste, the CLI).
+
+    Raises:
+        MessageError: it is longer than :data:`MAX_MESSAGE_CHARS`, or holds a lone surrogate.
+    """
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise MessageError(N_("The message is {length} characters long; a message holds "
+                                     "at most {limit}. Attach less text, or split it."),
+                                  length=f"{len(text):,}", limit=f"{MAX_MESSAGE_CHARS:,}")
+    try:
+        return check_text(text, "message")
+    except LimitError as error:
+        raise MessageError(N_("The message cannot be sent: it {problem}."),
+                           problem=error.problem) from None
 
 
 def _parse_int(text: str) -> int:

@@ -29,6 +29,7 @@ from mixtral_desk.core.early_settings import EarlySettings, read_early_settings
 from mixtral_desk.core.errors import (
     ContextOverflowError,
     ImportFormatError,
+    MessageError,
     SearchQueryError,
     SettingsError,
     StoreError,
@@ -270,3 +271,15 @@ def test_a_template_that_fails_when_rendering_is_broken_not_missing() -> None:
     assert formatter.source == "fallback"
     formatter.broken = "the chat template failed: boom"
     assert formatter.source == "broken"
+
+
+def test_the_session_refuses_a_message_over_the_limit_before_anything(store: Store) -> None:
+    from mixtral_desk.core.session import Session
+    from mixtral_desk.core.settings import Settings
+
+    with Session(Settings()) as session:
+        with pytest.raises(MessageError, match="1,000,000"):
+            session.send(store, None, "x" * 1_000_001)
+        with pytest.raises(MessageError, match="surrogate"):
+            session.send(store, None, "bytes from argv: \udcff")
+    assert store.list_conversations(limit=10, include_archived=True) == []

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine.options import SamplingOptions
-from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.errors import SettingsError, UserText
 from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.untrusted_json import MAX_SETTINGS_BYTES, LimitError, load_limited_json
@@ -172,7 +172,7 @@ def load_settings(path: Path | None = None) -> Settings:
     if not isinstance(found, int) or isinstance(found, bool) or found < 1:
         raise SettingsError(N_("The settings file {path} has an invalid value for "
                                "schema_version: {problem}."), path=path,
-                            problem=N_("it should be a whole number such as 2"))
+                            problem=UserText(N_("it should be a whole number such as 2")))
     if found > SCHEMA_VERSION:
         raise SettingsError(N_("The settings file {path} was written by a newer Mixtral Desk "
                                "(settings version {found}; this version knows {known})."),

@@ -101,6 +101,18 @@ def test_load_reports_model_info_and_progress(host: EngineHost, tiny_model: Path
     assert host.model_info == info and host.is_alive and host.pid is not None
 
 
+def test_a_template_that_fails_when_rendering_is_reported_as_broken(
+        host: EngineHost, models_dir: Path) -> None:
+    from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
+
+    broken = write_synthetic_model(models_dir / "tiny-broken-template.gguf", TINY,
+                                   chat_template="{{ raise_exception('this template is broken') }}")
+    info = ensure_loaded(host, broken)
+    assert info.template_source == "broken"  # not "fallback": the model has a template
+    _text, stats = collect(host.chat([ChatMessage("user", "Hi")], FIXED))
+    assert stats.completion_tokens > 0
+
+
 def test_model_without_template_uses_the_fallback(host: EngineHost,
                                                   tiny_model_no_template: Path) -> None:
     info = ensure_loaded(host, tiny_model_no_template)

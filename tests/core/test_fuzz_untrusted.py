@@ -154,7 +154,7 @@ def test_settings_readers_refuse_cleanly_and_write_nothing(tmp_path: Path, text:
 
 @given(query=st.one_of(st.text(alphabet=st.characters(codec=None), max_size=60),
                        st.sampled_from(SEARCH_ODDITIES),
-                       st.lists(st.sampled_from(SEARCH_ODDITIES + ["a", "鲁迅"]), max_size=8
+                       st.lists(st.sampled_from([*SEARCH_ODDITIES, "a", "鲁迅"]), max_size=8
                                 ).map(" ".join)))
 def test_any_query_is_answered_or_refused(store: Store, query: str) -> None:
     if not store.list_conversations(limit=1):

@@ -1,7 +1,8 @@
 """Untrusted input is refused at the door, naming the field, and nothing is written: the corpus
 of tests/untrusted_corpus.py replayed against the import reader, the settings readers, search,
 the CLI's numbers and the API server; plus the bounds (search time, request size, token budget)
-and the leftovers (NaN stats, one migration backup per version, a broken chat template)."""
+and the leftovers (NaN stats, one migration backup per version; the broken chat template is
+tested in test_engine.py)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from mixtral_desk.core.engine.formatting import ChatFormatter
+from mixtral_desk.core.early_settings import EarlySettings, read_early_settings
 from mixtral_desk.core.engine.events import ChatMessage
 from mixtral_desk.core.engine.history_fit import (
     MAX_CHARS_PER_TOKEN,
     check_token_budget,
     must_fit_chars,
 )
-from mixtral_desk.core.early_settings import EarlySettings, read_early_settings
 from mixtral_desk.core.errors import (
     ContextOverflowError,
     ImportFormatError,
@@ -264,13 +264,6 @@ def test_failed_migrations_leave_one_backup_per_version(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="A copy of the database from before is at"):
             Store.open(path)
     assert len(list(tmp_path.glob("conversations.sqlite3.bak-v1-*"))) == 1
-
-
-def test_a_template_that_fails_when_rendering_is_broken_not_missing() -> None:
-    formatter = ChatFormatter(None)
-    assert formatter.source == "fallback"
-    formatter.broken = "the chat template failed: boom"
-    assert formatter.source == "broken"
 
 
 def test_the_session_refuses_a_message_over_the_limit_before_anything(store: Store) -> None:

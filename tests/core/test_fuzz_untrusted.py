@@ -14,13 +14,11 @@ import argparse
 import json
 import math
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,12 +86,6 @@ mutated_exports = st.one_of(
     st.tuples(st.sampled_from([f for f in _FIELDS if str(f[-1]).endswith("_at")]), times
               ).map(lambda pair: _export_with(*pair)),
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "conversations.sqlite3") as opened:
-        yield opened
 
 
 # --- the import reader --------------------------------------------------------------------------

@@ -52,12 +52,6 @@ from tests.untrusted_corpus import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "conversations.sqlite3") as opened:
-        yield opened
-
-
 def assert_everything_usable(store: Store) -> None:
     """Every stored conversation can be listed, shown, exported and deleted."""
     listed = store.list_conversations(limit=1000, include_archived=True)

@@ -105,3 +105,30 @@ def check_token_budget(chars: int, n_ctx: int) -> None:
             N_("The message is too long for the context window: {chars} characters cannot fit "
                "in {context} tokens. Shorten the message or load the model with a larger "
                "context."), chars=f"{chars:,}", context=n_ctx)
+
+
+def drop_unfittable(messages: Sequence[ChatMessage], n_ctx: int
+                    ) -> tuple[list[ChatMessage], int]:
+    """``messages`` without the oldest turns that cannot fit ``n_ctx`` whatever else is cut,
+    judged by characters alone, before anything is tokenized; and how many turns that drops.
+
+    The kept part starts at a user turn and is the longest such ending whose characters are at
+    most ``n_ctx`` × :data:`MAX_CHARS_PER_TOKEN`; every turn left out would have been cut by
+    :func:`fit_messages` too (a longer ending has more tokens than the context holds). So a
+    request of many huge old messages costs no more to tokenize than one that fits. Raises
+    nothing (an ending that is too long on its own is :func:`check_token_budget`'s refusal).
+    """
+    budget = n_ctx * MAX_CHARS_PER_TOKEN
+    system = [m for m in messages if m.role == "system"]
+    turns = [m for m in messages if m.role != "system"]
+    size = sum(len(m.content) for m in system) + sum(len(m.content) for m in turns)
+    start = 0
+    for index, message in enumerate(turns):
+        if size <= budget:
+            break
+        size -= len(message.content)
+        if index + 1 < len(turns) and turns[index + 1].role == "user":
+            start = index + 1
+    if start == 0:
+        return list(messages), 0
+    return [*system, *turns[start:]], start

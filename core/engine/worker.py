@@ -62,7 +62,13 @@ from .backend import collect_backend_info
 from .context_shift import PLAIN, Layout, Reuse, needed_layout, plan_reuse
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
 from .formatting import ChatFormatter, TemplateError, split_at_stop
-from .history_fit import check_token_budget, fit_messages, must_fit_chars, reply_reserve
+from .history_fit import (
+    check_token_budget,
+    drop_unfittable,
+    fit_messages,
+    must_fit_chars,
+    reply_reserve,
+)
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides
@@ -474,6 +480,7 @@ class Worker:
         formatter = self.require_model().formatter
         add_bos = not formatter.starts_with_bos
         check_token_budget(must_fit_chars(messages), self.require_model().info.n_ctx)
+        messages, unfittable = drop_unfittable(messages, self.require_model().info.n_ctx)
 
         def count(candidate: Sequence[ChatMessage]) -> int:
             return len(self.tokenize(formatter.format(candidate), True, add_bos))
@@ -489,7 +496,7 @@ class Worker:
                               error=str(error)) from error
         except ValueError as error:  # no user or assistant turn
             raise EngineError(str(error)) from error
-        return full, needed_layout(full, fitted), dropped
+        return full, needed_layout(full, fitted), dropped + unfittable
 
     def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
              cache_tag: str | None = None) -> None:

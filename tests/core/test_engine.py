@@ -321,6 +321,21 @@ def test_context_overflow_error_for_one_giant_message(host: EngineHost, tiny_mod
     assert stats.completion_tokens == 16
 
 
+def test_a_huge_prompt_is_refused_or_trimmed_before_tokenizing(host: EngineHost,
+                                                                tiny_model: Path) -> None:
+    ensure_loaded(host, tiny_model, n_ctx=256)
+    huge = "x" * 4_000_000  # tokenizing it would take the byte vocabulary minutes
+    started = time.perf_counter()
+    with pytest.raises(ContextOverflowError, match="characters cannot fit in 256 tokens"):
+        collect(host.complete(huge, FIXED))
+    with pytest.raises(ContextOverflowError, match="characters cannot fit in 256 tokens"):
+        collect(host.chat([ChatMessage("user", huge)], FIXED))
+    old = [ChatMessage("user", huge), ChatMessage("assistant", huge)]
+    _, stats = collect(host.chat([*old, ChatMessage("user", "short")], FIXED))
+    assert stats.dropped_messages == 2 and stats.completion_tokens == 16
+    assert time.perf_counter() - started < 30
+
+
 def test_unload_and_chat_without_model(host: EngineHost, tiny_model: Path) -> None:
     ensure_loaded(host, tiny_model)
     host.unload()

@@ -24,6 +24,7 @@ from mixtral_desk.core.engine.events import ChatMessage
 from mixtral_desk.core.engine.history_fit import (
     MAX_CHARS_PER_TOKEN,
     check_token_budget,
+    drop_unfittable,
     must_fit_chars,
 )
 from mixtral_desk.core.errors import (
@@ -226,6 +227,18 @@ def test_a_message_over_the_size_limit_is_a_400(api: str) -> None:
 
 
 # --- tokenization budget ------------------------------------------------------------------------
+
+def test_old_turns_that_cannot_fit_are_dropped_before_tokenizing() -> None:
+    huge = "x" * (256 * MAX_CHARS_PER_TOKEN)
+    history = [ChatMessage("system", "Be brief."),
+               ChatMessage("user", huge), ChatMessage("assistant", huge),
+               ChatMessage("user", "Hi"), ChatMessage("assistant", "Hello"),
+               ChatMessage("user", "And now?")]
+    kept, dropped = drop_unfittable(history, 256)
+    assert dropped == 2
+    assert [m.content for m in kept] == ["Be brief.", "Hi", "Hello", "And now?"]
+    assert drop_unfittable(history[3:], 256) == (history[3:], 0)  # what fits stays whole
+
 
 def test_a_prompt_that_cannot_fit_is_refused_before_tokenizing() -> None:
     history = [ChatMessage("system", "s" * 10), ChatMessage("user", "old " * 100_000),

@@ -24,6 +24,7 @@ from mixtral_desk.core.reply_figures import prompt_figure
 from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Conversation, Store
+from mixtral_desk.core.untrusted_json import check_message
 
 if TYPE_CHECKING:
     from mixtral_desk.core.engine.interface import ChatEngine
@@ -267,6 +268,7 @@ def converse(store: Store, session: Session, args: argparse.Namespace, *, where:
 
 def complete_command(args: argparse.Namespace) -> int:
     """Stream a raw completion of ``--prompt`` to stdout; nothing is stored."""
+    check_message(args.prompt)  # before a model is loaded for it
     with Session(load_settings()) as session:
         sampling = session.sampling_for(None, sampling_overrides(args, session))
         load(session, args)

@@ -174,6 +174,13 @@ def test_an_absurd_limit_is_a_usage_error(limit: str) -> None:
     assert "--limit" in result.stderr and "is not a whole number from 1 to" in result.stderr
 
 
+def test_undecodable_bytes_in_a_prompt_are_a_clean_error(tmp_path: Path) -> None:
+    result = cli("complete", "--model", tmp_path / "never-loaded.gguf",
+                 "--prompt", os.fsdecode(b"caf\xe9"))  # Latin-1 bytes in a UTF-8 terminal
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not valid Unicode" in result.stderr
+
+
 # --- the API server -----------------------------------------------------------------------------
 
 @pytest.fixture

@@ -241,7 +241,9 @@ _MESSAGE_HIT: Final = f"""
     WHERE messages_fts MATCH ? AND messages_fts.rowid = ?
 """
 _TITLE_HIT: Final = f"""
-    SELECT c.id, c.title, snippet(conversations_fts, 0, ?, ?, ?, {SNIPPET_TOKENS})
+    SELECT c.id, c.title,
+           CASE WHEN length(c.title) <= {SNIPPET_SQL_CHARS}
+                THEN snippet(conversations_fts, 0, ?, ?, ?, {SNIPPET_TOKENS}) ELSE '' END
     FROM conversations_fts JOIN conversations AS c ON c.seq = conversations_fts.rowid
     WHERE conversations_fts MATCH ? AND conversations_fts.rowid = ?
 """

@@ -35,6 +35,7 @@ from mixtral_desk.core.errors import (
     SettingsError,
     StoreError,
 )
+from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.server import ApiServer
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store, read_export
@@ -119,10 +120,8 @@ def test_a_hostile_settings_file_is_refused_and_the_early_reader_uses_defaults(
     assert path.read_bytes() == text  # never rewritten
 
 
-def test_the_cli_starts_with_a_hostile_settings_file(data_home: object) -> None:
-    from mixtral_desk.core.paths import data_paths
-
-    settings_file = data_paths().settings_file
+def test_the_cli_starts_with_a_hostile_settings_file(data_home: DataPaths) -> None:
+    settings_file = data_home.settings_file
     settings_file.parent.mkdir(parents=True, exist_ok=True)
     settings_file.write_bytes(SETTINGS_REFUSALS["100,000 nested brackets"][0])
     result = cli("--help")
@@ -291,3 +290,29 @@ def test_the_session_refuses_a_message_over_the_limit_before_anything(store: Sto
         with pytest.raises(MessageError, match="surrogate"):
             session.send(store, None, "bytes from argv: \udcff")
     assert store.list_conversations(limit=10, include_archived=True) == []
+
+
+# --- hub.json and catalog overrides -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["100,000 nested brackets", "a byte that is not UTF-8",
+                                  "a lone surrogate"])
+def test_a_hostile_hub_json_gives_the_defaults(data_home: DataPaths, name: str) -> None:
+    from mixtral_desk.core.session.hub_settings import HubSettings, load_hub_settings
+
+    data_home.hub_settings_file.parent.mkdir(parents=True, exist_ok=True)
+    data_home.hub_settings_file.write_bytes(SETTINGS_REFUSALS[name][0])
+    assert load_hub_settings(data_home) == HubSettings()
+
+
+@pytest.mark.parametrize(("text", "word"), [
+    ("schema_version = 1\n[[models]]\nid = " + "[" * 5_000 + "]" * 5_000, "TOML"),
+    ("schema_version = " + "9" * 5_000 + "\n", "TOML"),
+    ("schema_version = 1\nx = 123456789012345678901\n", "digits"),
+    ("# " + "x" * 2_000_000 + "\n", "bytes"),
+])
+def test_a_hostile_catalog_override_is_a_catalog_error(text: str, word: str) -> None:
+    from mixtral_desk.core.catalog import parse_catalog
+    from mixtral_desk.core.errors import CatalogError
+
+    with pytest.raises(CatalogError, match=word):
+        parse_catalog(text, "override.toml")

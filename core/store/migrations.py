@@ -12,9 +12,11 @@ VACUUM. Times are integer milliseconds since the Unix epoch (UTC). JSON is store
 
 from __future__ import annotations
 
+import glob
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Final
 
 from .search import cjk_index_text
@@ -215,3 +217,27 @@ def migrate(conn: sqlite3.Connection, *, stop_after: str | None = None) -> list[
         if name == stop_after:
             break
     return applied
+
+
+# --- backups: one per schema version ------------------------------------------------------------
+
+def drop_superseded_backups(path: Path, version: int, kept: Path) -> list[Path]:
+    """Delete the other copies of the database at ``path`` made before migrating from schema
+    ``version`` (``NAME.bak-vN-STAMP``, see :func:`~mixtral_desk.core.store.database.backup_path`)
+    than ``kept``; return them.
+
+    A migration that fails leaves the database as it was, so each attempt made another copy of
+    the same thing: one per version is enough, the newest. Copies of other versions stay; a copy
+    that cannot be deleted is left (and not returned).
+    """
+    prefix = f"{path.name}.bak-v{version}-"
+    dropped: list[Path] = []
+    for other in path.parent.glob(glob.escape(prefix) + "*"):
+        if other == kept or other.name.endswith(("-wal", "-shm", "-journal")):
+            continue
+        try:
+            other.unlink()
+        except OSError:
+            continue
+        dropped.append(other)
+    return dropped

@@ -164,6 +164,7 @@ class Store:
             database.enable_wal(conn)
             if migrations.pending_migrations(conn) and applied:
                 backup_path = database.backup(conn, path, len(applied))
+                migrations.drop_superseded_backups(path, len(applied), backup_path)
             migrations.migrate(conn)
         except sqlite3.Error as error:
             if backup_path:

@@ -27,6 +27,7 @@ from mixtral_desk.core.errors import CatalogError, NotFoundError, UserText
 from mixtral_desk.core.hardware import Hardware
 from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.units import format_memory
+from mixtral_desk.core.untrusted_json import MAX_SETTINGS_BYTES, LimitError, check_tree
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -325,11 +326,21 @@ def parse_catalog(text: str, source: str = "models.toml") -> Catalog:
         CatalogError: invalid TOML (with line and column), a newer ``schema_version``, or an
             entry that fails validation (naming the entry and the field) or repeats an id.
     """
+    if len(text) > MAX_SETTINGS_BYTES:
+        raise CatalogError(N_("{source}: larger than {limit} bytes"), source=source,
+                           limit=f"{MAX_SETTINGS_BYTES:,}")
     try:
         document: dict[str, Any] = tomllib.loads(text)
+        check_tree(document)
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(N_("{source}: not valid TOML: {error}"), source=source,
                            error=str(error)) from error
+    except LimitError as error:
+        raise CatalogError(N_("{source}: {field} {problem}"), source=source,
+                           field=error.field or source, problem=error.problem) from None
+    except (RecursionError, ValueError) as error:  # tomllib: deep nesting, a 5,000-digit number
+        raise CatalogError(N_("{source}: not valid TOML: {error}"), source=source,
+                           error=str(error) or type(error).__name__) from None
 
     version = document.get("schema_version", SCHEMA_VERSION)
     if not isinstance(version, int) or version < 1:

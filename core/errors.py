@@ -203,6 +203,12 @@ class SettingsError(DeskError, ValueError):
     """Raised when the settings file cannot be read or is from a newer version."""
 
 
+class MessageError(DeskError, ValueError):
+    """Raised when a message to send or paste is refused: longer than the largest message the app
+    takes (:data:`~mixtral_desk.core.untrusted_json.MAX_MESSAGE_CHARS`; the message gives both
+    lengths), or not valid text (a lone surrogate, as undecodable bytes in a command line give)."""
+
+
 class SamplingError(DeskError, ValueError):
     """Raised when a sampling value given for one reply (``--temperature``, ``--seed`` …) is out
     of range; names the value and the range."""

@@ -29,10 +29,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.engine.options import SamplingOptions
-from mixtral_desk.core.errors import SettingsError
+from mixtral_desk.core.errors import SettingsError, UserText
 from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.store.backups import DEFAULT_BUDGET_MB, DEFAULT_INTERVAL_MINUTES
+from mixtral_desk.core.untrusted_json import MAX_SETTINGS_BYTES, LimitError, load_limited_json
 
 SCHEMA_VERSION = 2
 
@@ -156,14 +157,21 @@ def load_settings(path: Path | None = None) -> Settings:
     """
     path = path or data_paths().settings_file
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            text = file.read(MAX_SETTINGS_BYTES + 1)
     except FileNotFoundError:
         return Settings()
     except OSError as error:
         raise SettingsError(N_("Cannot read the settings file {path}: {problem}"), path=path,
                             problem=error.strerror) from error
     try:
-        raw = json.loads(text)
+        raw = load_limited_json(text, max_bytes=MAX_SETTINGS_BYTES)
+    except LimitError as error:
+        if not error.field:
+            raise SettingsError(N_("The settings file {path} cannot be used: it {problem}."),
+                                path=path, problem=error.problem) from None
+        raise SettingsError(N_("The settings file {path} cannot be used: {field} {problem}."),
+                            path=path, field=error.field, problem=error.problem) from None
     except json.JSONDecodeError as error:
         raise SettingsError(N_("The settings file {path} is not valid JSON (line {line}, column "
                                "{column}: {problem})."), path=path, line=error.lineno,
@@ -172,10 +180,19 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SettingsError(N_("The settings file {path} does not hold a JSON object."),
                             path=path)
     found = raw.get("schema_version", 1)
-    if isinstance(found, int) and found > SCHEMA_VERSION:
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise SettingsError(N_("The settings file {path} has an invalid value for "
+                               "schema_version: {problem}."), path=path,
+                            problem=UserText(N_("it should be a whole number such as 2")))
+    if found > SCHEMA_VERSION:
         raise SettingsError(N_("The settings file {path} was written by a newer Mixtral Desk "
                                "(settings version {found}; this version knows {known})."),
                             path=path, found=found, known=SCHEMA_VERSION)
+    unknown = _unknown_keys(raw)
+    if unknown:
+        raise SettingsError(N_("The settings file {path} has a setting this version does not "
+                               "know: {field}. Remove it, or use the Mixtral Desk that wrote "
+                               "it."), path=path, field=unknown)
     try:
         return Settings.model_validate(migrate(raw))
     except ValidationError as error:
@@ -184,6 +201,21 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SettingsError(N_("The settings file {path} has an invalid value for {field}: "
                                "{problem}."), path=path, field=field,
                             problem=first["msg"]) from error
+
+
+def _unknown_keys(raw: dict[str, Any]) -> str | None:
+    """The first key of a section (``load.n_gpu_layerz``) that no setting has, or ``None``.
+
+    Pydantic would drop such a key silently and the next save would lose it, so it is refused
+    instead (top-level keys are refused by ``extra="forbid"``).
+    """
+    for name, field in Settings.model_fields.items():
+        section, model = raw.get(name), field.annotation
+        if isinstance(section, dict) and isinstance(model, type) and issubclass(model, BaseModel):
+            for key in section:
+                if key not in model.model_fields:
+                    return f"{name}.{key}"
+    return None
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> None:

@@ -16,6 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from mixtral_desk.core.cli.backup_commands import open_store
+from mixtral_desk.core.cli.numbers import finite_number, whole_number
 from mixtral_desk.core.context_size import ContextReason
 from mixtral_desk.core.engine import DoneEvent, ModelInfo, ReplyStats
 from mixtral_desk.core.i18n import ntr, tr
@@ -23,6 +24,7 @@ from mixtral_desk.core.reply_figures import prompt_figure
 from mixtral_desk.core.session import LoadChoice, Session
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Conversation, Store
+from mixtral_desk.core.untrusted_json import check_message
 
 if TYPE_CHECKING:
     from mixtral_desk.core.engine.interface import ChatEngine
@@ -57,8 +59,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-moe", type=_count, metavar="N",
                         help=tr("keep the expert tensors of the first N layers in RAM (MoE "
                                 "models)"))
-    parser.add_argument("--ctx", type=int, metavar="N", help=tr("context length in tokens"))
-    parser.add_argument("--threads", type=int, metavar="N", help=tr("CPU threads"))
+    parser.add_argument("--ctx", type=whole_number(256, 1_048_576), metavar="N",
+                        help=tr("context length in tokens"))
+    parser.add_argument("--threads", type=whole_number(1, 1024), metavar="N",
+                        help=tr("CPU threads"))
+
+
+#: Sampling values are range-checked with their own message (SamplingError); argparse only
+#: refuses what is not a number at all.
+_INT64 = 2**63
 
 
 def _gpu_layers(text: str) -> int | str:
@@ -86,11 +95,12 @@ def _count(text: str) -> int:
 
 
 def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-tokens", type=int, metavar="N",
+    parser.add_argument("--max-tokens", type=whole_number(-_INT64, _INT64 - 1), metavar="N",
                         help=tr("longest reply in tokens"))
-    parser.add_argument("--temperature", type=float, metavar="X",
+    parser.add_argument("--temperature", type=finite_number(-1e9, 1e9), metavar="X",
                         help=tr("0 = always the same"))
-    parser.add_argument("--seed", type=int, metavar="N", help=tr("random seed for sampling"))
+    parser.add_argument("--seed", type=whole_number(-_INT64, _INT64 - 1), metavar="N",
+                        help=tr("random seed for sampling"))
 
 
 def load_choice(args: argparse.Namespace) -> LoadChoice:
@@ -146,6 +156,9 @@ def load(session: Session, args: argparse.Namespace) -> ModelInfo:
     if report is not None and report.fallback_template:
         print(tr("note: this model has no chat template; using the plain fallback format."),
               file=sys.stderr)
+    if report is not None and report.broken_template:
+        print(tr("note: this model's chat template fails when it renders a conversation (the "
+                 "engine log says how); using the plain fallback format."), file=sys.stderr)
     return info
 
 
@@ -254,6 +267,7 @@ def converse(store: Store, session: Session, args: argparse.Namespace, *, where:
 
 def complete_command(args: argparse.Namespace) -> int:
     """Stream a raw completion of ``--prompt`` to stdout; nothing is stored."""
+    check_message(args.prompt)  # before a model is loaded for it
     with Session(load_settings()) as session:
         sampling = session.sampling_for(None, sampling_overrides(args, session))
         load(session, args)

@@ -13,12 +13,16 @@ from typing import Any
 
 from mixtral_desk.core.cli import backup_commands
 from mixtral_desk.core.cli.backup_commands import open_store
+from mixtral_desk.core.cli.numbers import whole_number
 from mixtral_desk.core.cli.output import print_json, print_table
-from mixtral_desk.core.errors import DeskError, ImportFormatError
+from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.i18n import N_, ntr, tr
 from mixtral_desk.core.session.conversations import delete_conversation
 from mixtral_desk.core.store import Store
-from mixtral_desk.core.store.export import STATUS_NAMES
+from mixtral_desk.core.store.export import STATUS_NAMES, read_export
+
+#: The most conversations or hits one command lists.
+MAX_LISTED = 1_000_000
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +33,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     json_help = tr("print JSON")
 
     listing = actions.add_parser("list", help=tr("newest conversations first"))
-    listing.add_argument("--limit", type=int, default=50,
+    listing.add_argument("--limit", type=whole_number(1, MAX_LISTED), default=50,
                          help=tr("how many to list (default: {count})", count=50))
     listing.add_argument("--archived", action="store_true", help=tr("include archived ones"))
     listing.add_argument("--json", action="store_true", help=json_help)
@@ -43,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search = actions.add_parser("search", help=tr("full-text search over messages and titles"))
     search.add_argument("query", help=tr("words to find; put special characters in double "
                                          "quotes"))
-    search.add_argument("--limit", type=int, default=20,
+    search.add_argument("--limit", type=whole_number(1, MAX_LISTED), default=20,
                         help=tr("how many hits to show (default: {count})", count=20))
     search.add_argument("--json", action="store_true", help=json_help)
     search.set_defaults(handler=search_command)
@@ -162,16 +166,12 @@ def export_command(args: argparse.Namespace) -> int:
 def import_command(args: argparse.Namespace) -> int:
     """Import conversations from a JSON export."""
     try:
-        data = json.loads(args.file.read_text(encoding="utf-8"))
+        data = read_export(args.file)
     except FileNotFoundError as error:
         raise DeskError(N_("No such file: {path}"), path=str(args.file)) from error
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise DeskError(N_("Cannot read {path}: {error}"), path=str(args.file),
-                        error=str(error)) from error
-    except json.JSONDecodeError as error:
-        raise ImportFormatError(N_("{path} is not JSON (line {line}: {error})."),
-                                path=str(args.file), line=error.lineno,
-                                error=error.msg) from error
+                        error=str(error.strerror or error)) from error
     with _open() as store:
         ids = store.import_conversations(data)
     print(ntr("Imported {count} conversation.", "Imported {count} conversations.", len(ids)),

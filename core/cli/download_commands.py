@@ -21,6 +21,7 @@ from ..i18n import N_, tr
 from ..network import require_network
 from ..paths import data_paths
 from ..units import format_bytes
+from .numbers import finite_number
 from .output import print_json, print_table
 
 #: Words for the progress bar and notices (translated where shown).
@@ -52,7 +53,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                                   "brings all parts)"))
     download.add_argument("--revision", help=tr("branch, tag or commit (default: main)"))
     _common(download)
-    download.add_argument("--stall-timeout", type=float, default=30.0, metavar="SECONDS",
+    download.add_argument("--stall-timeout", type=finite_number(1.0, 86_400.0),
+                          default=30.0, metavar="SECONDS",
                           help=tr("reconnect after this long without data (default 30)"))
     download.set_defaults(handler=download_command)
 

@@ -14,6 +14,7 @@ import sys
 
 from mixtral_desk.core.cli import chat_commands
 from mixtral_desk.core.cli.backup_commands import open_store
+from mixtral_desk.core.cli.numbers import whole_number
 from mixtral_desk.core.errors import DeskError
 from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.remote import RemoteEngine, save_key, stored_key
@@ -38,7 +39,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help=tr("address to listen on (default {host}; any other address needs "
                                "--api-key)", host=DEFAULT_HOST))
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+    serve.add_argument("--port", type=whole_number(0, 65_535), default=DEFAULT_PORT,
                        help=tr("port (default {port})", port=DEFAULT_PORT))
     serve.add_argument("--api-key", metavar="KEY",
                        help=tr("require 'Authorization: Bearer KEY' (default: ${variable})",

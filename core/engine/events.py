@@ -11,7 +11,7 @@ from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled"]
-TemplateSource = Literal["model", "fallback"]
+TemplateSource = Literal["model", "fallback", "broken"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class ModelInfo:
 
     ``n_gpu_layers``: what llama.cpp actually offloaded (parsed from its log line "offloaded X/Y
     layers to GPU"; 0 on the CPU). ``template_source``: ``"model"`` when the GGUF's own chat
-    template is used, ``"fallback"`` for the plain ``### User:`` format. ``overridden_tensors``:
+    template is used, ``"fallback"`` for the plain ``### User:`` format (no template in the model),
+    ``"broken"`` for that format because the model's template fails to render a conversation.
+    ``overridden_tensors``:
     expert tensors kept in CPU memory by ``n_cpu_moe`` (counted from llama.cpp's log).
     ``buffers``: ``(device, kind, bytes)`` per buffer llama.cpp logged, e.g. ``("CUDA0", "model",
     645_682_463)``; kinds ``model``, ``KV``, ``compute``, ``output``.

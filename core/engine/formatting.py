@@ -98,6 +98,8 @@ class ChatFormatter:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self._compiled: jinja2.Template | None = None
+        #: Why the model's own template was set aside for this fallback (see :attr:`source`).
+        self.broken: str | None = None
         self.supports_system = True
         if template is None:
             return
@@ -118,8 +120,11 @@ class ChatFormatter:
 
     @property
     def source(self) -> TemplateSource:
-        """``"model"`` for the GGUF's template, ``"fallback"`` for the plain format."""
-        return "fallback" if self._compiled is None else "model"
+        """``"model"`` for the GGUF's template, ``"fallback"`` for the plain format, ``"broken"``
+        for the plain format used because the GGUF's template failed (:attr:`broken` says how)."""
+        if self._compiled is not None:
+            return "model"
+        return "broken" if self.broken is not None else "fallback"
 
     @property
     def stop(self) -> tuple[str, ...]:

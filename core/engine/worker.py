@@ -62,7 +62,13 @@ from .backend import collect_backend_info
 from .context_shift import PLAIN, Layout, Reuse, needed_layout, plan_reuse
 from .events import ChatMessage, FinishReason, ModelInfo, ReplyStats
 from .formatting import ChatFormatter, TemplateError, split_at_stop
-from .history_fit import fit_messages, reply_reserve
+from .history_fit import (
+    check_token_budget,
+    drop_unfittable,
+    fit_messages,
+    must_fit_chars,
+    reply_reserve,
+)
 from .logs import EngineLog
 from .options import LoadOptions, SamplingOptions
 from .placement import TensorOverrides, cpu_moe_overrides
@@ -442,6 +448,9 @@ class Worker:
                 return ChatFormatter(template, bos_token=bos, eos_token=eos)
             except TemplateError as error:
                 self.log.note(f"the model's chat template is unusable ({error}); using fallback")
+                fallback = ChatFormatter(None, bos_token=bos, eos_token=eos)
+                fallback.broken = str(error)
+                return fallback
         return ChatFormatter(None, bos_token=bos, eos_token=eos)
 
     # --- generating ----------------------------------------------------------------------------
@@ -470,6 +479,8 @@ class Worker:
         """
         formatter = self.require_model().formatter
         add_bos = not formatter.starts_with_bos
+        check_token_budget(must_fit_chars(messages), self.require_model().info.n_ctx)
+        messages, unfittable = drop_unfittable(messages, self.require_model().info.n_ctx)
 
         def count(candidate: Sequence[ChatMessage]) -> int:
             return len(self.tokenize(formatter.format(candidate), True, add_bos))
@@ -485,7 +496,7 @@ class Worker:
                               error=str(error)) from error
         except ValueError as error:  # no user or assistant turn
             raise EngineError(str(error)) from error
-        return full, needed_layout(full, fitted), dropped
+        return full, needed_layout(full, fitted), dropped + unfittable
 
     def chat(self, rid: int, messages: Sequence[ChatMessage], sampling: SamplingOptions,
              cache_tag: str | None = None) -> None:
@@ -509,8 +520,12 @@ class Worker:
             self.save_state(self.require_model(), cache_tag)
 
     def complete(self, rid: int, prompt: str, sampling: SamplingOptions) -> None:
-        """Stream a raw continuation of ``prompt`` (BOS added as the model wants)."""
-        self.require_model()
+        """Stream a raw continuation of ``prompt`` (BOS added as the model wants).
+
+        Raises:
+            ContextOverflowError: ``prompt`` is too long to fit, refused before tokenizing.
+        """
+        check_token_budget(len(prompt), self.require_model().info.n_ctx)
         self.generate(rid, self.tokenize(prompt, False), PLAIN, sampling, (), 0,
                       strip_leading=False)
 

@@ -7,13 +7,18 @@ reply streams, is cancelled, and its generation stopped. Streams are server-sent
 ``timings``); an engine error after the stream began is sent
 as a last ``data: {"error": {...}}`` event. Every error answer has OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}``: 400 for invalid requests and prompts that do
-not fit the context, 401 for a missing or wrong key, 404 for unknown paths or models, 503 while
-the queue is full, 500 when the engine fails.
+not fit the context, 401 for a missing or wrong key, 404 for unknown paths or models, 413 for a
+body over :data:`~mixtral_desk.core.untrusted_json.MAX_REQUEST_BYTES` (refused from its
+``Content-Length``, or as soon as that many bytes have arrived), 503 while the queue is full, 500
+when the engine fails. A body is parsed under the limits of
+:mod:`mixtral_desk.core.untrusted_json` (depth, integer digits, valid Unicode) before its schema
+is checked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +39,7 @@ from mixtral_desk.core.server import schemas
 from mixtral_desk.core.server.auth import check_key
 from mixtral_desk.core.server.errors import ApiError, from_exception, invalid_request
 from mixtral_desk.core.server.generation import Replies, StartReply
+from mixtral_desk.core.untrusted_json import MAX_REQUEST_BYTES, LimitError, load_limited_json
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
@@ -285,14 +291,43 @@ def _ident(chat: bool) -> str:
     return f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
 
 
+def _too_large() -> ApiError:
+    return ApiError(413, f"The request body is larger than {MAX_REQUEST_BYTES:,} bytes.",
+                    code="request_too_large")
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, read no further than :data:`MAX_REQUEST_BYTES`.
+
+    Raises:
+        ApiError: 413 when the body (or its ``Content-Length``) is larger.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and len(declared) <= 20 and int(declared) > MAX_REQUEST_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _parse(request: Request, model: type[_Body]) -> _Body:
-    raw = await request.body()
+    raw = await _read_body(request)
     try:
-        return model.model_validate_json(raw)
+        data = load_limited_json(raw, max_bytes=MAX_REQUEST_BYTES)
+    except LimitError as error:
+        raise ApiError(400, f"The request body cannot be used: {error}.", code="invalid_value",
+                       param=error.field or None) from None
+    except json.JSONDecodeError as error:
+        raise ApiError(400, "The request body is not valid JSON.", code="invalid_json"
+                       ) from error
+    try:
+        return model.model_validate(data)
     except ValidationError as error:
-        if error.errors()[0]["type"] == "json_invalid":
-            raise ApiError(400, "The request body is not valid JSON.", code="invalid_json"
-                           ) from error
         raise invalid_request(error) from error
 
 

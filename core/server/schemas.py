@@ -4,7 +4,9 @@ Only what a single local model can honour is accepted; unknown fields are ignore
 ``user``, ``logit_bias`` …), fields that would change the meaning of an answer and that we cannot
 honour (``n`` > 1, non-text message parts, several prompts) are refused with a 400. Beyond
 OpenAI's fields, llama-server's ``top_k``, ``min_p``, ``repeat_penalty`` (vLLM:
-``repetition_penalty``) and ``ignore_eos`` are understood.
+``repetition_penalty``) and ``ignore_eos`` are understood. A message or prompt holds at most
+:data:`~mixtral_desk.core.untrusted_json.MAX_MESSAGE_CHARS` characters, and a chat request needs
+a user or assistant message (a system message alone is a 400, not an engine error).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mixtral_desk.core.engine import ChatMessage, FinishReason, ReplyStats, SamplingOptions
+from mixtral_desk.core.untrusted_json import MAX_MESSAGE_CHARS
 
 _MAX_SEED = 2**32 - 1
 
@@ -43,6 +46,15 @@ class MessageIn(BaseModel):
                          ) -> str | list[ContentPart] | None:
         if isinstance(value, list) and any(p.type != "text" for p in value):
             raise ValueError("only text content parts are supported by this server")
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _not_too_long(cls, value: str | list[ContentPart] | None
+                      ) -> str | list[ContentPart] | None:
+        parts = [value] if isinstance(value, str) else [p.text or "" for p in value or []]
+        if sum(len(part) for part in parts) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message holds at most {MAX_MESSAGE_CHARS:,} characters")
         return value
 
     def to_chat_message(self) -> ChatMessage:
@@ -120,6 +132,14 @@ class ChatCompletionRequest(_GenerationRequest):
     messages: list[MessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
+    @field_validator("messages")
+    @classmethod
+    def _a_turn(cls, value: list[MessageIn]) -> list[MessageIn]:
+        if all(m.role in ("system", "developer") for m in value):
+            raise ValueError("messages needs at least one user or assistant message; a system "
+                             "message alone gives the model nothing to answer")
+        return value
+
     def _limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
@@ -139,6 +159,8 @@ class CompletionRequest(_GenerationRequest):
     def _one_prompt(cls, value: str | list[str]) -> str | list[str]:
         if isinstance(value, list) and len(value) != 1:
             raise ValueError("this server takes exactly one prompt per request")
+        if len(value if isinstance(value, str) else value[0]) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a prompt holds at most {MAX_MESSAGE_CHARS:,} characters")
         return value
 
     @property

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from mixtral_desk.core.atomic_write import write_atomic
 from mixtral_desk.core.paths import DataPaths, data_paths
+from mixtral_desk.core.untrusted_json import MAX_SETTINGS_BYTES, load_limited_json
 
 #: The Hub mirror offered to users in mainland China.
 HUB_MIRROR = "https://hf-mirror.com"
@@ -40,8 +41,10 @@ def load_hub_settings(paths: DataPaths | None = None) -> HubSettings:
     file holds nothing that cannot be entered again). Raises nothing."""
     path = (paths or data_paths()).hub_settings_file
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        with path.open("rb") as file:
+            data = load_limited_json(file.read(MAX_SETTINGS_BYTES + 1),
+                                     max_bytes=MAX_SETTINGS_BYTES)
+    except (OSError, ValueError):  # LimitError and JSONDecodeError are ValueErrors
         return HubSettings()
     if not isinstance(data, dict):
         return HubSettings()

@@ -68,6 +68,8 @@ class LoadReport:
     the planner said (the plan, a fallback after running out of memory); ``warnings``: where
     llama.cpp did not do what the plan expected; ``n_cpu_moe``: the layers whose experts were kept
     in RAM; ``fallback_template``: the model has no chat template (a plain format is used);
+    ``broken_template``: the model has one, but it fails when rendering a conversation (the plain
+    format is used instead);
     ``context``: the context length and why it was chosen (:meth:`ContextChoice.text` says it).
     """
 
@@ -76,6 +78,7 @@ class LoadReport:
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
     fallback_template: bool = False
+    broken_template: bool = False
     settings: LoadDefaults | None = None
     context: ContextChoice | None = None
 
@@ -204,6 +207,7 @@ def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
                                                  cpu_moe=choice.cpu_moe)
         return info, LoadReport(plan.n_cpu_moe, plan, tuple(notes), tuple(warnings),
                                 fallback_template=info.template_source == "fallback",
+                                broken_template=info.template_source == "broken",
                                 settings=defaults, context=prepared.context)
     model, machine = planner.planning_inputs(options, facts, hardware, backend)
     manual_plan = planner.plan_for_settings(model, machine, options.n_gpu_layers,
@@ -212,4 +216,5 @@ def load_prepared(engine: EngineHost, prepared: PreparedLoad, *,
     return info, LoadReport(options.n_cpu_moe,
                             warnings=tuple(planner.compare_with_actual(manual_plan, info)),
                             fallback_template=info.template_source == "fallback",
+                            broken_template=info.template_source == "broken",
                             settings=defaults, context=prepared.context)

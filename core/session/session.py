@@ -29,6 +29,7 @@ from mixtral_desk.core.engine.prompt_cache import conversation_tag
 from mixtral_desk.core.errors import DeskError, EngineCrashedError, SamplingError
 from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.measured_speeds import remember_reply
+from mixtral_desk.core.untrusted_json import check_message
 
 from .conversations import delete_conversation, sampling_for, title_from
 from .events import Event
@@ -269,9 +270,11 @@ class Session:
             NoModelError: no model is loaded.
             NotFoundError: the conversation does not exist.
             SamplingError: an override is out of range (nothing is stored).
+            MessageError: ``text`` is over the message size limit (nothing is stored).
             EngineBusyError: another reply (the API server's) is being generated.
             EngineError: the engine failed; the reply so far is stored as interrupted.
         """
+        check_message(text)
         self._require_model()
         if conversation_id is None:
             sampling = self.sampling_for(None, overrides)  # a bad value creates nothing
@@ -312,7 +315,9 @@ class Session:
         Raises:
             NoModelError, NotFoundError, EngineError: as for :meth:`send`.
             ValueError: the message is not a user message.
+            MessageError: ``text`` is over the message size limit (nothing is stored).
         """
+        check_message(text)
         edited = store.get_message(message_id)
         sampling = self._turn_sampling(store, edited.conversation_id, overrides)
         with self._turn():

@@ -20,6 +20,7 @@ newest copy).
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 import sqlite3
@@ -221,3 +222,26 @@ def is_due(database: Path, interval_minutes: int, now: datetime | None = None) -
     newest = next(iter(list_backups(database)), None)
     moment = now or datetime.now(timezone.utc)
     return newest is None or (moment - newest.taken_at).total_seconds() >= interval_minutes * 60
+
+
+def drop_superseded_upgrade_copies(database: Path, version: int, kept: Path) -> list[Path]:
+    """Delete the other copies made before upgrading from schema ``version`` than ``kept``
+    (the ``-before-v<version>`` backups, and the ``<name>.bak-v<version>-…`` files older
+    versions left beside the database); return them.
+
+    A migration that fails leaves the database as it was, so each attempt made another copy of
+    the same thing: one per version is enough, the newest. A copy that cannot be deleted is left
+    (and not returned).
+    """
+    others = [b.path for b in list_backups(database) if b.before_version == version]
+    others += database.parent.glob(glob.escape(f"{database.name}.bak-v{version}-") + "*")
+    dropped: list[Path] = []
+    for other in others:
+        if other == kept or other.name.endswith(("-wal", "-shm", "-journal")):
+            continue
+        try:
+            other.unlink()
+        except OSError:
+            continue
+        dropped.append(other)
+    return dropped

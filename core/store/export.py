@@ -11,7 +11,8 @@ An export is a JSON object::
                                       "model": ..., "stats": {...} | null}, ...]}, ...]}
 
 It holds every message of every branch, so export → import → export gives the same data. Times
-are ISO 8601 with milliseconds and a UTC offset.
+are ISO 8601 with milliseconds and a UTC offset. It is standard JSON: a NaN or infinite number
+kept in stats by an older version is written as ``null``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from typing import Any, Final, cast
 from ..atomic_write import write_atomic
 from ..errors import ImportFormatError, UserText
 from ..i18n import N_, tr
+from ..untrusted_json import (
+    MAX_IMPORT_BYTES,
+    MAX_MESSAGE_CHARS,
+    LimitError,
+    check_tree,
+    load_limited_json,
+)
 from .ids import is_valid_id, new_id
 from .models import (
     MESSAGE_COLUMNS,
@@ -37,11 +45,17 @@ from .models import (
     Status,
     datetime_to_ms,
     dump_json,
+    finite_json,
 )
 from .search import cjk_index_text
 
 EXPORT_FORMAT: Final = "mixtral-desk-conversations"
 EXPORT_VERSION: Final = 1
+
+EARLIEST_TIME: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME: Final = datetime(9999, 12, 30, tzinfo=timezone.utc)
+"""Imported times outside this range are refused: every stored time must convert back to a
+date in any time zone (``datetime`` has years 1 to 9999) and sort as milliseconds since 1970."""
 
 
 def _time(value: datetime) -> str:
@@ -57,7 +71,7 @@ def conversation_to_dict(conversation: Conversation, messages: list[Message]) ->
         "updated_at": _time(conversation.updated_at),
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
-        "settings": conversation.settings,
+        "settings": finite_json(conversation.settings),
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "active_leaf_id": conversation.active_leaf_id,
@@ -71,7 +85,7 @@ def conversation_to_dict(conversation: Conversation, messages: list[Message]) ->
                 "created_at": _time(message.created_at),
                 "updated_at": _time(message.updated_at),
                 "model": message.model,
-                "stats": message.stats,
+                "stats": finite_json(message.stats),
             }
             for message in messages
         ],
@@ -147,7 +161,15 @@ class _Reader:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise self.fail(key, UserText(N_("an ISO 8601 time"))) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        try:
+            in_range = EARLIEST_TIME <= parsed <= LATEST_TIME
+        except OverflowError:  # an offset that moves the time past year 1 or 9999
+            in_range = False
+        if not in_range:
+            raise self.fail(key, UserText(N_("a time between {earliest} and {latest}"),
+                                          earliest="1970-01-01", latest="9999-12-29"))
+        return parsed
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
         value = self.data.get(key, default)
@@ -170,7 +192,7 @@ def _parse_message(data: object, conversation_id: str, where: str) -> Message:
         conversation_id=conversation_id,
         parent_id=reader.text("parent_id", optional=True),
         role=cast(Role, reader.choice("role", ROLES)),
-        content=reader.text("content") or "",
+        content=_content(reader),
         # Nothing is generating an imported reply: a reply exported mid-stream is interrupted.
         status=cast(Status, "interrupted" if status == "streaming" else status),
         created_at=reader.time("created_at"),
@@ -178,6 +200,14 @@ def _parse_message(data: object, conversation_id: str, where: str) -> Message:
         model=reader.text("model", optional=True),
         stats=reader.mapping("stats", optional=True),
     )
+
+
+def _content(reader: _Reader) -> str:
+    content = reader.text("content") or ""
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise reader.fail("content", UserText(N_("at most {limit} characters long"),
+                                              limit=f"{MAX_MESSAGE_CHARS:,}"))
+    return content
 
 
 def _check_tree(messages: list[Message], active_leaf_id: str | None, where: str) -> list[Message]:
@@ -227,6 +257,10 @@ def parse_export(data: object) -> list[tuple[Conversation, list[Message]]]:
         ImportFormatError: ``data`` is not a Mixtral Desk export, is from a newer version, or a
             field is missing or of the wrong type (the message names the field).
     """
+    try:
+        check_tree(data)
+    except LimitError as error:
+        raise _limit_error(error) from None
     root = _Reader(data, UserText(N_("the file")))
     if root.data.get("format") != EXPORT_FORMAT:
         raise ImportFormatError(
@@ -262,6 +296,14 @@ def parse_export(data: object) -> list[tuple[Conversation, list[Message]]]:
         )
         result.append((conversation, _check_tree(messages, conversation.active_leaf_id, where)))
     return result
+
+
+def _limit_error(error: LimitError, path: Path | str | None = None) -> ImportFormatError:
+    if path is not None and not error.field:
+        return ImportFormatError(N_("{path} is not a Mixtral Desk export: it {problem}."),
+                                 path=str(path), problem=error.problem)
+    return ImportFormatError(N_("Not a valid Mixtral Desk export: {field} {problem}."),
+                             field=error.field or UserText(N_("the file")), problem=error.problem)
 
 
 # --- writing an import into the database ------------------------------------------------------
@@ -356,16 +398,22 @@ def write_export(path: Path | str, data: dict[str, Any]) -> None:
 
 
 def read_export(path: Path | str) -> dict[str, Any]:
-    """Read an export file written by :func:`write_export` (validated later, on import).
+    """Read an export file written by :func:`write_export` (validated later, on import), under
+    the limits of :mod:`mixtral_desk.core.untrusted_json` (at most
+    :data:`~mixtral_desk.core.untrusted_json.MAX_IMPORT_BYTES`).
 
     Raises:
-        ImportFormatError: the file is not JSON or not a JSON object.
+        ImportFormatError: the file is too large, not UTF-8 JSON, breaks a limit (naming the
+            field) or is not a JSON object.
         OSError: the file cannot be read.
     """
+    with Path(path).open("rb") as file:
+        raw = file.read(MAX_IMPORT_BYTES + 1)
     try:
-        with Path(path).open(encoding="utf-8") as file:
-            data = json.load(file)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = load_limited_json(raw, max_bytes=MAX_IMPORT_BYTES)
+    except LimitError as error:
+        raise _limit_error(error, path) from None
+    except json.JSONDecodeError as error:
         raise ImportFormatError(N_("{path} is not a Mixtral Desk export (not JSON: {error})."),
                                 path=str(path), error=str(error)) from error
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -168,8 +169,26 @@ MESSAGE_COLUMNS = (
 
 
 def dump_json(value: dict[str, Any] | None) -> str | None:
-    """JSON text for a settings/stats dict. Raises TypeError if it is not JSON-serialisable."""
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Standard JSON text for a settings/stats dict: a NaN or infinite number (a rate measured
+    over zero seconds) is stored as ``null``, so exports stay standard JSON.
+
+    Raises TypeError if it is not JSON-serialisable.
+    """
+    if value is None:
+        return None
+    return json.dumps(finite_json(value), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (at any depth) replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def conversation_from_row(row: Sequence[Any]) -> Conversation:

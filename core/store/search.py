@@ -15,6 +15,12 @@ without CJK characters has no derived copy, so English ranking is unchanged.
 By default a query is plain text: each word or ``"quoted phrase"`` is matched literally (FTS5
 syntax characters are quoted away), words are ANDed, an uppercase ``OR`` between two words is
 OR, and a trailing ``*`` makes a word a prefix. An unbalanced quote quotes to the end.
+
+Search work is bounded by the query and the snippet window, not by the length of a message: a
+query is at most :data:`MAX_QUERY_CHARS` long with :data:`MAX_QUERY_TERMS` terms, and FTS5's
+``snippet()`` — whose cost grows with the square of a long message's matches (32 s for a common
+word in a 4 MB message) — is only asked for messages up to :data:`SNIPPET_SQL_CHARS` characters;
+a longer message gets its excerpt from :func:`python_snippet`, one linear scan per needle.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Final
 
 from ..errors import SearchQueryError
 from ..i18n import N_
+from ..untrusted_json import LimitError, check_text
 from .models import SNIPPET_CLOSE, SNIPPET_ELLIPSIS, SNIPPET_OPEN, SearchHit
 
 _CJK_CLASS = (
@@ -151,14 +158,14 @@ def python_snippet(text: str, needles: tuple[str, ...], *, width: int = 80) -> s
     """An excerpt of ``text`` around the first of ``needles`` found (case-insensitively), marked.
 
     Used where FTS5's own ``snippet()`` cannot point at the match (CJK hits are found in the
-    derived column, whose text is bigrams). Falls back to the start of ``text``.
+    derived column, whose text is bigrams) or would take too long (a very long message). Falls
+    back to the start of ``text``. One scan of ``text`` per needle; no copy of it is made.
     """
-    folded = text.casefold()
     found: tuple[int, int] | None = None
     for needle in needles:
-        index = folded.find(needle.casefold())
-        if index >= 0 and (found is None or index < found[0]):
-            found = (index, index + len(needle))
+        match = re.search(re.escape(needle), text, re.IGNORECASE) if needle else None
+        if match is not None and (found is None or match.start() < found[0]):
+            found = (match.start(), match.end())
     if found is None:
         excerpt = " ".join(text[:width].split())
         return excerpt + (SNIPPET_ELLIPSIS if len(text) > width else "")
@@ -174,6 +181,26 @@ def python_snippet(text: str, needles: tuple[str, ...], *, width: int = 80) -> s
     )
 
 
+def check_query(query: str, *, as_you_type: bool = False) -> ParsedQuery:
+    """``query`` parsed (:func:`parse_query`), if it is within the limits of a search.
+
+    Raises:
+        SearchQueryError: the query is longer than :data:`MAX_QUERY_CHARS`, has more than
+            :data:`MAX_QUERY_TERMS` terms, or holds text that is not valid Unicode.
+    """
+    try:
+        check_text(query, "query", max_chars=MAX_QUERY_CHARS)
+    except LimitError as error:
+        raise SearchQueryError(N_("Cannot search for this: the query {problem}."),
+                               problem=error.problem) from None
+    parsed = parse_query(query, as_you_type=as_you_type)
+    if len(parsed.terms) > MAX_QUERY_TERMS:
+        raise SearchQueryError(N_("Cannot search for this: the query has {count} words; search "
+                                  "for at most {limit} at once."),
+                               count=len(parsed.terms), limit=MAX_QUERY_TERMS)
+    return parsed
+
+
 # --- running a search ---------------------------------------------------------------------------
 
 SEARCH_CANDIDATES: Final = 1000
@@ -186,6 +213,16 @@ TITLE_RANK_WEIGHT: Final = 2.0
 
 SNIPPET_TOKENS: Final = 12
 
+SNIPPET_SQL_CHARS: Final = 20_000
+"""Messages up to this many characters get FTS5's ``snippet()``; longer ones a Python excerpt
+(see the module's docstring)."""
+
+MAX_QUERY_CHARS: Final = 1_000
+"""The longest search query, in characters."""
+
+MAX_QUERY_TERMS: Final = 32
+"""The most words and phrases one search query may hold."""
+
 _MARKERS: Final = (SNIPPET_OPEN, SNIPPET_CLOSE, SNIPPET_ELLIPSIS)
 _CANDIDATES: Final = {
     "messages": "SELECT rowid, bm25(messages_fts) FROM messages_fts "
@@ -195,14 +232,18 @@ _CANDIDATES: Final = {
 }
 _MESSAGE_HIT: Final = f"""
     SELECT m.conversation_id, c.title, m.id, m.role,
-           snippet(messages_fts, 0, ?, ?, ?, {SNIPPET_TOKENS}), m.content
+           CASE WHEN length(m.content) <= {SNIPPET_SQL_CHARS}
+                THEN snippet(messages_fts, 0, ?, ?, ?, {SNIPPET_TOKENS}) ELSE '' END,
+           m.content
     FROM messages_fts
     JOIN messages AS m ON m.seq = messages_fts.rowid
     JOIN conversations AS c ON c.id = m.conversation_id
     WHERE messages_fts MATCH ? AND messages_fts.rowid = ?
 """
 _TITLE_HIT: Final = f"""
-    SELECT c.id, c.title, snippet(conversations_fts, 0, ?, ?, ?, {SNIPPET_TOKENS})
+    SELECT c.id, c.title,
+           CASE WHEN length(c.title) <= {SNIPPET_SQL_CHARS}
+                THEN snippet(conversations_fts, 0, ?, ?, ?, {SNIPPET_TOKENS}) ELSE '' END
     FROM conversations_fts JOIN conversations AS c ON c.seq = conversations_fts.rowid
     WHERE conversations_fts MATCH ? AND conversations_fts.rowid = ?
 """
@@ -216,7 +257,7 @@ def run_search(conn: sqlite3.Connection, query: str, *, limit: int, raw: bool,
         SearchQueryError: FTS5 refused the query (only expected with ``raw``).
         sqlite3.Error: the database cannot be read.
     """
-    parsed = parse_query(query, as_you_type=as_you_type)
+    parsed = check_query(query, as_you_type=as_you_type)
     expressions = {
         "messages": query if raw else parsed.expression("search_cjk"),
         "titles": query if raw else parsed.expression("title_cjk"),

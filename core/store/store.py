@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..i18n import N_
 from ..paths import data_paths
-from . import damage, database, export, migrations
+from . import backups, damage, database, export, migrations
 from .ids import new_id
 from .models import (
     ACTIVE_LEAF,
@@ -178,6 +178,7 @@ class Store:
                     raise damage.damaged(path, problems[0])
                 checked = True
                 backup_path = database.backup(conn, path, len(applied))
+                backups.drop_superseded_upgrade_copies(path, len(applied), backup_path)
             migrations.migrate(conn)
         except sqlite3.Error as error:
             if damage.means_damage(error) or "readonly" in str(error):

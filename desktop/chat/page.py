@@ -67,6 +67,7 @@ class ChatPage(QWidget):
         self.sidebar.deleted.connect(self._deleted)
         self.sidebar.restored.connect(self._restored)
         self.view.send_requested.connect(self.send)
+        self.view.composer.refused.connect(self.sink.report)
         self.view.edit_resent.connect(self.edit_and_resend)
         self.view.stop_requested.connect(session.stop)
         self.view.regenerate_requested.connect(self.regenerate)

@@ -60,7 +60,7 @@ def test_doctor_reports_backend_hardware_and_paths(data_home: DataPaths) -> None
 def test_models_lists_the_mixtral_quants() -> None:
     rows = cli_json("models")
     ids = {row["id"] for row in rows}
-    for quant in ("q2_k", "q3_k_m", "q4_0", "q4_k_m", "q5_k_m", "q6_k", "q8_0"):
+    for quant in ("q2_k", "q3_k_m", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "q8_0"):
         assert f"mixtral-8x7b-instruct-{quant}" in ids
     assert all(row["downloaded"] is False for row in rows)
 

@@ -101,6 +101,18 @@ def test_load_reports_model_info_and_progress(host: EngineHost, tiny_model: Path
     assert host.model_info == info and host.is_alive and host.pid is not None
 
 
+def test_a_template_that_fails_when_rendering_is_reported_as_broken(
+        host: EngineHost, models_dir: Path) -> None:
+    from mixtral_desk.core.gguf.synthetic import TINY, write_synthetic_model
+
+    broken = write_synthetic_model(models_dir / "tiny-broken-template.gguf", TINY,
+                                   chat_template="{{ raise_exception('this template is broken') }}")
+    info = ensure_loaded(host, broken)
+    assert info.template_source == "broken"  # not "fallback": the model has a template
+    _text, stats = collect(host.chat([ChatMessage("user", "Hi")], FIXED))
+    assert stats.completion_tokens > 0
+
+
 def test_model_without_template_uses_the_fallback(host: EngineHost,
                                                   tiny_model_no_template: Path) -> None:
     info = ensure_loaded(host, tiny_model_no_template)
@@ -307,6 +319,21 @@ def test_context_overflow_error_for_one_giant_message(host: EngineHost, tiny_mod
         collect(host.complete("x" * 400, FIXED))
     _, stats = collect(host.chat([ChatMessage("user", "short")], FIXED))  # still usable
     assert stats.completion_tokens == 16
+
+
+def test_a_huge_prompt_is_refused_or_trimmed_before_tokenizing(host: EngineHost,
+                                                                tiny_model: Path) -> None:
+    ensure_loaded(host, tiny_model, n_ctx=256)
+    huge = "x" * 4_000_000  # tokenizing it would take the byte vocabulary minutes
+    started = time.perf_counter()
+    with pytest.raises(ContextOverflowError, match="characters cannot fit in 256 tokens"):
+        collect(host.complete(huge, FIXED))
+    with pytest.raises(ContextOverflowError, match="characters cannot fit in 256 tokens"):
+        collect(host.chat([ChatMessage("user", huge)], FIXED))
+    old = [ChatMessage("user", huge), ChatMessage("assistant", huge)]
+    _, stats = collect(host.chat([*old, ChatMessage("user", "short")], FIXED))
+    assert stats.dropped_messages == 2 and stats.completion_tokens == 16
+    assert time.perf_counter() - started < 30
 
 
 def test_unload_and_chat_without_model(host: EngineHost, tiny_model: Path) -> None:

@@ -25,6 +25,7 @@ import psutil
 
 from ..errors import UserText
 from ..i18n import N_, tr
+from ..store.damage import quick_check
 from .errors import DownloadError, JobNotFoundError
 
 JobState = Literal["queued", "running", "paused", "completed", "failed", "cancelled"]
@@ -221,6 +222,11 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def check(self) -> list[str]:
+        """``PRAGMA quick_check``'s findings (empty: the list is sound)."""
+        with self._lock:
+            return quick_check(self._db)
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from .hub import HubClient, ResolvedFiles, default_endpoint
 from .jobs import ACTIVE_STATES, HEARTBEAT_S, STATE_NAMES, Job, JobFile, JobStore
 from .local import record_download
 from .naming import joined_name, repo_folder
+from .rebuild import open_job_store
 from .storage import check_free_space, discard_job_files, final_path, join_pieces, part_path
 from .transfer import (
     Control,
@@ -135,7 +136,7 @@ class DownloadManager:
                  space_margin: int = MIN_SPACE_MARGIN, progress_interval: float = 0.25) -> None:
         self.paths = paths or data_paths()
         self.models_dir = models_dir or self.paths.models_dir
-        self.store = store or JobStore(self.paths.downloads_database)
+        self.store = store or open_job_store(self.paths.downloads_database, self.models_dir)[0]
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         self.max_parallel = max(1, max_parallel)
         self.policy = policy or RetryPolicy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import CorruptDatabaseError, StoreError, UserText
@@ -74,3 +75,28 @@ def quick_check(conn: sqlite3.Connection) -> list[str]:
     if problems:
         log.warning("The conversation database failed its quick check: %s", "; ".join(problems))
     return problems
+
+
+def set_aside(path: Path, label: str = "damaged", now: datetime | None = None) -> Path:
+    """Rename ``path`` (file or folder) and its ``-wal``/``-shm`` to ``<name>.<label>-<time>``.
+
+    The side files keep SQLite's naming, so the set-aside file still opens with its log.
+
+    Raises:
+        StoreError: it cannot be renamed (permissions).
+    """
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    target, counter = path.with_name(f"{path.name}.{label}-{stamp}"), 1
+    while target.exists():
+        counter += 1
+        target = path.with_name(f"{path.name}.{label}-{stamp}-{counter}")
+    try:
+        path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.rename(target.with_name(target.name + suffix))
+    except OSError as error:
+        raise StoreError(N_("Cannot move the damaged database {path} aside: {error}"),
+                         path=str(path), error=str(error)) from error
+    return target

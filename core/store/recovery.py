@@ -16,7 +16,6 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..errors import CorruptDatabaseError, StoreError, UserText
 from ..i18n import N_
 from . import backups, damage, database, salvage
 from .backups import Backup
+from .damage import set_aside
 from .search import cjk_index_text
 from .store import Store
 
@@ -76,31 +76,6 @@ class RecoveryReport:
             unreadable=self.unreadable, backup_messages=self.backup_messages,
             time=self.backup.taken_at.astimezone().strftime("%Y-%m-%d %H:%M"),
             path=str(self.kept_at))
-
-
-def set_aside(path: Path, label: str = "damaged", now: datetime | None = None) -> Path:
-    """Rename ``path`` (file or folder) and its ``-wal``/``-shm`` to ``<name>.<label>-<time>``.
-
-    The side files keep SQLite's naming, so the set-aside file still opens with its log.
-
-    Raises:
-        StoreError: it cannot be renamed (permissions).
-    """
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    target, counter = path.with_name(f"{path.name}.{label}-{stamp}"), 1
-    while target.exists():
-        counter += 1
-        target = path.with_name(f"{path.name}.{label}-{stamp}-{counter}")
-    try:
-        path.rename(target)
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                side.rename(target.with_name(target.name + suffix))
-    except OSError as error:
-        raise StoreError(N_("Cannot move the damaged conversation database {path} aside: "
-                            "{error}"), path=str(path), error=str(error)) from error
-    return target
 
 
 def newest_good_backup(path: Path) -> Backup | None:

@@ -1,8 +1,12 @@
-"""Conversation store figures on a large database: listing, search, appending, streaming saves.
+"""Conversation store figures on a large database: listing, search, appending, streaming saves,
+backups and salvage.
 
 Builds (once, then reuses) a store with 10,000 conversations and 1,000,000 messages, then times
 the operations the app does most, through the public :class:`Store` API. Prints figures next to
-their targets; asserts nothing.
+their targets; asserts nothing. The backup figures: the time to back up, the longest step of
+the copy, and the longest a streaming save waited meanwhile (goal: none over 50 ms). The salvage
+figures: the time to salvage a copy with one damaged page of messages, and the share of messages
+recovered (without a backup to fill in).
 
     python bench/bench_store.py                      # default database under the temp folder
     python bench/bench_store.py --db /path/big.sqlite3 --rebuild
@@ -15,15 +19,19 @@ import argparse
 import itertools
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 from mixtral_desk.core.store import Store, new_id
+from mixtral_desk.core.store.backups import Backup, take_backup
+from mixtral_desk.core.store.recovery import recover
 from mixtral_desk.core.store.search import cjk_index_text
 
 SEED = 20240501
@@ -180,6 +188,84 @@ def measure(path: Path) -> None:
         store.close()
 
 
+def measure_backup(path: Path) -> None:
+    """Back up while the store saves a streaming reply every 20 ms; report the stalls."""
+    store = Store.open(path)
+    try:
+        started = time.perf_counter()
+        problems = store.check()
+        print(f"{'quick_check (before writes/backups)':<34} "
+              f"{(time.perf_counter() - started) * 1000:8.0f} ms   "
+              f"{problems[0] if problems else 'sound'}")
+        conversation = store.create_conversation("bench backup")
+        reply = store.add_message(conversation.id, "assistant", "", status="streaming")
+        growing = streaming_text()
+        steps: list[float] = []
+        last = [time.perf_counter()]
+
+        def step(_remaining: int, _total: int) -> None:
+            now = time.perf_counter()
+            steps.append((now - last[0]) * 1000)
+            last[0] = now
+
+        done = threading.Event()
+        taken: list[Backup] = []
+
+        def back_up() -> None:
+            last[0] = time.perf_counter()
+            taken.append(take_backup(path, budget_bytes=10**12, progress=step))
+            done.set()
+
+        waits: list[float] = []
+        started = time.perf_counter()
+        worker = threading.Thread(target=back_up)
+        worker.start()
+        while not done.is_set():
+            before = time.perf_counter()
+            store.update_message(reply.id, content=next(growing))
+            waits.append((time.perf_counter() - before) * 1000)
+            time.sleep(0.02)
+        worker.join()
+        seconds = time.perf_counter() - started
+        print(f"{'backup (online API, own snapshot)':<34} {seconds * 1000:8.0f} ms   "
+              f"{len(steps)} steps, longest {max(steps):.1f} ms, "
+              f"{taken[0].size / 1e6:,.0f} MB")
+        verdict = "ok" if max(waits) < 50 else "SLOW"
+        print(f"{'longest save wait during backup':<34} {max(waits):8.2f} ms   "
+              f"({len(waits)} saves; goal < 50 ms)  {verdict}")
+        store.delete_conversation(conversation.id)
+        taken[0].path.unlink()
+    finally:
+        store.close()
+
+
+def measure_salvage(path: Path) -> None:
+    """Damage one page of messages in a copy, then salvage it; report time and share."""
+    scratch = Path(tempfile.mkdtemp(prefix="bench-salvage-"))
+    try:
+        copy = scratch / "conversations.sqlite3"
+        source = sqlite3.connect(path)
+        target = sqlite3.connect(copy)
+        source.backup(target)
+        target.close()
+        source.close()
+        with Store.open(copy) as store:
+            total = store.count_messages()
+        size = copy.stat().st_size
+        page = (size // 2) // 4096
+        with copy.open("r+b") as file:
+            file.seek(page * 4096)
+            file.write(random.Random(SEED).randbytes(4096))
+        started = time.perf_counter()
+        report_ = recover(copy)
+        seconds = time.perf_counter() - started
+        print(f"{'salvage after one damaged page':<34} {seconds * 1000:8.0f} ms   "
+              f"recovered {report_.messages:,} of {total:,} messages "
+              f"({report_.messages / max(total, 1):.4%})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--db", type=Path, default=None,
@@ -202,6 +288,9 @@ def main() -> None:
     else:
         print(f"reusing {path} (built in {marker.read_text(encoding='utf-8').strip()} s)\n")
     measure(path)
+    print()
+    measure_backup(path)
+    measure_salvage(path)
 
 
 if __name__ == "__main__":

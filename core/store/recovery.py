@@ -159,7 +159,7 @@ def recover(path: Path) -> RecoveryReport:
                 finally:
                     source.close()
                 conversations, messages = conversations + found[0], messages + found[1]
-                if not any(tally.skipped.values()):
+                if not tally.failed:
                     break  # everything was read; the other sources add nothing
             else:  # rows SQLite cannot reach may still lie on their pages
                 found = _insert_rows(target, *salvage.scanned_rows(kept))
@@ -178,8 +178,11 @@ def recover(path: Path) -> RecoveryReport:
                          path=str(path), error=str(error)) from error
     finally:
         target.close()
+    expected = tally.expected.get("messages")
+    unreadable = (max(0, expected - messages) if expected is not None
+                  else tally.skipped.get("messages", 0))
     return RecoveryReport(kept, conversations, messages, backup if any(from_backup) else None,
-                          from_backup[0], from_backup[1], tally.skipped.get("messages", 0))
+                          from_backup[0], from_backup[1], unreadable)
 
 
 def _needs_recovery(path: Path) -> bool:

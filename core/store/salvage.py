@@ -27,6 +27,10 @@ from .models import ROLES, STATUSES
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS: Final = 1024
+#: A failing rowid range is halved down to this many rows, then left to the page scan (which
+#: reads the leaf pages without the b-tree above them): halving down to single rows would cost a
+#: query per missing rowid when a page high in the tree is gone.
+MIN_RANGE_ROWS: Final = 32
 #: Columns salvaged, in this order (a column missing from an older schema reads as NULL).
 CONVERSATION_FIELDS: Final = ("id", "title", "created_at", "updated_at", "model",
                               "system_prompt", "settings", "active_leaf_id", "pinned", "archived")
@@ -43,10 +47,14 @@ ROWID_INDEXES: Final = {"conversations": "conversations_listing_all",
 
 
 class Tally:
-    """Rows a read could not read, per table (only rows known to exist, when that is known)."""
+    """What reads met, per table: rows that could not be read (only rows known to exist, when
+    an index says which), how many rows the index lists (``expected``), and whether any range
+    failed at all (``failed``: the page scan may find more)."""
 
     def __init__(self) -> None:
         self.skipped: dict[str, int] = {}
+        self.expected: dict[str, int] = {}
+        self.failed = False
 
     def skip(self, table: str, count: int = 1) -> None:
         """Count ``count`` unreadable rows of ``table``."""
@@ -97,6 +105,8 @@ def readable_rows(conn: sqlite3.Connection, table: str, fields: tuple[str, ...],
     """
     columns = _columns(conn, table, fields)
     existing = existing_rowids(conn, table)
+    if existing is not None:
+        tally.expected[table] = max(tally.expected.get(table, 0), len(existing))
     top = max(existing, default=0) if existing else _top_rowid(conn, table, path)
     pending = [(low, min(low + CHUNK_ROWS - 1, top)) for low in range(1, top + 1, CHUNK_ROWS)]
     pending.reverse()
@@ -106,15 +116,17 @@ def readable_rows(conn: sqlite3.Connection, table: str, fields: tuple[str, ...],
             rows = conn.execute(f"SELECT {columns} FROM {table} WHERE seq BETWEEN ? AND ?",
                                 (low, high)).fetchall()
         except sqlite3.DatabaseError:
-            if low == high:
-                if existing is None or low in existing:
-                    tally.skip(table)
+            tally.failed = True
+            if high - low < MIN_RANGE_ROWS:
+                tally.skip(table, 0 if existing is None
+                           else len(existing.intersection(range(low, high + 1))))
                 continue
             middle = (low + high) // 2
             pending += [(middle + 1, high), (low, middle)]
             continue
         except sqlite3.Error:
-            tally.skip(table, high - low + 1 if existing is None
+            tally.failed = True
+            tally.skip(table, 0 if existing is None
                        else len(existing.intersection(range(low, high + 1))))
             continue
         yield from rows
@@ -193,13 +205,16 @@ def with_sqlite_recover(path: Path, work: Path) -> sqlite3.Connection | None:
     return _open_readonly(recovered) if recovered.exists() else None
 
 
-def sources(path: Path, work: Path) -> list[sqlite3.Connection]:
-    """Connections to read the damaged ``path`` through, best first (see the module's doc)."""
+def sources(path: Path, work: Path) -> Iterator[sqlite3.Connection]:
+    """Connections to read the damaged ``path`` through, best first (see the module's doc);
+    each is opened only when the caller asks for the next (SQLite's recovery takes a while)."""
     if not path.is_file():
-        return []
-    found = (_open_readonly(path), with_rebuilt_header(path, work),
-             with_sqlite_recover(path, work))
-    return [conn for conn in found if conn is not None]
+        return
+    for opener in (_open_readonly, lambda p: with_rebuilt_header(p, work),
+                   lambda p: with_sqlite_recover(p, work)):
+        conn = opener(path)
+        if conn is not None:
+            yield conn
 
 
 def _time(value: object, fallback: int) -> int:

@@ -7,7 +7,10 @@ import hashlib
 import os
 import random
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -323,3 +326,72 @@ def test_restore_round_trips_and_keeps_the_current_file(tmp_path: Path) -> None:
     with Store.open(path) as store:
         assert recovered_markers(store) == markers
         assert store.count_conversations() == 2
+
+
+FULL_DISK_CHILD = """
+import resource, signal, sys
+from pathlib import Path
+from mixtral_desk.core.errors import StoreError
+from mixtral_desk.core.store import backups
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+database = Path(sys.argv[1])
+limit = database.stat().st_size // 2
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    backups.take_backup(database, budget_bytes=10**9)
+except StoreError as error:
+    print(error)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_during_a_backup_keeps_the_earlier_backups(tmp_path: Path) -> None:
+    path = tmp_path / "conversations.sqlite3"
+    make_database(path, conversations=10)
+    earlier = store_backups.take_backup(path, budget_bytes=10**9)
+    earlier_hash = sha256(earlier.path)
+    child = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(path)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert child.returncode == 0, child.stderr
+    assert "Traceback" not in child.stderr
+    assert "Could not back up" in child.stdout and "earlier backups are kept" in child.stdout
+    assert len(child.stdout.strip().splitlines()) == 1  # said once
+    assert [b.path for b in store_backups.list_backups(path)] == [earlier.path]
+    assert sha256(earlier.path) == earlier_hash
+    assert not list(earlier.path.parent.glob("*.partial"))
+
+
+WAL_CHILD = """
+import os, signal, sys
+from mixtral_desk.core.store import Store
+
+store = Store.open(sys.argv[1])
+conversation = store.create_conversation("checkpointed")
+for number in range(20):
+    store.add_message(conversation.id, "user", f"Q{number + 1:05d}Z saved")
+store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+reply = store.add_message(conversation.id, "assistant", "", status="streaming")
+for words in range(50):
+    store.update_message(reply.id, content="streaming " * words)
+print(conversation.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_the_wal_deleted_after_a_killed_writer_loses_only_the_unsaved_tail(
+        tmp_path: Path) -> None:
+    path = tmp_path / "conversations.sqlite3"
+    child = subprocess.run([sys.executable, "-c", WAL_CHILD, str(path)], capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    conversation_id = child.stdout.strip()
+    for side in ("-wal", "-shm"):
+        path.with_name(path.name + side).unlink()
+    store, report = open_or_recover(path)
+    with store:
+        assert report is None  # the file itself is sound: the log only held the tail
+        assert recovered_markers(store) == {f"Q{n:05d}Z" for n in range(1, 21)}
+        assert len(store.active_branch(conversation_id)) == 20
+        assert_works(store)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from mixtral_desk.core.paths import DataPaths
 from mixtral_desk.core.store import Store
+from mixtral_desk.core.store import backups as store_backups
 from tests.core.test_cli import cli, cli_json
 from tests.core.test_store_damage import make_database, overwrite_page, page_holding, truncate
 
@@ -59,3 +61,30 @@ def test_backups_backup_restore_and_check(data_home: DataPaths) -> None:
         assert store.count_conversations() == 2
     missing = cli("conversations", "restore", "nope.sqlite3")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_a_command_that_writes_backs_up_when_one_is_due(data_home: DataPaths,
+                                                        tmp_path: Path) -> None:
+    path = data_home.database
+    make_database(path, conversations=1, per_conversation=2)
+    assert cli("conversations", "list").returncode == 0  # reads only: no backup
+    assert store_backups.list_backups(path) == []
+    export = tmp_path / "export.json"
+    assert cli("conversations", "export", "--all", "-o", export).returncode == 0
+    assert cli("conversations", "import", export).returncode == 0  # writes, none yet: due
+    assert len(store_backups.list_backups(path)) == 1
+    assert cli("conversations", "import", export).returncode == 0  # the last is fresh
+    assert len(store_backups.list_backups(path)) == 1
+
+
+def test_is_due_follows_the_interval(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    path = tmp_path / "conversations.sqlite3"
+    make_database(path, conversations=1, per_conversation=1)
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    assert store_backups.is_due(path, 30, now)
+    store_backups.take_backup(path, budget_bytes=10**9, now=now)
+    assert not store_backups.is_due(path, 30, now + timedelta(minutes=29))
+    assert store_backups.is_due(path, 30, now + timedelta(minutes=30))
+    assert not store_backups.is_due(path, 0, now + timedelta(days=9))

@@ -78,3 +78,18 @@ def test_the_timer_backs_up_only_when_something_changed(make_window: WindowFacto
     window.store_recovery.backups.back_up_if_changed()  # nothing new since
     window.store_recovery.backups.tasks.close()
     assert len(store_backups.list_backups(data_home.database)) == 1
+
+
+@pytest.mark.allow_log("mixtral_desk.desktop", "Could not back up")
+def test_a_failing_backup_is_said_once(make_window: WindowFactory, qtbot: QtBot,
+                                       data_home: DataPaths) -> None:
+    window = make_window()
+    qtbot.waitUntil(lambda: window.store.is_open)
+    (data_home.database.parent / "backups").write_text("a file where the folder goes")
+    backups = window.store_recovery.backups
+    for _ in range(3):
+        backups.back_up_now()
+    qtbot.waitUntil(lambda: not backups.tasks.busy)
+    qtbot.wait(50)  # the failures' reports arrive on the GUI thread
+    said = [n for n in window.notifications.history if "Could not back up" in n.text]
+    assert len(said) == 1 and "earlier backups are kept" in said[0].text

@@ -51,10 +51,15 @@ def _budget_bytes() -> int:
 
 
 @contextmanager
-def open_store() -> Iterator[Store]:
-    """The conversation store, salvaged first if damaged; backed up on close when due."""
+def open_store(*, check: bool = True) -> Iterator[Store]:
+    """The conversation store, salvaged first if damaged; backed up on close when due.
+
+    ``check``: run ``PRAGMA quick_check`` first (seconds on a million messages), salvaging on
+    damage. Commands that only read pass ``False``: damage that the open itself sees is still
+    salvaged, damage met while reading is a typed error, and the first write runs the check.
+    """
     path = _database()
-    store, report = open_or_recover(path)
+    store, report = open_or_recover(path, check=check)
     if report is not None:
         print(str(report.message()), file=sys.stderr)
     try:

@@ -79,8 +79,9 @@ UNTITLED = N_("(untitled)")
 ROLE_LABELS = {"system": N_("system"), "user": N_("user"), "assistant": N_("assistant")}
 
 
-def _open() -> AbstractContextManager[Store]:
-    return open_store()
+def _open(*, check: bool = True) -> AbstractContextManager[Store]:
+    """The store; ``check=False`` for commands that only read (see :func:`open_store`)."""
+    return open_store(check=check)
 
 
 def _jsonable(value: Any) -> Any:
@@ -89,7 +90,7 @@ def _jsonable(value: Any) -> Any:
 
 def list_command(args: argparse.Namespace) -> int:
     """Print the newest conversations (pinned first)."""
-    with _open() as store:
+    with _open(check=False) as store:
         conversations = store.list_conversations(limit=args.limit,
                                                  include_archived=args.archived)
     if args.json:
@@ -105,7 +106,7 @@ def list_command(args: argparse.Namespace) -> int:
 
 def show_command(args: argparse.Namespace) -> int:
     """Print one conversation's active branch."""
-    with _open() as store:
+    with _open(check=False) as store:
         conversation = store.get_conversation(args.id)
         branch = store.active_branch(args.id)
     if args.json:
@@ -125,7 +126,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 def search_command(args: argparse.Namespace) -> int:
     """Print ranked search hits with snippets."""
-    with _open() as store:
+    with _open(check=False) as store:
         hits = store.search(args.query, limit=args.limit)
     if args.json:
         print_json([_jsonable(h) for h in hits])
@@ -142,7 +143,7 @@ def search_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """Write a JSON (lossless, re-importable) or Markdown export."""
-    with _open() as store:
+    with _open(check=False) as store:
         if args.format == "json":
             ids = None if args.all else [args.id]
             text = json.dumps(store.export_conversations(ids), indent=2, ensure_ascii=False)

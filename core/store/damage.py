@@ -100,3 +100,16 @@ def set_aside(path: Path, label: str = "damaged", now: datetime | None = None) -
         raise StoreError(N_("Cannot move the damaged database {path} aside: {error}"),
                          path=str(path), error=str(error)) from error
     return target
+
+
+def check_file(path: Path) -> list[str]:
+    """``PRAGMA quick_check`` of ``path`` on a read-only connection of its own (so it may run
+    on any thread while the store is in use); its findings, empty when the file is sound."""
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        return [str(error)]
+    try:
+        return quick_check(conn)
+    finally:
+        conn.close()

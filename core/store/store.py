@@ -229,6 +229,13 @@ class Store:
             self.checked = not problems
             return problems
 
+    def passed_check(self) -> None:
+        """Record that the file passed ``PRAGMA quick_check`` on another connection since this
+        one opened (the window checks on a thread of its own); writes need no check of their
+        own then."""
+        with self._lock:
+            self.checked = True
+
     @contextmanager
     def _use(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
         """The connection, under the lock; SQLite's environment errors become StoreErrors.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,7 +22,8 @@ from mixtral_desk.core.i18n import N_
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.store import ACTIVE_LEAF, UNSET, Conversation, Message, Store
 from mixtral_desk.core.store.backups import take_backup
-from mixtral_desk.core.store.recovery import open_or_recover, restore
+from mixtral_desk.core.store.damage import check_file
+from mixtral_desk.core.store.recovery import open_or_recover, recover, restore
 
 from ..errors import ErrorSink
 from ..signals import emit
@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 class StoreBridge(QObject):
     """Runs store work on the ``store`` thread.
 
-    Opening runs ``PRAGMA quick_check`` on the store thread; a damaged database is set aside and
-    salvaged there (core/store/recovery.py) before :attr:`opened`. Closing backs up when
-    something changed and :attr:`backup_budget_bytes` is set.
+    Damage seen at open is salvaged on the store thread (core/store/recovery.py) before
+    :attr:`opened`; ``PRAGMA quick_check`` then runs on a thread of its own (see :meth:`open`).
+    Closing backs up when something changed and :attr:`backup_budget_bytes` is set.
 
     Signals:
         opened(object): the :class:`Store` is open (carries it); ``recovered_on_open`` says how
@@ -66,17 +66,45 @@ class StoreBridge(QObject):
         #: Closing backs up into this budget when something changed (None: no backup on close).
         self.backup_budget_bytes: int | None = None
         self.tasks = TaskQueue("store", on_error=lambda e: sink.report(e), parent=self)
+        self.checks = TaskQueue("store-check", on_error=lambda e: sink.report(e), parent=self)
 
     def open(self) -> None:
-        """Open the database in the background (:attr:`opened` follows)."""
+        """Open the database in the background (:attr:`opened` follows), then check it with
+        ``PRAGMA quick_check`` on a thread of its own; a damaged one is salvaged on the store
+        thread (:attr:`recovered`, :attr:`opened` and :attr:`changed` follow)."""
         path = self._path
-        self.tasks.submit(lambda: self._open(path), partial(emit, self.opened))
+
+        def opened(store: Store) -> None:
+            emit(self.opened, store)
+            checked = self.path
+            self.checks.submit(lambda: check_file(checked), self._checked)
+        self.tasks.submit(lambda: self._open(path), opened)
 
     def _open(self, path: Path | None) -> Store:
-        self._store, report = open_or_recover(path or data_paths().database)
+        # The quick check takes seconds on a big history: it runs after the sidebar is filled.
+        self._store, report = open_or_recover(path or data_paths().database, check=False)
         if report is not None:
             emit(self.recovered, report)
         return self._store
+
+    def _checked(self, problems: list[str]) -> None:
+        if not problems:
+            self.call(lambda store: store.passed_check())
+            return
+
+        def salvage() -> Store:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            report = recover(self.path)
+            self._store = Store.open(self.path)
+            emit(self.recovered, report)
+            return self._store
+
+        def done(store: Store) -> None:
+            emit(self.opened, store)
+            emit(self.changed)
+        self.tasks.submit(salvage, done)
 
     @property
     def path(self) -> Path:
@@ -174,6 +202,7 @@ class StoreBridge(QObject):
                         take_backup(self._store.path, budget_bytes=self.backup_budget_bytes)
                     except StoreError as error:
                         log.warning("No backup on close: %s", error.english)
+        self.checks.close()
         self.tasks.submit(shut)
         self.tasks.close()
 

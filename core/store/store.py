@@ -10,7 +10,7 @@ or editing a user message adds a *sibling* (a new message with the same parent) 
 overwriting, and the conversation remembers which leaf is shown (``active_leaf_id``). The shown
 branch is the path from the root to that leaf.
 
-Why one module of about 600 lines: :class:`Store` is the store's whole public API, and every
+Why one module of about 700 lines: :class:`Store` is the store's whole public API, and every
 method is a short transaction on the one connection and lock it owns; migrations, search,
 export and the row mapping already live in their own modules.
 """

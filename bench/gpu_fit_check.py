@@ -1,7 +1,8 @@
 """Issue #14's GPU check: our offload plan against whole-layer offload and llama.cpp's ``--fit``.
 
 On the device (through packaging/gpu_fit_check.sh) this writes the full-size sparse
-Mixtral-8x7B Q4_K_M (26.44 GB with the helper's recipe, TheBloke's size; zero data; loadable: tests/mixtral_header.py's tensors with
+Mixtral-8x7B Q4_K_M (26.44 GB by the helper's recipe, TheBloke's size; the issue says 28.3 GB;
+zero data; loadable: tests/mixtral_header.py's tensors with
 :data:`~tests.mixtral_header.LOADABLE_KV`), plans for a simulated 24 GiB card with the app's
 planner, and measures with llama.cpp's own ``llama-bench`` (pp512 and tg128, flash attention
 off, mmap on, all CPU threads) and the VRAM the process holds (``nvidia-smi``, polled):

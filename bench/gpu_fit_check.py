@@ -172,25 +172,13 @@ def bench_args(binary: str, model: Path, *, threads: int, reps: int, pp: int,
             "-t", str(threads), "-o", "json"]
 
 
-def gpu_used_mib() -> float | None:
-    """nvidia-smi's memory.used of GPU 0, MiB; None without a working nvidia-smi."""
+def gpu_mib(field_name: str) -> float | None:
+    """nvidia-smi's ``memory.<field_name>`` (used, free) of GPU 0 in MiB; None without a
+    working nvidia-smi."""
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,memory.free",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
-        return float(out.splitlines()[0].split(",")[0])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
-def gpu_free_mib() -> float | None:
-    """nvidia-smi's memory.free of GPU 0, MiB; None without a working nvidia-smi."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.free",
+        out = subprocess.run(["nvidia-smi", f"--query-gpu=memory.{field_name}",
                               "--format=csv,noheader,nounits"], capture_output=True, text=True,
                              timeout=10, check=True).stdout
         return float(out.splitlines()[0])
@@ -199,16 +187,17 @@ def gpu_free_mib() -> float | None:
 
 
 class VramPeak:
-    """Polls :func:`gpu_used_mib` every ``period`` s on a thread while active; ``peak`` MiB."""
+    """Polls :func:`gpu_mib` ("used") every ``period`` s on a thread while active; ``peak`` MiB."""
 
     def __init__(self, period: float = 0.2) -> None:
-        self.period, self.peak = period, None
+        self.period = period
+        self.peak: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            used = gpu_used_mib()
+            used = gpu_mib("used")
             if used is not None and (self.peak is None or used > self.peak):
                 self.peak = used
             self._stop.wait(self.period)
@@ -238,7 +227,7 @@ def run_config(config: Config, base: list[str], timeout: float, log: Any) -> dic
     command = [*base, *config.args]
     log.write(f"\n===== {config.label}: {' '.join(command)}\n")
     log.flush()
-    before = gpu_used_mib()
+    before = gpu_mib("used")
     started = time.perf_counter()
     result: dict[str, Any] = {"command": command}
     with VramPeak() as peak:
@@ -339,7 +328,7 @@ def main() -> int:
         write_q4_k_m(args.model)
         print(f"wrote {args.model} ({args.model.stat().st_size / 1e9:.2f} GB sparse) in "
               f"{time.perf_counter() - started:.1f} s", flush=True)
-    free = gpu_free_mib()
+    free = gpu_mib("free")
     configs, summary = plan_configs(args.model, card=card, ram=int(args.ram_gib * GiB),
                                     ctx=args.ctx, gpu_name=args.gpu_name,
                                     free_mib=free if free is not None else H200_FREE_MIB,

@@ -286,7 +286,7 @@ def markdown(configs: list[Config], rows: dict[str, dict[str, Any]], summary: di
              checks: dict[str, Any]) -> str:
     """The table for bench/GPU_CHECK.md."""
     lines = ["| config | llama-bench args | planned VRAM MiB | VRAM used MiB (nvidia-smi) | "
-             "pp512 tok/s | tg128 tok/s |", "|---|---|---|---|---|---|"]
+             f"pp{summary['ctx']} tok/s | tg128 tok/s |", "|---|---|---|---|---|---|"]
     for c in configs:
         r = rows.get(c.key, {})
         planned = f"{c.planned_vram_mib:.0f}" if c.planned_vram_mib is not None else "-"
@@ -340,8 +340,7 @@ def main() -> int:
           f"{plan['vram_bytes'] / MiB:.0f} MiB of a {summary['vram_budget_mib']:.0f} MiB budget; "
           f"predicted {plan['decode_tokens_per_s']} tok/s decode, "
           f"{plan['prompt_tokens_per_s']} tok/s prompt")
-    base = bench_args(args.llama_bench, args.model, threads=args.threads, reps=args.reps,
-                      pp=args.ctx, tg=128)
+    base = args_base(args)
     for c in configs:
         planned = f"{c.planned_vram_mib:.0f} MiB" if c.planned_vram_mib is not None else "fit's"
         print(f"{c.label}: planned VRAM {planned}\n  {' '.join([*base, *c.args])}")
@@ -352,28 +351,48 @@ def main() -> int:
             return cpu_bench(args, configs)
         return 0
 
+    measure(args, configs, summary, card)
+    return 0
+
+
+def measure(args: argparse.Namespace, configs: list[Config], summary: dict[str, Any],
+            card: int) -> None:
+    """Run llama-fit-params, then each configuration while time is left (none starts within
+    45 s of ``--deadline``; one may run 60 s past it), saving the JSON and the table after each,
+    so that a call cut short still returns what was measured."""
     rows: dict[str, dict[str, Any]] = {}
+
+    def save() -> str:
+        checks = goals(rows, card / MiB)
+        report = {"summary": summary, "configs": [asdict(c) for c in configs], "results": rows,
+                  "goals": checks, "threads": args.threads, "reps": args.reps}
+        (args.out / "gpu_fit_check.json").write_text(json.dumps(report, indent=1))
+        table = markdown(configs, rows, summary, checks)
+        (args.out / "gpu_fit_check.md").write_text(table)
+        return table
+
     with (args.out / "llama_bench_logs.txt").open("w") as log:
         fit = next(c for c in configs if c.key == "fit")
         summary["fit_choice"] = fit_choice(args.fit_params, args.model, args.ctx,
                                            int(fit.detail["fit_target_mib"]), log)
         print(f"llama-fit-params: {summary['fit_choice']}", flush=True)
+        save()
         for c in configs:
             left = args.deadline - time.time() if args.deadline else 600.0
             if left < 45:
                 print(f"{c.label}: skipped, {left:.0f} s left", flush=True)
                 rows[c.key] = {"skipped": f"{left:.0f} s left"}
                 continue
-            rows[c.key] = run_config(c, base, left - 15, log)
+            rows[c.key] = run_config(c, args_base(args), max(left, 60.0), log)
             print(f"{c.label}: {json.dumps(rows[c.key])}", flush=True)
-    checks = goals(rows, card / MiB)
-    report = {"summary": summary, "configs": [asdict(c) for c in configs], "results": rows,
-              "goals": checks, "threads": args.threads, "reps": args.reps}
-    (args.out / "gpu_fit_check.json").write_text(json.dumps(report, indent=1))
-    table = markdown(configs, rows, summary, checks)
-    (args.out / "gpu_fit_check.md").write_text(table)
-    print(table)
-    return 0
+            save()
+    print(save())
+
+
+def args_base(args: argparse.Namespace) -> list[str]:
+    """The shared llama-bench arguments for ``args``."""
+    return bench_args(args.llama_bench, args.model, threads=args.threads, reps=args.reps,
+                      pp=args.ctx, tg=128)
 
 
 def cpu_bench(args: argparse.Namespace, configs: list[Config]) -> int:

@@ -45,23 +45,13 @@ REPRO_S=${REPRO_S:-75}            # kept for the reproducer at the end
 mkdir -p "$WORK"
 exec > >(tee -a "$OUT/run.log") 2>&1
 
-phase() { echo; echo "=== [$(date +%T) +${SECONDS}s] $*"; }
+# shellcheck source=packaging/gpu_common.sh
+source "$REPO/packaging/gpu_common.sh"
 
 phase "environment"
-NVCC=$(command -v nvcc || true)
-[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
-[ -z "$NVCC" ] && NVCC=$(ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1)
-CUDA_HOME=$( [ -n "$NVCC" ] && dirname "$(dirname "$(readlink -f "$NVCC")")" )
-{
-    nvidia-smi || echo "nvidia-smi failed"
-    nvidia-smi --query-gpu=name,memory.total,memory.used,memory.free,driver_version --format=csv \
-        || true
-    echo "nvcc: ${NVCC:-none}  CUDA_HOME: ${CUDA_HOME:-none}"
-    [ -n "$NVCC" ] && "$NVCC" --version | tail -2
-    cmake --version | head -1; echo "ninja $(ninja --version)"; gcc --version | head -1
-    "$PY" --version; echo "cpus $(nproc)"; free -g | head -2; df -h /tmp | tail -1
-    lscpu | grep -E "Model name|Flags" | cut -c1-300
-} > "$OUT/env.txt" 2>&1
+gpu_find_cuda
+gpu_env_report "$OUT/env.txt" > /dev/null
+lscpu | grep -E "Model name|Flags" | cut -c1-300 >> "$OUT/env.txt"
 head -30 "$OUT/env.txt"
 
 phase "wheels"
@@ -76,18 +66,7 @@ phase "models (background)"
 Q4=$WORK/mixtral-8x7b-q4_k_m.gguf
 SMALL=$WORK/gpu_check_bench.gguf
 rm -f "$Q4"
-"$PY" - "$SMALL" > "$WORK/models.log" 2>&1 <<'EOF' &
-import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("synthetic", "core/gguf/synthetic.py")
-module = importlib.util.module_from_spec(spec)
-sys.modules["synthetic"] = module
-spec.loader.exec_module(module)
-start = time.perf_counter()
-if not os.path.exists(sys.argv[1]):
-    module.write_synthetic_model(sys.argv[1] + ".part", module.BENCH)
-    os.replace(sys.argv[1] + ".part", sys.argv[1])
-print(f"BENCH model (bench/gpu_check.py's) written in {time.perf_counter() - start:.1f} s")
-EOF
+gpu_write_bench_model "$SMALL" > "$WORK/models.log" 2>&1 &
 MODEL_PID=$!
 
 if [ -z "$DRY_RUN" ] && [ -z "${PREBUILT:-}" ]; then
@@ -126,9 +105,7 @@ mkdir -p "$SITE/llama_cpp/lib"
 cp -r "$SRC"/llama_cpp/. "$SITE/llama_cpp/"
 find "$BUILD/bin" "$BUILD/src" "$BUILD/ggml" -maxdepth 3 -name 'lib*.so*' \( -type f -o -type l \) \
     -exec cp -a {} "$SITE/llama_cpp/lib/" \; 2>/dev/null
-if [ -n "$CUDA_HOME" ]; then
-    export LD_LIBRARY_PATH=$CUDA_HOME/lib64:$CUDA_HOME/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
+gpu_cuda_library_path
 [ -e "$SITE/llama_cpp/lib/libggml-cuda.so" ] && ldd "$SITE/llama_cpp/lib/libggml-cuda.so" \
     | grep -E "cudart|cublas|not found"
 "$PY" -c 'import llama_cpp; print("llama_cpp", llama_cpp.__version__, "gpu offload:",

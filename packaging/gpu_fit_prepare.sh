@@ -12,7 +12,8 @@
 #                             vendored llama.cpp with tools on and the server off
 #   wheels/                   the pure-Python (and cp312 pydantic-core) wheels the device image
 #                             lacks: gguf, diskcache, pydantic, pydantic-core, annotated-types,
-#                             typing-inspection, platformdirs (the planner's imports; versions of
+#                             typing-inspection, typing-extensions (pydantic needs >= 4.16),
+#                             platformdirs (the planner's imports; versions of
 #                             this .venv)
 # and the script prints the size of everything the device call would send (limit 64 MiB).
 # Needs the network once (pip download); rerunning reuses what is there.
@@ -39,7 +40,8 @@ du -sh "$DEST/llama-cpp-python-0.3.36"
 
 echo "== wheels (Python 3.12, the device image's)"
 pkgs=()
-for name in gguf diskcache pydantic pydantic_core annotated_types typing_inspection platformdirs; do
+for name in gguf diskcache pydantic pydantic_core annotated_types typing_inspection \
+        typing_extensions platformdirs; do
     version=$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))")
     pkgs+=("$name==$version")
 done

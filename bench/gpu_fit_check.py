@@ -260,7 +260,7 @@ def fit_choice(binary: str | None, model: Path, ctx: int, margin: int, log: Any)
     command = [binary, "-m", str(model), "-c", str(ctx), "-fitt", str(margin), "-fa", "off"]
     log.write(f"\n===== fit-params: {' '.join(command)}\n")
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired:
         return "timeout"
     log.write(done.stderr[-6000:])

@@ -147,15 +147,16 @@ def main() -> int:
         from gpu_fit_check import write_small_moe
 
         write_small_moe(model)
-    results = []
+    results: list[dict[str, Any]] = []
+    env = {key: os.environ.get(key) for key in ("LD_LIBRARY_PATH", "PYTHONPATH")}
     for case in args.cases.split(","):
         result = run_case(case, model, args.llama_bench, args.timeout)
         results.append(result)
         print(f"{case}: rc={result.get('rc')} {result.get('signal', '')} "
               f"{result.get('skipped', '')} ({result.get('seconds', 0)} s)", flush=True)
-    env = {key: os.environ.get(key) for key in ("LD_LIBRARY_PATH", "PYTHONPATH")}
-    (args.out / "repro_ngl0.json").write_text(json.dumps({"env": env, "results": results},
-                                                         indent=1))
+        # after each case: a run cut short keeps the cases it finished
+        (args.out / "repro_ngl0.json").write_text(json.dumps({"env": env, "results": results},
+                                                             indent=1))
     return 0
 
 

@@ -11,14 +11,16 @@ off, mmap on, all CPU threads) and the VRAM the process holds (``nvidia-smi``, p
   override patterns (:func:`~mixtral_desk.core.engine.placement.cpu_moe_patterns`: the experts
   of layers 0 … n-1 and the boundary layer's split tensors, ``=CPU``);
 - (b) ``layers``: the best whole-layer offload without expert overrides — the largest
-  ``-ngl`` whose planned VRAM fits the same budget (the memory model's figure);
+  ``-ngl`` whose planned VRAM fits the same budget (the memory model's figure, counted the way
+  llama.cpp places ``-ngl`` layers: :func:`whole_layer_vram`);
 - (c) ``fit``: llama.cpp's fit (``llama-bench -fitt``, the ``common_fit_params`` behind
   ``--fit``) with its margin = free VRAM − 24 GiB, so that it may use 24 GiB in all;
 - (c') ``fit1g``: the same with fit's default 1 GiB margin kept on the 24 GiB card (what a
   24 GiB user's ``llama-server`` does), when time is left.
 
 llama-bench runs each test at n_ctx = its tokens (512, 128), so (a) and (b) are planned at
-``--ctx`` 512 too. ``llama-fit-params`` prints the arguments fit chose (kept in the JSON).
+``--ctx`` 512 too. ``llama-fit-params`` prints the arguments fit chose and llama.cpp's own
+memory estimate of (a) and (b) (kept in the JSON and the table).
 Goals (issue #14): (a) ≥ 2 × (b) and ≥ 0.95 × (c) for decode, and (a)'s VRAM ≤ 24 GiB.
 Writes ``gpu_fit_check.json``, ``gpu_fit_check.md`` and ``llama_bench_logs.txt`` into ``--out``.
 
@@ -80,6 +82,8 @@ class Config:
     args: list[str]
     planned_vram_mib: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: the same placement for llama-fit-params (common/arg.cpp's syntax: ``-ot`` joined by ``,``)
+    fit_params_args: list[str] = field(default_factory=list)
 
 
 def write_q4_k_m(path: Path) -> Path:
@@ -141,7 +145,9 @@ def plan_configs(model_path: Path, *, card: int, ram: int, ctx: int, gpu_name: s
                       {"n_gpu_layers": plan.n_gpu_layers, "n_cpu_moe": plan.n_cpu_moe,
                        "cpu_moe_tensors": list(plan.cpu_moe_tensors),
                        "predicted_decode_tok_s": round(plan.tokens_per_s, 2),
-                       "predicted_prompt_tok_s": round(plan.prompt_tokens_per_s, 2)})]
+                       "predicted_prompt_tok_s": round(plan.prompt_tokens_per_s, 2)},
+                      ["-ngl", str(ngl), "-fitp", "on",
+                       *(["-ot", ",".join(f"{p}=CPU" for p in patterns)] if patterns else [])])]
     best: tuple[int, int, float] | None = None
     for g in range(1, model.n_layers + 2):
         vram, p = whole_layer_vram(model, machine, g)
@@ -151,14 +157,15 @@ def plan_configs(model_path: Path, *, card: int, ram: int, ctx: int, gpu_name: s
         configs.append(Config("layers", "(b) whole layers", ["-ngl", str(best[0])],
                               best[1] / MiB,
                               {"n_gpu_layers": best[0], "predicted_decode_tok_s_planner_order":
-                               round(best[2], 2)}))
+                               round(best[2], 2)}, ["-ngl", str(best[0]), "-fitp", "on"]))
     margin = int(free_mib - card / MiB)
     configs.append(Config("fit", "(c) --fit, 24 GiB in all", ["-fitt", str(margin)], None,
-                          {"fit_target_mib": margin, "free_mib": free_mib}))
+                          {"fit_target_mib": margin, "free_mib": free_mib},
+                          ["-fitt", str(margin)]))
     if fit_default:
-        configs.append(Config("fit1g", "(c') --fit, 1 GiB margin on 24 GiB",
-                              ["-fitt", str(margin + FIT_DEFAULT_MARGIN_MIB)], None,
-                              {"fit_target_mib": margin + FIT_DEFAULT_MARGIN_MIB}))
+        wider = margin + FIT_DEFAULT_MARGIN_MIB
+        configs.append(Config("fit1g", "(c') --fit, 1 GiB margin on 24 GiB", ["-fitt", str(wider)],
+                              None, {"fit_target_mib": wider}, ["-fitt", str(wider)]))
     summary = {"plan": plan.to_json_dict(), "vram_budget_mib": machine.vram_budget / MiB,
                "card_mib": card / MiB, "ctx": ctx, "model": str(model_path),
                "model_gb": round(facts.file_size / 1e9, 2)}
@@ -253,12 +260,15 @@ def run_config(config: Config, base: list[str], timeout: float, log: Any) -> dic
     return result
 
 
-def fit_choice(binary: str | None, model: Path, ctx: int, margin: int, log: Any) -> str | None:
-    """The arguments llama-fit-params says fit would use (``-c … -ngl … -ot …``)."""
+def fit_params(binary: str | None, model: Path, ctx: int, config: Config, log: Any) -> str | None:
+    """What llama-fit-params prints for ``config``: for a fit, the ``-c … -ngl … -ot …`` that fit
+    picks; for a placement (``-fitp on``), llama.cpp's own estimate of each device's memory
+    (device, model, context, compute, MiB), to hold against our planned VRAM. No GPU memory is
+    allocated."""
     if not binary:
         return None
-    command = [binary, "-m", str(model), "-c", str(ctx), "-fitt", str(margin), "-fa", "off"]
-    log.write(f"\n===== fit-params: {' '.join(command)}\n")
+    command = [binary, "-m", str(model), "-c", str(ctx), "-fa", "off", *config.fit_params_args]
+    log.write(f"\n===== fit-params, {config.label}: {' '.join(command)}\n")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired:
@@ -296,8 +306,9 @@ def markdown(configs: list[Config], rows: dict[str, dict[str, Any]], summary: di
     lines += ["", f"Simulated card {summary['card_mib']:.0f} MiB, planner budget "
               f"{summary['vram_budget_mib']:.0f} MiB, n_ctx {summary['ctx']}, model "
               f"{summary['model_gb']} GB.", "", "Goals: " + json.dumps(checks)]
-    if summary.get("fit_choice"):
-        lines.append(f"\nllama-fit-params chose: `{summary['fit_choice']}`")
+    for c in configs:
+        if c.detail.get("fit_params"):
+            lines.append(f"\nllama-fit-params, {c.label}: `{c.detail['fit_params']}`")
     return "\n".join(lines) + "\n"
 
 
@@ -372,10 +383,9 @@ def measure(args: argparse.Namespace, configs: list[Config], summary: dict[str, 
         return table
 
     with (args.out / "llama_bench_logs.txt").open("w") as log:
-        fit = next(c for c in configs if c.key == "fit")
-        summary["fit_choice"] = fit_choice(args.fit_params, args.model, args.ctx,
-                                           int(fit.detail["fit_target_mib"]), log)
-        print(f"llama-fit-params: {summary['fit_choice']}", flush=True)
+        for c in configs:  # seconds each: llama.cpp's estimate of (a)/(b), fit's choice
+            c.detail["fit_params"] = fit_params(args.fit_params, args.model, args.ctx, c, log)
+            print(f"llama-fit-params, {c.label}: {c.detail['fit_params']}", flush=True)
         save()
         for c in configs:
             left = args.deadline - time.time() if args.deadline else 600.0

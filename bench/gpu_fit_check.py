@@ -278,15 +278,20 @@ def fit_params(binary: str | None, model: Path, ctx: int, config: Config, log: A
 
 
 def goals(rows: dict[str, dict[str, Any]], card_mib: float) -> dict[str, Any]:
-    """Issue #14's goal checks from the measured rows (None where a figure is missing)."""
-    def tg(key: str) -> float | None:
-        value = rows.get(key, {}).get("tg_tok_s")
+    """Issue #14's goal checks on decode (tg) from the measured rows, and the same ratios for
+    prompt evaluation (pp) to report beside them; None where a figure is missing."""
+    def rate(key: str, kind: str) -> float | None:
+        value = rows.get(key, {}).get(f"{kind}_tok_s")
         return float(value) if value else None
 
-    a, b, c = tg("plan"), tg("layers"), tg("fit")
+    def ratio(x: float | None, y: float | None) -> float | None:
+        return round(x / y, 2) if x and y else None
+
+    a, b, c = rate("plan", "tg"), rate("layers", "tg"), rate("fit", "tg")
     used = rows.get("plan", {}).get("vram_used_mib")
-    return {"decode_a_over_b": round(a / b, 2) if a and b else None,
-            "decode_a_over_c": round(a / c, 2) if a and c else None,
+    return {"decode_a_over_b": ratio(a, b), "decode_a_over_c": ratio(a, c),
+            "prompt_a_over_b": ratio(rate("plan", "pp"), rate("layers", "pp")),
+            "prompt_a_over_c": ratio(rate("plan", "pp"), rate("fit", "pp")),
             "a_ge_2x_b": (a >= 2 * b) if a and b else None,
             "a_ge_0.95x_c": (a >= 0.95 * c) if a and c else None,
             "a_vram_le_card": (used <= card_mib) if used is not None else None}

@@ -106,10 +106,13 @@ def test_whole_layer_vram_counts_the_output_layer_first(fit: ModuleType, q4: Pat
 
 def test_goals_and_table(fit: ModuleType) -> None:
     rows = {"plan": {"tg_tok_s": 40.0, "pp_tok_s": 900.0, "vram_used_mib": 23900},
-            "layers": {"tg_tok_s": 15.0}, "fit": {"tg_tok_s": 41.0}}
+            "layers": {"tg_tok_s": 15.0, "pp_tok_s": 300.0}, "fit": {"tg_tok_s": 41.0}}
     checks = fit.goals(rows, 24 * 1024)
-    assert checks == {"decode_a_over_b": 2.67, "decode_a_over_c": 0.98, "a_ge_2x_b": True,
-                      "a_ge_0.95x_c": True, "a_vram_le_card": True}
+    assert checks == {"decode_a_over_b": 2.67, "decode_a_over_c": 0.98, "prompt_a_over_b": 3.0,
+                      "prompt_a_over_c": None, "a_ge_2x_b": True, "a_ge_0.95x_c": True,
+                      "a_vram_le_card": True}
+    rows["plan"]["vram_used_mib"] = 24 * 1024 + 1
+    assert fit.goals(rows, 24 * 1024)["a_vram_le_card"] is False
     assert fit.goals({"plan": {"tg_tok_s": 40.0}}, 24 * 1024)["a_ge_2x_b"] is None
 
 

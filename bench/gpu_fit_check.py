@@ -110,23 +110,14 @@ def override_args(patterns: list[str]) -> list[str]:
 
 
 def whole_layer_vram(model: MemoryModel, machine: Machine, g: int) -> tuple[int, Placement]:
-    """The VRAM llama.cpp uses with ``-ngl g`` and no overrides, and the planner's placement it
-    is built from.
+    """The VRAM llama.cpp uses with ``-ngl g`` and no overrides, and the planner's placement.
 
     This llama.cpp (src/llama-model.cpp, ``get_layer_buft_list``) puts the *output* layer on the
-    GPU first: ``-ngl g`` (1 ≤ g ≤ L) is the output layer and the last g − 1 blocks, while the
-    planner's :func:`evaluate` counts g blocks and the output layer only when g > L. So this is
-    ``evaluate(g - 1)`` plus the output layer's bytes (g ≤ L) — written here, not in core/.
+    GPU first: ``-ngl g`` (1 ≤ g ≤ L) is the output layer and the last g − 1 blocks; the
+    planner's :func:`evaluate` counts them the same way.
     """
-    if g > model.n_layers:
-        p = evaluate(model, machine, g, 0)
-        return p.vram_bytes, p
-    p = evaluate(model, machine, g - 1, 0)
-    vram = p.vram_bytes + model.output_bytes + model.tied_output_bytes
-    if g == 1:  # evaluate(0) is the CPU alone: add what any GPU use costs
-        vram = (model.output_bytes + model.tied_output_bytes + model.compute_bytes
-                + machine.gpu_overhead)
-    return vram, p
+    p = evaluate(model, machine, g, 0)
+    return p.vram_bytes, p
 
 
 def plan_configs(model_path: Path, *, card: int, ram: int, ctx: int, gpu_name: str,

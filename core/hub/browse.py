@@ -25,10 +25,14 @@ import httpx2
 from huggingface_hub import ModelInfo, get_session
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
-from ..downloads.errors import HubUnavailableError
+from ..downloads.errors import HubUnavailableError, RemoteFileNotFoundError
 from ..downloads.hub import HubClient, metadata_timeout, with_retries
+from ..errors import DeskError
 from ..i18n import N_
-from .quants import QuantFile, group_files
+from ..paths import DataPaths
+from ..session.hub_settings import load_hub_settings
+from .quants import QuantFile, find_quant, group_files
+from .references import HubReference
 
 Sort = Literal["downloads", "likes", "trending", "updated"]
 #: The Hub's name of each sort order (``list_models``' ``sort`` values, as sent).
@@ -44,6 +48,14 @@ _MAX_PAGE_SIZE: Final = 100
 class HubAnswerError(HubUnavailableError):
     """Raised when the Hub (or a mirror) answers with something that is not what the Hub sends:
     not JSON, or JSON of another shape. The message names the endpoint and what was asked."""
+
+
+class NoGGUFError(RemoteFileNotFoundError):
+    """Raised when a repository that should give a model holds no GGUF file."""
+
+
+class QuantChoiceError(DeskError, LookupError):
+    """Raised when a reference does not pick one model entry; the message lists the choices."""
 
 
 @dataclass(frozen=True)
@@ -238,3 +250,59 @@ class HubBrowser:
                          info.gated or False, _int(gguf.get("total")),
                          arch if isinstance(arch, str) else None,
                          _int(gguf.get("context_length")), tuple(group_files(files)))
+
+
+def browser_from_settings(endpoint: str | None = None, paths: DataPaths | None = None,
+                          ) -> HubBrowser:
+    """A browser with the Hub settings the window and downloads use: ``endpoint`` (a command's
+    ``--endpoint``) first, then the saved mirror, then ``HF_ENDPOINT``; the saved token, else
+    the one of ``hf auth login``. Raises nothing (unreadable settings are the defaults)."""
+    hub = load_hub_settings(paths)
+    return HubBrowser(endpoint or hub.endpoint or None, hub.token or None)
+
+
+@dataclass(frozen=True)
+class FileChoice:
+    """What a reference comes to: the repository, revision, and the files of one entry."""
+
+    repo_id: str
+    revision: str | None
+    entry: QuantFile
+
+
+def choose_files(browser: HubBrowser, reference: HubReference) -> FileChoice:
+    """The entry a pasted reference names: its file (a URL to a file), its quantization
+    (``org/repo:Q4_K_M``), or the repository's only model.
+
+    Raises:
+        NoGGUFError: the repository holds no GGUF model.
+        QuantChoiceError: the quantization is not there, the file is not a GGUF model, or the
+            repository has several and none was named (the message lists them).
+        and what :meth:`HubBrowser.repo_files` raises.
+    """
+    files = browser.repo_files(reference.repo_id, reference.revision)
+    models = files.models
+    if not models:
+        raise NoGGUFError(N_("{repo} holds no GGUF model file."), repo=reference.repo_id)
+    quants = ", ".join(dict.fromkeys(e.quant for e in models))
+    entry: QuantFile | None
+    if reference.filename is not None:
+        entry = next((e for e in models if reference.filename in e.files
+                      or reference.filename == e.name), None)
+        if entry is None:
+            raise QuantChoiceError(N_("{file} is not a GGUF model of {repo}. Its models: "
+                                      "{quants}."), file=reference.filename,
+                                   repo=reference.repo_id, quants=quants)
+    elif reference.quant is not None:
+        entry = find_quant(models, reference.quant)
+        if entry is None:
+            raise QuantChoiceError(N_("{repo} has no {quant} file. Its quantizations: "
+                                      "{quants}."), repo=reference.repo_id,
+                                   quant=reference.quant.upper(), quants=quants)
+    elif len(models) == 1:
+        entry = models[0]
+    else:
+        raise QuantChoiceError(N_("{repo} has several quantizations; name one, e.g. "
+                                  "{repo}:{example}. Its quantizations: {quants}."),
+                               repo=reference.repo_id, example=models[0].quant, quants=quants)
+    return FileChoice(reference.repo_id, reference.revision, entry)

@@ -1,10 +1,11 @@
 """A loopback Hugging Face Hub for tests and the benchmark: real HTTP on 127.0.0.1, no network.
 
 Two servers share one state, like the real Hub and its CDN: the *hub* (``url``) answers the API
-(search ``/api/models``, model info, paths-info, tree, auth-check) and ``resolve`` requests, which redirect with a signed,
-expiring URL to the *cdn* (``cdn_url``, another origin, so clients drop the token there as they
-must). Headers follow ../shared/notes/hub-protocol.md: ``X-Repo-Commit``, ``X-Linked-Etag`` (the
-sha256), ``X-Linked-Size``, ``X-Error-Code`` on errors; never any ``X-Xet-*`` header.
+(search ``/api/models``, model info, paths-info, tree, auth-check) and ``resolve`` requests,
+which redirect with a signed, expiring URL to the *cdn* (``cdn_url``, another origin, so clients
+drop the token there as they must). Headers follow ../shared/notes/hub-protocol.md:
+``X-Repo-Commit``, ``X-Linked-Etag`` (the sha256), ``X-Linked-Size``, ``X-Error-Code`` on errors;
+never any ``X-Xet-*`` header.
 
 Fault injection (:class:`Fault`, queued per file name and consumed by the CDN's GETs): a dropped
 connection mid-body, a TCP reset, a stall, a 5xx/429 status, wrong bytes, a ``Range`` ignored.

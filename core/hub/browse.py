@@ -23,7 +23,8 @@ from typing import Any, Final, Literal
 
 import httpx2
 from huggingface_hub import ModelInfo, get_session
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils._http import hf_raise_for_status
 
 from ..downloads.errors import HubUnavailableError, RemoteFileNotFoundError
 from ..downloads.hub import HubClient, metadata_timeout, with_retries
@@ -216,7 +217,7 @@ class HubBrowser:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             raise self._bad_answer(what)
         try:
-            return ModelInfo(**item)
+            return ModelInfo(**item)  # type: ignore[no-untyped-call]
         except (TypeError, ValueError, KeyError, AttributeError) as error:
             raise self._bad_answer(what) from error
 

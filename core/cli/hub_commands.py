@@ -141,7 +141,7 @@ def _print_files(files: RepoFiles, verdicts: dict[str, FitVerdict]) -> None:
         return
     rows = []
     for entry in files.entries:
-        bpw = entry.bits_per_weight(files.parameters)
+        bpw = entry.bits_per_weight(files.parameters) if entry.kind == "model" else None
         verdict = verdicts.get(entry.name)
         rows.append([entry.name, entry.quant, format_bytes(entry.size),
                      f"{bpw:.2f}" if bpw else "–",
@@ -157,6 +157,6 @@ def _files_json(files: RepoFiles, verdicts: dict[str, FitVerdict]) -> dict[str, 
             "entries": [{"name": e.name, "quant": e.quant, "kind": e.kind, "files": e.files,
                          "size": e.size,
                          "bits_per_weight": (round(b, 3) if (b := e.bits_per_weight(
-                             files.parameters)) else None),
+                             files.parameters)) and e.kind == "model" else None),
                          "fit": verdicts[e.name].to_json_dict() if e.name in verdicts else None}
                         for e in files.entries]}

@@ -23,6 +23,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -154,6 +155,9 @@ class HubTab(QWidget):
         top.addWidget(self.repo_title, 1)
         column.addLayout(top)
         self.quants: ActionTable = table(6)
+        header = self.quants.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.quants.verticalScrollBar().valueChanged.connect(lambda _: self._check_visible())
         column.addWidget(self.quants, 1)
         return holder
@@ -305,10 +309,11 @@ class HubTab(QWidget):
             bpw = entry.bits_per_weight(files.parameters)
             name = entry.name + (tr(" ({count} parts)", count=entry.parts)
                                  if entry.parts > 1 else "")
-            cells = [name, entry.quant, format_bytes(entry.size), f"{bpw:.2f}" if bpw else "–",
-                     self._verdict_text(entry.name, entry.kind)]
+            cells = [name, entry.quant, format_bytes(entry.size),
+                     f"{bpw:.2f}" if bpw and entry.kind == "model" else "–"]
             for column, text in enumerate(cells):
                 self.quants.setItem(row, column, QTableWidgetItem(text))
+            self.quants.setItem(row, 4, self._verdict_item(entry.name, entry.kind))
             if entry.kind == "model":
                 button = QPushButton(tr("Download"))
                 button.setAccessibleName(tr("Download {name}", name=entry.name))
@@ -325,13 +330,21 @@ class HubTab(QWidget):
                     if (item := self.quants.item(row, 0)) is not None:
                         self.quants.scrollToItem(item)
 
-    def _verdict_text(self, name: str, kind: str) -> str:
-        if kind == "mmproj":
-            return tr("vision projector, not a model")
+    def _verdict_item(self, name: str, kind: str) -> QTableWidgetItem:
+        """The verdict cell: the verdict in a line (a header that could not be read says so
+        briefly, the reason in the tooltip), or what is under way."""
         verdict = self.verdicts.get(name)
-        if verdict is not None:
-            return verdict.summary()
-        return tr("reading header…") if name in self._asked else ""
+        if kind == "mmproj":
+            text = tooltip = tr("vision projector, not a model")
+        elif verdict is None:
+            text = tooltip = tr("reading header…") if name in self._asked else ""
+        else:
+            tooltip = verdict.summary()
+            text = tr("unknown (header not readable)") if verdict.problem is not None \
+                else tooltip
+        item = QTableWidgetItem(text)
+        item.setToolTip(tooltip)
+        return item
 
     def _check_visible(self) -> None:
         """Ask for the verdicts of the model rows now on screen that have none yet."""
@@ -346,7 +359,7 @@ class HubTab(QWidget):
             if visible and entry.kind == "model" and entry.name not in self._asked:
                 self._asked.add(entry.name)
                 todo.append(entry)
-                self.quants.setItem(row, 4, QTableWidgetItem(tr("reading header…")))
+                self.quants.setItem(row, 4, self._verdict_item(entry.name, entry.kind))
         if todo:
             self.bridge.check(files.repo_id, files.commit, todo)
 
@@ -357,9 +370,7 @@ class HubTab(QWidget):
         self.verdicts[name] = verdict
         for row, entry in enumerate(files.entries):
             if entry.name == name:
-                item = QTableWidgetItem(verdict.summary())
-                item.setToolTip(verdict.summary())
-                self.quants.setItem(row, 4, item)
+                self.quants.setItem(row, 4, self._verdict_item(name, entry.kind))
 
     def showEvent(self, event: object) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)  # type: ignore[arg-type]

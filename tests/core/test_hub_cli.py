@@ -33,7 +33,8 @@ def mixtral_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hub(online: None, mixtral_file: Path) -> Iterator[LoopbackHub]:
     with LoopbackHub() as server:
         server.add_repo(REPO, {Q4: RemoteFile(path=mixtral_file, sha256="4" * 64),
-                               "mmproj-f16.gguf": RemoteFile(sparse_size=600_000_000, sha256="6" * 64)},
+                               "mmproj-f16.gguf": RemoteFile(sparse_size=600_000_000,
+                                                             sha256="6" * 64)},
                         downloads=5000, likes=300,
                         gguf={"total": 46_702_792_704, "architecture": "llama"})
         server.add_repo("small/Split-GGUF", {

@@ -111,7 +111,8 @@ def test_search_open_verdicts_download(window: MainWindow, qtbot: QtBot, hub: Lo
     shoot(window, "hub-results-en")
     open_first(qtbot, page)
     qtbot.waitUntil(lambda: "experts in RAM" in verdict_cells(page).get(Q4, ""), timeout=20_000)
-    qtbot.waitUntil(lambda: "unknown" in verdict_cells(page).get("small.Q8_0.gguf", ""),
+    qtbot.waitUntil(lambda: "header not readable" in verdict_cells(page).get("small.Q8_0.gguf",
+                                                                             ""),
                     timeout=20_000)
     qtbot.waitUntil(lambda: "tok/s" in verdict_cells(page).get(Q2, ""), timeout=20_000)
     cells = verdict_cells(page)

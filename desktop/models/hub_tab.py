@@ -271,7 +271,7 @@ class HubTab(QWidget):
         for row, repo in enumerate(self.page.repos):
             cells = [repo.repo_id, _count(repo.downloads), str(repo.likes),
                      repo.updated.date().isoformat() if repo.updated else "–",
-                     (repo.licence or "–") + (" 🔒" if repo.gated else ""),
+                     (repo.licence or "–") + (" (" + tr("gated") + ")" if repo.gated else ""),
                      f"{repo.parameters / 1e9:.1f}B" if repo.parameters else "–",
                      repo.architecture or "–"]
             for column, text in enumerate(cells):

@@ -33,7 +33,7 @@ from ..units import format_memory
 from .quants import QuantFile
 
 #: Headers read at the same time (each is two small requests per part).
-MAX_PARALLEL: Final = 4
+MAX_PARALLEL: Final = 6
 #: Header sets kept in memory (a Mixtral header's facts are a few hundred kilobytes).
 CACHE_ENTRIES: Final = 256
 #: First bytes asked for: a Llama/Mixtral header (32k-token vocabulary) fits; larger grow 4×.
@@ -155,7 +155,7 @@ class FitChecker:
         facts = self.cache.get(key)
         if facts is None:
             facts = read_remote_facts_at(self.hub, repo_id, commit, entry.files,
-                                         first_read=self.first_read)
+                                         first_read=self.first_read, keep_tokens=False)
             self.cache.put(key, facts)
         return facts
 

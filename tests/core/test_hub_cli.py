@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,24 +14,16 @@ import pytest
 from mixtral_desk.core import network
 from mixtral_desk.core.cli import main
 from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
-from tests.mixtral_header import write_mixtral_q4_k_m
 
 REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"
 Q4 = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"
 SMALL = make_bytes(200_000, seed=3)
 
 
-@pytest.fixture(scope="module")
-def mixtral_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if sys.platform == "win32":
-        pytest.skip("needs sparse files")
-    return write_mixtral_q4_k_m(tmp_path_factory.mktemp("cli") / Q4)
-
-
 @pytest.fixture
-def hub(online: None, mixtral_file: Path) -> Iterator[LoopbackHub]:
+def hub(online: None, mixtral_headers: dict[str, Path]) -> Iterator[LoopbackHub]:
     with LoopbackHub() as server:
-        server.add_repo(REPO, {Q4: RemoteFile(path=mixtral_file, sha256="4" * 64),
+        server.add_repo(REPO, {Q4: RemoteFile(path=mixtral_headers["Q4_K_M"], sha256="4" * 64),
                                "mmproj-f16.gguf": RemoteFile(sparse_size=600_000_000,
                                                              sha256="6" * 64)},
                         downloads=5000, likes=300,

@@ -4,7 +4,6 @@ Offline mode refuses before any connection."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,28 +18,19 @@ from mixtral_desk.core.i18n import set_language
 from mixtral_desk.core.planner import simulated_machine
 from mixtral_desk.core.units import GiB
 from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
-from tests.mixtral_header import write_mixtral_q2_k, write_mixtral_q4_k_m
 
 REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"
 Q4 = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"
 Q2 = "mixtral-8x7b-instruct-v0.1.Q2_K.gguf"
 
 
-@pytest.fixture(scope="module")
-def mixtral_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if sys.platform == "win32":
-        pytest.skip("needs sparse files")
-    folder = tmp_path_factory.mktemp("fit")
-    return {Q4: write_mixtral_q4_k_m(folder / Q4), Q2: write_mixtral_q2_k(folder / Q2)}
-
-
 @pytest.fixture
-def hub(online: None, mixtral_files: dict[str, Path]) -> Iterator[LoopbackHub]:
+def hub(online: None, mixtral_headers: dict[str, Path]) -> Iterator[LoopbackHub]:
     with LoopbackHub() as server:
         # Made-up sha256s: hashing 26 GB of holes would take a minute.
         server.add_repo(REPO, {
-            Q4: RemoteFile(path=mixtral_files[Q4], sha256="4" * 64),
-            Q2: RemoteFile(path=mixtral_files[Q2], sha256="2" * 64),
+            Q4: RemoteFile(path=mixtral_headers["Q4_K_M"], sha256="4" * 64),
+            Q2: RemoteFile(path=mixtral_headers["Q2_K"], sha256="2" * 64),
             "broken.Q8_0.gguf": make_bytes(4096)})
         yield server
 

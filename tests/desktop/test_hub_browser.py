@@ -4,7 +4,6 @@ Download → the job in Downloads; English and Chinese screenshots; Offline mode
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from mixtral_desk.desktop.main_window import MainWindow
 from mixtral_desk.desktop.models.page import HUB_TAB, ModelsPage
 from tests.desktop.desktop_helpers import shoot
 from tests.hub_server import LoopbackHub, RemoteFile, make_bytes
-from tests.mixtral_header import write_mixtral_q2_k, write_mixtral_q4_k_m
 
 REPO = "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF"
 Q4 = "mixtral-8x7b-instruct-v0.1.Q4_K_M.gguf"
@@ -33,24 +31,16 @@ Q2 = "mixtral-8x7b-instruct-v0.1.Q2_K.gguf"
 SMALL = make_bytes(300_000, seed=5)
 
 
-@pytest.fixture(scope="module")
-def mixtral_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if sys.platform == "win32":
-        pytest.skip("needs sparse files")
-    folder = tmp_path_factory.mktemp("hub-tab")
-    return {Q4: write_mixtral_q4_k_m(folder / Q4), Q2: write_mixtral_q2_k(folder / Q2)}
-
-
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, online: None,
-        mixtral_files: dict[str, Path]) -> Iterator[LoopbackHub]:
+        mixtral_headers: dict[str, Path]) -> Iterator[LoopbackHub]:
     monkeypatch.setattr(network, "_offline_override", False)  # whatever the settings say
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     with LoopbackHub() as server:
         server.add_repo(REPO, {
-            Q4: RemoteFile(path=mixtral_files[Q4], sha256="4" * 64),
-            Q2: RemoteFile(path=mixtral_files[Q2], sha256="2" * 64),
+            Q4: RemoteFile(path=mixtral_headers["Q4_K_M"], sha256="4" * 64),
+            Q2: RemoteFile(path=mixtral_headers["Q2_K"], sha256="2" * 64),
             "mmproj-mixtral-f16.gguf": RemoteFile(sparse_size=600_000_000, sha256="6" * 64),
             "small.Q8_0.gguf": SMALL}, downloads=412_000, likes=640, licence="apache-2.0",
             gguf={"total": 46_702_792_704, "architecture": "llama"})

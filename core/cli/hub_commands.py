@@ -12,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from ..i18n import tr
-from ..units import format_bytes
+from ..units import format_bytes, format_count, format_parameters
 from .output import print_json, print_table
 from .plan_commands import _size
 
@@ -53,15 +53,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     files.set_defaults(handler=files_command, gpu_name=None)
 
 
-def _count(value: int) -> str:
-    return f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" \
-        if value >= 1e4 else str(value)
-
-
-def _params(value: int | None) -> str:
-    return f"{value / 1e9:.1f}B" if value else "–"
-
-
 def search_command(args: argparse.Namespace) -> int:
     """Print a page of GGUF repositories (or JSON).
 
@@ -81,9 +72,9 @@ def search_command(args: argparse.Namespace) -> int:
     if not page.repos:
         print(tr("No GGUF repository matches {query!r}.", query=args.query))
         return 0
-    rows = [[r.repo_id, _count(r.downloads), str(r.likes),
+    rows = [[r.repo_id, format_count(r.downloads), str(r.likes),
              r.updated.date().isoformat() if r.updated else "–", r.licence or "–",
-             tr("gated") if r.gated else "", _params(r.parameters), r.architecture or "–"]
+             tr("gated") if r.gated else "", format_parameters(r.parameters), r.architecture or "–"]
             for r in page.repos]
     print_table(rows, [tr("Repository"), tr("Downloads"), tr("Likes"), tr("Updated"),
                        tr("Licence"), tr("Access"), tr("Parameters"), tr("Architecture")])

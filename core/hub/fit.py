@@ -106,8 +106,8 @@ class FitVerdict:
             return tr("unknown: {reason}", reason=str(self.problem))
         if self.verdict == "too-large":
             return tr("too large by {amount}", amount=format_memory(self.over_by or 0))
-        return tr("{verdict} · about {speed} tok/s · {tokens} tokens",
-                  verdict=tr(VERDICT_WORDS.get(self.verdict, self.verdict)),
+        words = tr(VERDICT_WORDS[self.verdict]) if self.verdict in VERDICT_WORDS else self.verdict
+        return tr("{verdict} · about {speed} tok/s · {tokens} tokens", verdict=words,
                   speed=f"{self.tokens_per_s or 0:.1f}", tokens=format(self.n_ctx or 0, ","))
 
     def to_json_dict(self) -> dict[str, object]:

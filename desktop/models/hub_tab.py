@@ -41,7 +41,7 @@ from mixtral_desk.core.hub.references import (
     parse_reference,
 )
 from mixtral_desk.core.i18n import N_, tr
-from mixtral_desk.core.units import format_bytes
+from mixtral_desk.core.units import format_bytes, format_count, format_parameters
 
 from ..errors import ErrorSink
 from ..i18n import keep_translated
@@ -60,11 +60,6 @@ OFFLINE_HUB = N_("Offline mode is on: searching the Hub needs the network. Turn 
 SORTS = (("downloads", N_("Most downloaded")), ("likes", N_("Most liked")),
          ("trending", N_("Trending")), ("updated", N_("Recently updated")))
 RESULTS, REPO = range(2)
-
-
-def _count(value: int) -> str:
-    return f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value / 1e3:.1f}k" \
-        if value >= 1e4 else str(value)
 
 
 class HubTab(QWidget):
@@ -269,10 +264,10 @@ class HubTab(QWidget):
         assert self.page is not None
         self.results.setRowCount(len(self.page.repos))
         for row, repo in enumerate(self.page.repos):
-            cells = [repo.repo_id, _count(repo.downloads), str(repo.likes),
+            cells = [repo.repo_id, format_count(repo.downloads), str(repo.likes),
                      repo.updated.date().isoformat() if repo.updated else "–",
                      (repo.licence or "–") + (" (" + tr("gated") + ")" if repo.gated else ""),
-                     f"{repo.parameters / 1e9:.1f}B" if repo.parameters else "–",
+                     format_parameters(repo.parameters),
                      repo.architecture or "–"]
             for column, text in enumerate(cells):
                 self.results.setItem(row, column, QTableWidgetItem(text))

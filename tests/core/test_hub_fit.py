@@ -102,3 +102,20 @@ def test_offline_mode_gives_unknown_without_a_request(hub: LoopbackHub) -> None:
         network.set_offline(None)
     assert verdict.verdict == "unknown" and "offline mode is on" in verdict.summary()
     assert len(hub.log) == before
+
+
+def test_the_token_applies_to_a_gated_repos_headers(hub: LoopbackHub,
+                                                    mixtral_headers: dict[str, Path]) -> None:
+    hub.add_repo("mistralai/Gated-GGUF",
+                 {Q2: RemoteFile(path=mixtral_headers["Q2_K"], sha256="2" * 64)}, gated=True)
+    hub.add_token("hf_accepted", "mistralai/Gated-GGUF")
+    machine = simulated_machine(ram=64 * GiB)
+    anonymous = HubClient(hub.url, use_stored_token=False)
+    files = HubBrowser(hub=anonymous).repo_files("mistralai/Gated-GGUF")  # metadata is public
+    refused = FitChecker(anonymous, machine).verdict(files.repo_id, files.commit, files.models[0])
+    assert refused.verdict == "unknown" and "gated model" in refused.summary()
+    signed_in = HubClient(hub.url, "hf_accepted", use_stored_token=False)
+    verdict = FitChecker(signed_in, machine).verdict(files.repo_id, files.commit,
+                                                     files.models[0])
+    assert verdict.verdict == "cpu" and verdict.tokens_per_s
+    assert any(r.authorized for r in hub.log if r.server == "hub" and r.filename == Q2)

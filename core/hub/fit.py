@@ -107,8 +107,9 @@ class FitVerdict:
         if self.verdict == "too-large":
             return tr("too large by {amount}", amount=format_memory(self.over_by or 0))
         words = tr(VERDICT_WORDS[self.verdict]) if self.verdict in VERDICT_WORDS else self.verdict
+        speed = format(self.tokens_per_s or 0, ".1f")
         return tr("{verdict} · about {speed} tok/s · {tokens} tokens", verdict=words,
-                  speed=f"{self.tokens_per_s or 0:.1f}", tokens=format(self.n_ctx or 0, ","))
+                  speed=speed, tokens=format(self.n_ctx or 0, ","))
 
     def to_json_dict(self) -> dict[str, object]:
         return {"verdict": self.verdict, "tokens_per_s": None if self.tokens_per_s is None

@@ -85,6 +85,7 @@ class HubTab(QWidget):
         self.browser = QWidget()
         column.addWidget(self.browser, 1)
         column.addWidget(settings)
+        column.addStretch(0)  # takes the room only while the browser is hidden (Offline mode)
         inner = QVBoxLayout(self.browser)
         inner.setContentsMargins(0, 0, 0, 0)
         bar = QHBoxLayout()
@@ -266,7 +267,8 @@ class HubTab(QWidget):
         for row, repo in enumerate(self.page.repos):
             cells = [repo.repo_id, format_count(repo.downloads), str(repo.likes),
                      repo.updated.date().isoformat() if repo.updated else "–",
-                     (repo.licence or "–") + (" (" + tr("gated") + ")" if repo.gated else ""),
+                     tr("{licence} (gated)", licence=repo.licence or "–") if repo.gated
+                     else repo.licence or "–",
                      format_parameters(repo.parameters),
                      repo.architecture or "–"]
             for column, text in enumerate(cells):

@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Final
 
-from ..cli.plan_commands import context_for, memory_model_for
 from ..downloads.hub import HubClient
 from ..errors import DeskError, UserText
 from ..gguf.model_file import ModelFacts
 from ..gguf.remote_header import read_remote_facts_at
 from ..i18n import N_, tr
 from ..model_layout import layout_from_facts
+from ..plan_inputs import context_for, memory_model_for
 from ..planner import Machine, evaluate, plan_offload
 from ..units import format_memory
 from .quants import QuantFile

@@ -10,7 +10,6 @@ a repository costs no request.
 
 from __future__ import annotations
 
-import argparse
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -134,11 +133,11 @@ class HubBridge(QObject):
         self.fit_tasks.submit(work)
 
     def _checker(self) -> FitChecker:  # on the hub-fit queue
-        from mixtral_desk.core.cli.plan_commands import machine_for
         from mixtral_desk.core.hub.fit import FitChecker, HeaderCache
+        from mixtral_desk.core.plan_inputs import machine_here
 
         if self.machine is None:
-            self.machine = machine_for(argparse.Namespace(vram=None, ram=None, gpu_name=None))
+            self.machine = machine_here()
         if self._cache is None:
             self._cache = HeaderCache()
         return FitChecker(self._browser().hub, self.machine, cache=self._cache)

@@ -228,9 +228,13 @@ class HubTab(QWidget):
         self._say("")
 
     def stop(self) -> None:
-        """Stop the search, listing or verdicts under way."""
+        """Stop the search, listing or verdicts under way (rows without a verdict are read
+        again when they next scroll into view)."""
         self.bridge.cancel()
         self._asked.clear()
+        if self.repo is not None:
+            for row, entry in enumerate(self.repo.entries):
+                self.quants.setItem(row, 4, self._verdict_item(entry.name, entry.kind))
         self._say(tr("Stopped."))
 
     def _busy(self, busy: bool) -> None:

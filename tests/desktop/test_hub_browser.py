@@ -178,3 +178,37 @@ def test_bad_paste_and_offline_mode(window: MainWindow, qtbot: QtBot, hub: Loopb
     tab.search()
     shoot(window, "hub-offline-en")
     assert len(hub.log) == before
+
+
+def test_more_results_adds_the_next_page(window: MainWindow, qtbot: QtBot,
+                                         hub: LoopbackHub) -> None:
+    for i in range(23):
+        hub.add_repo(f"many/Extra-{i:02d}-GGUF", {"e.Q4_0.gguf": b"x"}, downloads=1000 - i)
+    page = hub_page(window, qtbot, hub)
+    tab = page.hub_tab
+    search(qtbot, page, "extra")
+    assert tab.results.rowCount() == 20 and tab.more_button.isVisibleTo(window)
+    with qtbot.waitSignal(page.hub.searched, timeout=10_000):
+        QTest.mouseClick(tab.more_button, Qt.MouseButton.LeftButton)
+    names = [tab.results.item(r, 0).text()  # type: ignore[union-attr]
+             for r in range(tab.results.rowCount())]
+    assert names == [f"many/Extra-{i:02d}-GGUF" for i in range(23)]
+    assert not tab.more_button.isVisibleTo(window)
+
+
+def test_stop_drops_the_verdicts_under_way(window: MainWindow, qtbot: QtBot,
+                                           hub: LoopbackHub) -> None:
+    page = hub_page(window, qtbot, hub)
+    tab = page.hub_tab
+    tab.query.setText(REPO)
+    with qtbot.waitSignal(page.hub.repo_loaded, timeout=10_000):
+        QTest.keyClick(tab.query, Qt.Key.Key_Return)
+    hub.latency_s = 0.3  # header reads now take a while
+    qtbot.waitUntil(lambda: tab.stop_button.isVisibleTo(window), timeout=5000)
+    assert "reading header…" in verdict_cells(page)[Q4]
+    QTest.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)
+    assert tab.status.text() == "Stopped."
+    assert not any("reading header" in text for text in verdict_cells(page).values())
+    qtbot.waitUntil(lambda: not page.hub.busy, timeout=10_000)
+    assert not tab.stop_button.isVisibleTo(window)
+    assert not any("tok/s" in text for text in verdict_cells(page).values())

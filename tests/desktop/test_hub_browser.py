@@ -201,9 +201,9 @@ def test_stop_drops_the_verdicts_under_way(window: MainWindow, qtbot: QtBot,
     page = hub_page(window, qtbot, hub)
     tab = page.hub_tab
     tab.query.setText(REPO)
+    hub.latency_s = 0.3  # every request, header reads included, takes a while
     with qtbot.waitSignal(page.hub.repo_loaded, timeout=10_000):
         QTest.keyClick(tab.query, Qt.Key.Key_Return)
-    hub.latency_s = 0.3  # header reads now take a while
     qtbot.waitUntil(lambda: tab.stop_button.isVisibleTo(window), timeout=5000)
     assert "reading header…" in verdict_cells(page)[Q4]
     QTest.mouseClick(tab.stop_button, Qt.MouseButton.LeftButton)

@@ -23,6 +23,7 @@ from typing import Final
 
 from ..downloads.hub import HubClient
 from ..errors import DeskError, UserText
+from ..gguf.merge_experts import is_per_expert
 from ..gguf.model_file import ModelFacts
 from ..gguf.remote_header import read_remote_facts_at
 from ..i18n import N_, tr
@@ -86,6 +87,8 @@ class FitVerdict:
     (``problem`` says why). ``tokens_per_s``/``n_ctx``: the predicted decode speed and the
     context a load would choose (for a model that fits). ``over_by``: for ``too-large``, how many
     bytes more than this machine's usable memory the smallest placement needs.
+    ``needs_conversion``: the file stores one tensor per expert (a Mixtral conversion from before
+    April 2024), which llama.cpp loads only after ``merge-experts`` (or the window's Convert).
     """
 
     verdict: str
@@ -94,6 +97,7 @@ class FitVerdict:
     over_by: int | None = None
     problem: UserText | None = None
     name: str | None = None
+    needs_conversion: bool = False
 
     @property
     def fits(self) -> bool:
@@ -105,16 +109,23 @@ class FitVerdict:
         if self.problem is not None:
             return tr("unknown: {reason}", reason=str(self.problem))
         if self.verdict == "too-large":
-            return tr("too large by {amount}", amount=format_memory(self.over_by or 0))
-        words = tr(VERDICT_WORDS[self.verdict]) if self.verdict in VERDICT_WORDS else self.verdict
-        speed = format(self.tokens_per_s or 0, ".1f")
-        return tr("{verdict} · about {speed} tok/s · {tokens} tokens", verdict=words,
-                  speed=speed, tokens=format(self.n_ctx or 0, ","))
+            text = tr("too large by {amount}", amount=format_memory(self.over_by or 0))
+        else:
+            words = (tr(VERDICT_WORDS[self.verdict]) if self.verdict in VERDICT_WORDS
+                     else self.verdict)
+            text = tr("{verdict} · about {speed} tok/s · {tokens} tokens", verdict=words,
+                      speed=format(self.tokens_per_s or 0, ".1f"),
+                      tokens=format(self.n_ctx or 0, ","))
+        if self.needs_conversion:
+            return tr("{verdict} · old layout (one tensor per expert): convert it after "
+                      "downloading", verdict=text)
+        return text
 
     def to_json_dict(self) -> dict[str, object]:
         return {"verdict": self.verdict, "tokens_per_s": None if self.tokens_per_s is None
                 else round(self.tokens_per_s, 2), "n_ctx": self.n_ctx, "over_by": self.over_by,
-                "problem": self.problem.english() if self.problem is not None else None}
+                "problem": self.problem.english() if self.problem is not None else None,
+                "needs_conversion": self.needs_conversion}
 
 
 def verdict_for_facts(facts: ModelFacts, machine: Machine, ram_total: int | None = None,
@@ -125,12 +136,15 @@ def verdict_for_facts(facts: ModelFacts, machine: Machine, ram_total: int | None
     model = memory_model_for(facts, None, None, machine, context)
     plan = plan_offload(model, machine, layout=layout_from_facts(facts))
     name = facts.name or facts.path.name
+    old_layout = is_per_expert(t.name for t in facts.tensors)
     if plan.fits:
-        return FitVerdict(plan.verdict, plan.tokens_per_s, plan.n_ctx, name=name)
+        return FitVerdict(plan.verdict, plan.tokens_per_s, plan.n_ctx, name=name,
+                          needs_conversion=old_layout)
     need = evaluate(model, machine, 0, 0).ram_bytes
     have = machine.ram_budget + (machine.vram_budget if machine.has_gpu
                                  and not machine.unified_memory else 0)
-    return FitVerdict("too-large", over_by=max(0, need - have), n_ctx=plan.n_ctx, name=name)
+    return FitVerdict("too-large", over_by=max(0, need - have), n_ctx=plan.n_ctx, name=name,
+                      needs_conversion=old_layout)
 
 
 class FitChecker:

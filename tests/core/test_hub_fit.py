@@ -66,6 +66,26 @@ def test_verdicts_from_remote_headers_and_the_cache(hub: LoopbackHub) -> None:
     assert again[Q2] == verdicts[Q2]
 
 
+def test_an_old_per_expert_file_is_said_to_need_converting(online: None,
+                                                          mixtral_headers: dict[str, Path]) -> None:
+    old, new = "TheBloke/old-GGUF", "someone/new-GGUF"
+    with LoopbackHub() as server:
+        server.add_repo(old, {Q2: RemoteFile(path=mixtral_headers["Q2_K-per-expert"],
+                                             sha256="2" * 64)})
+        server.add_repo(new, {Q2: RemoteFile(path=mixtral_headers["Q2_K"], sha256="3" * 64)})
+        fit, browser = checker(server, 64 * GiB)
+        verdicts = {}
+        for repo in (old, new):
+            files = browser.repo_files(repo)
+            verdicts[repo] = fit.verdict(repo, files.commit, files.models[0])
+    assert verdicts[old].fits and verdicts[old].needs_conversion
+    assert verdicts[old].summary().endswith(
+        " · old layout (one tensor per expert): convert it after downloading")
+    assert verdicts[old].to_json_dict()["needs_conversion"] is True
+    assert verdicts[new].fits and not verdicts[new].needs_conversion
+    assert "old layout" not in verdicts[new].summary()
+
+
 def test_too_large_says_by_how_much(hub: LoopbackHub) -> None:
     fit, browser = checker(hub, 8 * GiB)
     files = browser.repo_files(REPO)

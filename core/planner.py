@@ -1,16 +1,17 @@
 """The offload plan: how many layers go on the GPU and how many layers keep their experts in RAM.
 
 Given a :class:`~mixtral_desk.core.memory_model.MemoryModel` and a :class:`Machine`,
-:func:`plan_offload` walks one chain of placements llama.cpp can make — ``n_gpu_layers`` g (the
-last g layers on the GPU, counted like llama.cpp's "offloaded g/L+1": the output layer is the
-(L+1)-th), ``n_cpu_moe`` n (the experts of layers 0 … n-1 stay in CPU memory) and, for the layer
-at the boundary, some of its expert tensors (gate, up, down) in RAM and the rest on the GPU — and
-keeps the fastest that fits free VRAM less a safety margin and the RAM.
+:func:`plan_offload` walks one chain of placements llama.cpp can make — ``n_gpu_layers`` g
+(counted like llama.cpp's "offloaded g/L+1": the llama.cpp of llama-cpp-python 0.3.36 puts the
+output layer on the GPU first, then the last g-1 repeating layers, ``i_gpu_start = L + 1 - g``
+in its ``load_tensors``), ``n_cpu_moe`` n (the experts of layers 0 … n-1 stay in CPU memory)
+and, for the layer at the boundary, some of its expert tensors (gate, up, down) in RAM and the
+rest on the GPU — and keeps the fastest that fits free VRAM less a safety margin and the RAM.
 
 The chain is the order in which more VRAM is best spent, as llama.cpp's own ``--fit`` fills a
-GPU: first the attention (and every other dense tensor, shared experts included) of one layer
-after another with all experts in RAM, then the output layer, then the experts of one layer after
-another, tensor by tensor at the boundary. Each step uses more VRAM and less RAM than the one
+GPU: first the output layer, then the attention (and every other dense tensor, shared experts
+included) of one layer after another with all experts in RAM, then the experts of one layer
+after another, tensor by tensor at the boundary. Each step uses more VRAM and less RAM than the one
 before, so with more VRAM the plan only moves along the chain: it never moves a layer's attention
 back to the CPU, and (the fastest of a longer stretch of the chain) it is never predicted slower.
 A dense byte on the GPU saves four times what an expert byte saves (Mixtral: 2 of 8 experts), so
@@ -101,7 +102,7 @@ class Placement:
     stay in RAM.
     """
 
-    n_gpu_layers: int  # llama.cpp's count: 0 … n_layers + 1 (the output layer last)
+    n_gpu_layers: int  # llama.cpp's count: 0 … n_layers + 1 (the output layer first)
     n_cpu_moe: int
     vram_bytes: int
     ram_bytes: int
@@ -166,9 +167,10 @@ def evaluate(model: MemoryModel, machine: Machine, n_gpu_layers: int, n_cpu_moe:
     ``cpu_moe_tensors`` kinds of layer ``n_cpu_moe`` in RAM (their bytes from ``layout``;
     ignored without it).
 
-    Layers ``L - g`` … ``L - 1`` go to the GPU (with their KV cache); the output layer only when
-    ``g > L``; the token embedding always stays in RAM; the experts of layers below ``n_cpu_moe``
-    stay in RAM. Raises nothing (out-of-range values are clamped).
+    With ``g`` ≥ 1 the output layer and layers ``L + 1 - g`` … ``L - 1`` go to the GPU (with
+    their KV cache), as llama.cpp assigns them; the token embedding always stays in RAM; the
+    experts of layers below ``n_cpu_moe`` stay in RAM. Raises nothing (out-of-range values are
+    clamped).
     """
     return _evaluate(model, _LayerSums(model), machine, n_gpu_layers, n_cpu_moe,
                      tuple(cpu_moe_tensors), layout)
@@ -180,7 +182,7 @@ def _evaluate(model: MemoryModel, sums: _LayerSums, machine: Machine, n_gpu_laye
     n_layers = model.n_layers
     g = n_layers + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layers + 1)
     n = max(0, min(n_cpu_moe, n_layers))
-    first_gpu = max(0, n_layers - g)
+    first_gpu = min(n_layers, max(0, n_layers + 1 - g))  # the output layer goes first
     frac = model.used_fraction
     between = _LayerSums.between
     # CPU layers [0, first_gpu); GPU layers with their experts in RAM [first_gpu, split); the
@@ -207,7 +209,7 @@ def _evaluate(model: MemoryModel, sums: _LayerSums, machine: Machine, n_gpu_laye
     gpu_read = gpu_dense + gpu_experts * frac
     cpu_w = cpu_dense + cpu_experts + ram_experts
     cpu_read = cpu_dense + (cpu_experts + ram_experts) * frac
-    if g > n_layers:
+    if g > 0:
         gpu_w += model.output_bytes + model.tied_output_bytes
         gpu_read += model.output_bytes + model.tied_output_bytes
     else:
@@ -233,7 +235,7 @@ def _evaluate(model: MemoryModel, sums: _LayerSums, machine: Machine, n_gpu_laye
 def _chain(model: MemoryModel, machine: Machine,
            layout: ModelLayout | None = None) -> Iterator[Placement]:
     """The placements in the order more VRAM is best spent (see the module docstring): the CPU
-    alone; then layer after layer on the GPU with its experts in RAM, the output layer last;
+    alone; then the output layer and layer after layer on the GPU with its experts in RAM;
     then the experts of layer after layer on the GPU, the boundary layer tensor by tensor. Each
     uses at least as much VRAM and at most as much RAM as the one before; O(layers), each O(1).
     """

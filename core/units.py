@@ -39,6 +39,18 @@ def format_memory(count: int | None) -> str:
     return f"{count / MiB:.0f} MiB"
 
 
+def format_count(value: int) -> str:
+    """A count as the Hub shows one: ``9800``, ``412.0k``, ``1.2M``."""
+    if value >= 1_000_000:
+        return f"{value / 1e6:.1f}M"
+    return f"{value / 1e3:.1f}k" if value >= 10_000 else str(value)
+
+
+def format_parameters(value: int | None) -> str:
+    """A parameter count in billions (``46.7B``), or "–" when unknown."""
+    return f"{value / 1e9:.1f}B" if value else "–"
+
+
 def parse_size(text: str) -> int:
     """``"24GiB"``, ``"8 GB"``, ``"512M"`` or plain bytes → a number of bytes.
 

@@ -28,24 +28,12 @@ CHECK_RESERVE_S=${CHECK_RESERVE_S:-110}  # kept back from the build for the chec
 CHECK_ARGS=${CHECK_ARGS:-}         # e.g. "--cpu-only --small" for a dry run
 PREBUILT_LIBS=${PREBUILT_LIBS:-}   # dry run: take lib*.so* from here instead of building
 
-phase() { echo; echo "=== [$(date +%T) +${SECONDS}s] $*"; }
+# shellcheck source=packaging/gpu_common.sh
+source "$REPO/packaging/gpu_common.sh"
 
 phase "environment"
-NVCC=$(command -v nvcc || true)
-[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
-[ -z "$NVCC" ] && NVCC=$(ls /usr/local/cuda*/bin/nvcc 2>/dev/null | head -1)
-CUDA_HOME=$( [ -n "$NVCC" ] && dirname "$(dirname "$(readlink -f "$NVCC")")" )
-{
-    nvidia-smi || echo "nvidia-smi failed"
-    nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv || true
-    echo "nvcc: ${NVCC:-none}  CUDA_HOME: ${CUDA_HOME:-none}"
-    [ -n "$NVCC" ] && "$NVCC" --version | tail -2
-    [ -n "$CUDA_HOME" ] && ls "$CUDA_HOME" "$CUDA_HOME"/lib64/libcublas* 2>&1 | head -20
-    cmake --version | head -1; echo "ninja $(ninja --version)"; gcc --version | head -1
-    "$PY" --version
-    "$PY" -c 'import numpy, jinja2; print("numpy", numpy.__version__, "jinja2", jinja2.__version__)'
-    echo "cpus $(nproc)"; free -g | head -2
-} 2>&1 | tee "$OUT/env.txt"
+gpu_find_cuda
+gpu_env_report "$OUT/env.txt"
 
 phase "install wheels"
 rm -rf "$SITE"; mkdir -p "$SITE"
@@ -57,17 +45,7 @@ export PYTHONPATH=$SITE
 MODEL_PID=
 if [[ " $CHECK_ARGS " != *" --small "* ]]; then
     rm -f "$MODEL" "$MODEL.part"
-    "$PY" - "$MODEL" > "$OUT/check.log" 2>&1 <<'EOF' &
-import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("synthetic", "core/gguf/synthetic.py")
-module = importlib.util.module_from_spec(spec)
-sys.modules["synthetic"] = module
-spec.loader.exec_module(module)
-start = time.perf_counter()
-module.write_synthetic_model(sys.argv[1] + ".part", module.BENCH)
-os.replace(sys.argv[1] + ".part", sys.argv[1])
-print(f"benchmark model written in {time.perf_counter() - start:.1f} s (during the build)")
-EOF
+    gpu_write_bench_model "$MODEL" > "$OUT/check.log" 2>&1 &
     MODEL_PID=$!
 fi
 
@@ -117,9 +95,7 @@ if [ -n "$PREBUILT_LIBS" ]; then
     find "$BUILD" -name 'lib*.so*' \( -type f -o -type l \) -exec cp -a {} "$SITE/llama_cpp/lib/" \;
 fi
 ls -la "$SITE/llama_cpp/lib"
-if [ -n "$CUDA_HOME" ]; then
-    export LD_LIBRARY_PATH=$CUDA_HOME/lib64:$CUDA_HOME/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
+gpu_cuda_library_path
 if [ -e "$SITE/llama_cpp/lib/libggml-cuda.so" ]; then
     ldd "$SITE/llama_cpp/lib/libggml-cuda.so" | grep -E "cuda|cublas|not found"
 fi

@@ -146,6 +146,27 @@ def gemma_model(models_dir: Path) -> Path:
     return Path(assemble(models_dir / "gemma-3-270m-q4_k_m.gguf"))
 
 
+@pytest.fixture(scope="session")
+def mixtral_headers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Mixtral-8x7B-shaped sparse files (real headers, holes for data) by quantization:
+    ``Q4_K_M`` (26.4 GB) and ``Q2_K`` (15.8 GB), a megabyte of disk each, and
+    ``Q2_K-per-expert``: the Q2_K as converted in December 2023 (one tensor per expert)."""
+    import sys
+
+    from tests.mixtral_header import (
+        write_mixtral_q2_k,
+        write_mixtral_q4_k_m,
+        write_thebloke_q2_k,
+    )
+
+    if sys.platform == "win32":
+        pytest.skip("needs sparse files")
+    folder = tmp_path_factory.mktemp("mixtral-headers")
+    return {"Q4_K_M": write_mixtral_q4_k_m(folder / "q4_k_m.gguf"),
+            "Q2_K": write_mixtral_q2_k(folder / "q2_k.gguf"),
+            "Q2_K-per-expert": write_thebloke_q2_k(folder / "q2_k-per-expert.gguf")}
+
+
 @pytest.fixture
 def hub_site() -> Iterator[Tripwire]:
     """A stand-in for the Hub at 127.0.0.1 that counts connections and hangs up on each: point

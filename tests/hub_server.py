@@ -1,14 +1,23 @@
 """A loopback Hugging Face Hub for tests and the benchmark: real HTTP on 127.0.0.1, no network.
 
 Two servers share one state, like the real Hub and its CDN: the *hub* (``url``) answers the API
-(model info, paths-info, tree, auth-check) and ``resolve`` requests, which redirect with a signed,
-expiring URL to the *cdn* (``cdn_url``, another origin, so clients drop the token there as they
-must). Headers follow ../shared/notes/hub-protocol.md: ``X-Repo-Commit``, ``X-Linked-Etag`` (the
-sha256), ``X-Linked-Size``, ``X-Error-Code`` on errors; never any ``X-Xet-*`` header.
+(search ``/api/models``, model info, paths-info, tree, auth-check) and ``resolve`` requests,
+which redirect with a signed, expiring URL to the *cdn* (``cdn_url``, another origin, so clients
+drop the token there as they must). Headers follow ../shared/notes/hub-protocol.md:
+``X-Repo-Commit``, ``X-Linked-Etag`` (the sha256), ``X-Linked-Size``, ``X-Error-Code`` on errors;
+never any ``X-Xet-*`` header.
 
 Fault injection (:class:`Fault`, queued per file name and consumed by the CDN's GETs): a dropped
 connection mid-body, a TCP reset, a stall, a 5xx/429 status, wrong bytes, a ``Range`` ignored.
-``throttle_bps`` slows every body down. Every request is logged in :attr:`LoopbackHub.log`.
+``throttle_bps`` slows every body down, ``latency_s`` delays every answer (both servers).
+Every request is logged in :attr:`LoopbackHub.log`.
+
+Search answers as the Hub does for ``HfApi.list_models``: ``search`` (a substring of the id, any
+case), ``filter`` (tags, repeatable), ``sort`` (descending), ``limit`` (the page size, at most
+:attr:`LoopbackHub.api_page_size`), ``expand`` (repeatable: only those fields and ``id``/``_id``
+come back; without it, the Hub's default fields), pages linked by ``Link: <…cursor=N…>;
+rel="next"``. ``broken`` names API answers to spoil: ``"search"`` (not JSON), ``"info"`` (JSON of
+the wrong shape).
 """
 
 from __future__ import annotations
@@ -106,6 +115,28 @@ class HubRepo:
     gated: bool = False
     private: bool = False
     branches: dict[str, str] = field(default_factory=dict)
+    downloads: int = 0
+    likes: int = 0
+    trending: int = 0
+    last_modified: str = "2024-01-01T00:00:00.000Z"
+    created_at: str = "2023-12-11T00:00:00.000Z"
+    licence: str | None = "apache-2.0"
+    tags: list[str] = field(default_factory=list)
+    gguf: dict[str, object] | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The repository's metadata as the Hub's JSON names it (everything ``expand`` offers)."""
+        tags = self.tags or (["gguf"] if any(n.endswith(".gguf") or ".gguf" in n
+                                             for n in self.files) else [])
+        tags = [*tags, *([f"license:{self.licence}"] if self.licence else [])]
+        return {"_id": self.commit[:24], "id": self.repo_id, "author": self.repo_id.split("/")[0],
+                "downloads": self.downloads, "likes": self.likes, "trendingScore": self.trending,
+                "lastModified": self.last_modified, "createdAt": self.created_at,
+                "private": self.private, "gated": "manual" if self.gated else False,
+                "tags": tags, "library_name": "gguf" if "gguf" in tags else None,
+                "pipeline_tag": "text-generation",
+                **({"gguf": self.gguf} if self.gguf is not None else {}),
+                **({"cardData": {"license": self.licence}} if self.licence else {})}
 
 
 @dataclass(frozen=True)
@@ -132,8 +163,12 @@ class TokenSpec:
 class LoopbackHub:
     """The loopback Hub. Use as a context manager, or call :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, *, throttle_bps: int | None = None, url_ttl_s: float = 3600.0) -> None:
+    def __init__(self, *, throttle_bps: int | None = None, url_ttl_s: float = 3600.0,
+                 latency_s: float = 0.0, api_page_size: int = 1000) -> None:
         self.repos: dict[str, HubRepo] = {}
+        self.latency_s = latency_s
+        self.api_page_size = api_page_size
+        self.broken: set[str] = set()
         self.tokens: dict[str, TokenSpec] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.log: list[RequestRecord] = []
@@ -157,15 +192,16 @@ class LoopbackHub:
         return f"http://127.0.0.1:{self._cdn.server_address[1]}"
 
     def add_repo(self, repo_id: str, files: dict[str, bytes | Path | RemoteFile], *,
-                 gated: bool = False, private: bool = False) -> HubRepo:
-        """Add (or replace) a repository and return it; its commit is derived from its files."""
+                 gated: bool = False, private: bool = False, **meta: object) -> HubRepo:
+        """Add (or replace) a repository and return it; its commit is derived from its files.
+        ``meta``: :class:`HubRepo`'s metadata fields (``downloads``, ``likes``, ``gguf`` …)."""
         remote = {name: value if isinstance(value, RemoteFile)
                   else RemoteFile(path=value) if isinstance(value, Path) else RemoteFile(data=value)
                   for name, value in files.items()}
         commit = hashlib.sha1(
             (repo_id + "".join(f.sha256 for f in remote.values())).encode()).hexdigest()
         repo = HubRepo(repo_id, remote, commit, gated=gated, private=private,
-                       branches={"main": commit})
+                       branches={"main": commit}, **meta)  # type: ignore[arg-type]
         self.repos[repo_id] = repo
         return repo
 
@@ -240,6 +276,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def parse_request(self) -> bool:
+        if self.hub.latency_s and not self.hub.stopping.is_set():
+            self.hub.stopping.wait(self.hub.latency_s)
+        return super().parse_request()
+
     @property
     def hub(self) -> LoopbackHub:
         return self.server.hub
@@ -248,11 +289,17 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         return header[7:] if header.startswith("Bearer ") else None
 
-    def _range_start(self) -> int | None:
+    def _range(self) -> tuple[int, int | None] | None:
+        """``Range: bytes=N-`` or ``bytes=N-M`` as (N, M or None); None without one."""
         value = self.headers.get("Range", "")
-        if value.startswith("bytes=") and value.endswith("-"):
-            return int(value[6:-1])
+        start, dash, end = value[6:].partition("-")
+        if value.startswith("bytes=") and dash and start.isdigit() and (not end or end.isdigit()):
+            return int(start), int(end) if end else None
         return None
+
+    def _range_start(self) -> int | None:
+        found = self._range()
+        return found[0] if found else None
 
     def _log(self, status: int, filename: str | None = None) -> None:
         self.hub.record(RequestRecord(self.server.role, self.command, self.path,
@@ -298,12 +345,46 @@ class _HubHandler(_Handler):
     def _route(self) -> None:
         self._drain() if self.command == "POST" else None
         parts = [unquote(p) for p in urlsplit(self.path).path.strip("/").split("/")]
-        if len(parts) >= 5 and parts[2] == "resolve":
+        if parts == ["api", "models"]:
+            self._search()
+        elif len(parts) >= 5 and parts[2] == "resolve":
             self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
         elif len(parts) >= 4 and parts[:2] == ["api", "models"]:
             self._api(f"{parts[2]}/{parts[3]}", parts[4:])
         else:
             self._error(404, None, "Not found")
+
+    def _search(self) -> None:
+        if "search" in self.hub.broken:
+            self._send(200, b"<html>a captive portal</html>", {"Content-Type": "text/html"})
+            return
+        query = parse_qs(urlsplit(self.path).query)
+        text = query.get("search", [""])[0].lower()
+        tags = query.get("filter", [])
+        token = self._token()
+        spec = self.hub.tokens.get(token) if token else None
+        found = [r.fields() for r in self.hub.repos.values()
+                 if text in r.repo_id.lower()
+                 and (not r.private or (spec is not None and r.repo_id in spec.repos))]
+        found = [f for f in found if all(t in f["tags"] for t in tags)]  # type: ignore[operator]
+        sort = query.get("sort", [""])[0]
+        if sort:
+            found.sort(key=lambda f: f.get(sort) or 0, reverse=True)  # type: ignore[arg-type,return-value]
+        expand = query.get("expand", [])
+        keep = {"_id", "id", *expand} if expand else {
+            "_id", "id", "likes", "trendingScore", "private", "downloads", "tags",
+            "pipeline_tag", "library_name", "createdAt"}
+        limit = int(query.get("limit", ["1000"])[0])
+        size = min(limit, self.hub.api_page_size)
+        start = int(query.get("cursor", ["0"])[0])
+        page = [{k: v for k, v in f.items() if k in keep} for f in found[start:start + size]]
+        headers = {"Content-Type": "application/json"}
+        if start + size < len(found):
+            rest = {k: v for k, v in query.items() if k != "cursor"}
+            pairs = "&".join(f"{k}={quote(v)}" for k, vs in rest.items() for v in vs)
+            headers["Link"] = f'<{self.hub.url}/api/models?{pairs}&cursor={start + size}>; ' \
+                'rel="next"'
+        self._send(200, json.dumps(page).encode(), headers)
 
     def _access(self, repo_id: str, *, file_access: bool) -> HubRepo | None:
         """The repo if this request may see it; otherwise answers the error and returns None."""
@@ -381,8 +462,10 @@ class _HubHandler(_Handler):
             siblings = [{"rfilename": name, **({"size": f.size, "blobId": f.sha256[:40],
                          "lfs": {"size": f.size, "sha256": f.sha256, "pointerSize": 134}}
                          if blobs else {})} for name, f in repo.files.items()]
-            self._json({"id": repo.repo_id, "sha": commit, "private": repo.private,
-                        "gated": "manual" if repo.gated else False, "siblings": siblings})
+            if "info" in self.hub.broken:
+                self._json([{"id": repo.repo_id}])
+                return
+            self._json({**repo.fields(), "sha": commit, "siblings": siblings})
         elif rest[0] in ("paths-info", "tree") and len(rest) >= 2:
             if self._commit(repo, rest[1]) is None:
                 return
@@ -427,17 +510,20 @@ class _CdnHandler(_Handler):
             return
         status = 206 if start is not None else 200
         begin = start or 0
+        asked = self._range()
+        end = size if start is None or asked is None or asked[1] is None \
+            else min(size, asked[1] + 1)  # a closed range "bytes=N-M" ends after M
         self._log(status, filename)
         self.send_response(status)
-        self.send_header("Content-Length", str(size - begin))
+        self.send_header("Content-Length", str(end - begin))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{remote.sha256}"')
         if start is not None:
-            self.send_header("Content-Range", f"bytes {begin}-{size - 1}/{size}")
+            self.send_header("Content-Range", f"bytes {begin}-{end - 1}/{size}")
         self.end_headers()
         if self.command == "HEAD":
             return
-        self._stream(remote, begin, size, fault)
+        self._stream(remote, begin, end, fault)
 
     def _stream(self, remote: RemoteFile, begin: int, size: int, fault: Fault | None) -> None:
         if fault is None and self.hub.throttle_bps is None and remote.path is not None:

@@ -24,6 +24,7 @@ from mixtral_desk.core.cli import (
     conversation_commands,
     convert_commands,
     download_commands,
+    hub_commands,
     info_commands,
     plan_commands,
     serve_commands,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat_commands.register(commands)
     conversation_commands.register(commands)
     download_commands.register(commands)
+    hub_commands.register(commands)
     plan_commands.register(commands)
     serve_commands.register(commands)
     cache_commands.register(commands)

@@ -9,6 +9,7 @@ stdout. Ctrl-C or a plain ``kill`` pauses it (exit 130); running the same comman
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -46,7 +47,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add the download and local-model commands to the CLI."""
     download = commands.add_parser(
         "download", help=tr("download a catalog model or Hub file(s), resumable and verified"))
-    download.add_argument("model", nargs="?", help=tr("a catalog id (see `models`)"))
+    download.add_argument("model", nargs="?", help=tr(
+        "a catalog id (see `models`), owner/name:QUANT (e.g. "
+        "TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF:Q4_K_M) or a Hub URL"))
     download.add_argument("--repo", help=tr("a Hub repository, owner/name"))
     download.add_argument("--file", action="append", default=[], metavar="FILE",
                           help=tr("a file in --repo (repeatable; any part of a split model "
@@ -187,25 +190,49 @@ def _run_with_bar(manager: DownloadManager, job: Job, bar: _ProgressBar) -> int:
 def download_command(args: argparse.Namespace) -> int:
     """Download a catalog entry or Hub files; print the model path last."""
     if bool(args.model) == bool(args.repo) or (args.repo and not args.file):
-        print(tr("mixtral-desk: error: give a catalog id, or --repo with one or more --file"),
+        print(tr("mixtral-desk: error: give a catalog id, owner/name:QUANT, a Hub URL, or --repo "
+                 "with one or more --file"),
               file=sys.stderr)
         return 2
     from ..catalog import load_catalog
+    from ..hub.references import looks_like_reference
 
-    entry = load_catalog().get(args.model) if args.model else None
+    hub_reference = bool(args.model) and looks_like_reference(args.model)
+    entry = load_catalog().get(args.model) if args.model and not hub_reference else None
     _require_online()
     from ..downloads.transfer import RetryPolicy
 
+    repo, files, revision = args.repo, args.file, args.revision
+    if hub_reference:
+        repo, files, revision = _hub_files(args.model, args.revision, args.endpoint)
     bar = _ProgressBar()
     policy = RetryPolicy(stall_timeout=args.stall_timeout)
     manager = _manager(args, bar, policy)
     if entry is not None:
         job = manager.add_catalog(entry)
     else:
-        job = manager.add_repo(args.repo, args.file, args.revision)
+        job = manager.add_repo(repo, files, revision)
     print(tr("Download {id}: {repo} → {folder}", id=job.id, repo=job.repo_id,
              folder=job.dest_dir), file=sys.stderr)
     return _run_with_bar(manager, job, bar)
+
+
+def _hub_files(text: str, revision: str | None, endpoint: str | None,
+               ) -> tuple[str, list[str], str | None]:
+    """The repository, files and revision that ``REPO:QUANT`` or a Hub URL names.
+
+    Raises:
+        DeskError: the text names no repository, the quantization or file is not there (the
+            choices are listed), or the Hub cannot say.
+    """
+    from ..hub.browse import browser_from_settings, choose_files
+    from ..hub.references import parse_reference
+
+    reference = parse_reference(text)
+    if revision:
+        reference = dataclasses.replace(reference, revision=revision)
+    choice = choose_files(browser_from_settings(endpoint), reference)
+    return choice.repo_id, list(choice.entry.files), choice.revision
 
 
 def _job_row(job: Job) -> list[str]:

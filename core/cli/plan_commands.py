@@ -13,18 +13,22 @@ from pathlib import Path
 
 from mixtral_desk.core.catalog import load_catalog
 from mixtral_desk.core.cli.output import print_json
-from mixtral_desk.core.context_size import ContextChoice, choose_context, set_context
+from mixtral_desk.core.context_size import ContextChoice
 from mixtral_desk.core.errors import ModelFileNotFoundError, PerExpertModelError
 from mixtral_desk.core.gguf.merge_experts import refuse_per_expert
 from mixtral_desk.core.gguf.model_file import ModelFacts, inspect_model
-from mixtral_desk.core.hardware import detect_hardware
 from mixtral_desk.core.i18n import tr
 from mixtral_desk.core.measured_speeds import speeds_for_facts
-from mixtral_desk.core.memory_model import MemoryModel, memory_model_from_facts
+from mixtral_desk.core.memory_model import MemoryModel
 from mixtral_desk.core.model_layout import layout_from_facts
 from mixtral_desk.core.paths import data_paths
-from mixtral_desk.core.planner import Machine, Plan, machine_from_hardware, plan_offload
-from mixtral_desk.core.settings import load_settings
+from mixtral_desk.core.plan_inputs import (
+    context_for,
+    machine_here,
+    memory_model_for,
+    ram_total_here,
+)
+from mixtral_desk.core.planner import Machine, Plan, plan_offload
 from mixtral_desk.core.units import format_bytes, format_memory, parse_size
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
@@ -117,66 +121,13 @@ def source_text(source: str) -> str:
 def machine_for(args: argparse.Namespace) -> Machine:
     """The machine to plan for: this one, with ``--vram``/``--ram``/``--gpu-name`` replacing what
     was detected. Raises nothing."""
-    hardware = detect_hardware(probe_gpus=args.vram is None or args.gpu_name is None)
-    threads = load_settings().load.n_threads
-    gpu_offload = True
-    if args.vram is None and hardware.gpus:
-        from mixtral_desk.core.engine import probe_backend
-        from mixtral_desk.core.errors import EngineError
-
-        try:
-            gpu_offload = probe_backend().gpu_offload
-        except EngineError:
-            gpu_offload = False
-    machine = machine_from_hardware(hardware, vram=args.vram, ram=args.ram,
-                                    gpu_offload=gpu_offload, threads=threads)
-    if args.gpu_name and machine.has_gpu:
-        from mixtral_desk.core.planner import simulated_machine
-
-        vendor = "apple" if args.gpu_name.lower().startswith(("apple", "m1", "m2", "m3", "m4")) \
-            else "nvidia"
-        machine = simulated_machine(ram=machine.ram_bytes, vram=machine.vram_bytes,
-                                    gpu_name=args.gpu_name, vendor=vendor,
-                                    unified_memory=vendor == "apple", cpu=hardware.cpu_speed,
-                                    threads=threads)
-    return machine
+    return machine_here(args.vram, args.ram, args.gpu_name)
 
 
 def ram_total_for(args: argparse.Namespace) -> int:
-    """The total RAM the automatic context's headroom is taken from: ``--ram`` (a simulated
-    machine of that size), else this machine's. Raises nothing."""
-    if args.ram is not None:
-        return int(args.ram)
-    return detect_hardware(probe_gpus=False).ram_total
-
-
-def context_for(facts: ModelFacts, ctx: int | None, kv_type: str | None, machine: Machine,
-                ram_total: int | None = None) -> ContextChoice:
-    """The context a load would use, with why: ``--ctx``, else the settings' length, else the
-    automatic one for ``machine`` (:func:`~mixtral_desk.core.context_size.choose_context`).
-    Raises nothing."""
-    load = load_settings().load
-    kv = kv_type or load.kv_type
-    n_ctx = ctx or load.n_ctx
-    if n_ctx is not None:
-        return set_context(n_ctx)
-    return choose_context(facts, machine, ram_total=ram_total, kv_type=kv,
-                          flash_attn=load.flash_attn or kv != "f16")
-
-
-def memory_model_for(facts: ModelFacts, ctx: int | None, kv_type: str | None,
-                     machine: Machine, context: ContextChoice | None = None) -> MemoryModel:
-    """The memory model with the settings' defaults for what is not given (the context as a
-    load would choose it, unless ``context`` gives it).
-
-    Raises:
-        ValueError: a context length that is not positive.
-    """
-    load = load_settings().load
-    kv = kv_type or load.kv_type
-    flash_attn = load.flash_attn or kv != "f16"
-    n_ctx = (context or context_for(facts, ctx, kv_type, machine)).n_ctx
-    return memory_model_from_facts(facts, n_ctx, kv, flash_attn=flash_attn)
+    """The total RAM the automatic context's headroom is taken from: ``--ram``, else this
+    machine's. Raises nothing."""
+    return ram_total_here(args.ram)
 
 
 def plan_lines(plan: Plan, facts: ModelFacts, source: str, model: MemoryModel,

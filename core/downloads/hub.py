@@ -116,6 +116,16 @@ class HubClient:
         self._token = token or (get_token() if use_stored_token else None)
         self._api = HfApi(endpoint=self.endpoint, token=self._token or False)
 
+    @property
+    def api(self) -> HfApi:
+        """The ``HfApi`` of this endpoint and token (for calls this class does not wrap)."""
+        return self._api
+
+    @property
+    def token(self) -> str | None:
+        """The token sent to the endpoint (the given one, else the stored one), if any."""
+        return self._token
+
     def repo_url(self, repo_id: str) -> str:
         """The repository's page (where a gated licence is accepted)."""
         return f"{self.endpoint}/{repo_id}"
@@ -135,9 +145,9 @@ class HubClient:
         self.require_online()
         rev = revision or constants.DEFAULT_REVISION
         try:
-            info = _with_retries(lambda: self._api.model_info(
+            info = with_retries(lambda: self._api.model_info(
                 repo_id, revision=rev, files_metadata=True, token=self._token or False,
-                timeout=_metadata_timeout()))
+                timeout=metadata_timeout()))
         except Exception as error:
             raise self.map_error(error, repo_id, revision=rev) from error
         if not info.sha:
@@ -171,8 +181,8 @@ class HubClient:
         self.require_online()
         url = hf_hub_url(repo_id, path, revision=commit, endpoint=self.endpoint)
         try:
-            meta = _with_retries(lambda: get_hf_file_metadata(
-                url, token=self._token or False, timeout=_metadata_timeout(),
+            meta = with_retries(lambda: get_hf_file_metadata(
+                url, token=self._token or False, timeout=metadata_timeout(),
                 endpoint=self.endpoint, retry_on_errors=False))
         except Exception as error:
             raise self.map_error(error, repo_id, revision=commit, filename=path) from error
@@ -245,7 +255,7 @@ class HubClient:
         return error
 
 
-def _metadata_timeout() -> float:
+def metadata_timeout() -> float:
     """The timeout of a metadata request: short to connect, a little longer for the answer.
 
     (An ``httpx2.Timeout``; huggingface_hub passes it through, though it annotates a float.)
@@ -254,7 +264,7 @@ def _metadata_timeout() -> float:
                                       connect=network.CONNECT_TIMEOUT_S))
 
 
-def _with_retries(call: Callable[[], _T]) -> _T:
+def with_retries(call: Callable[[], _T]) -> _T:
     """``call()``, tried again (briefly) when the server answers 429 or 5xx.
 
     No connection, a timeout or any other error is raised at once: those are what makes

@@ -192,9 +192,23 @@ def read_remote_facts(hub: HubClient, repo_id: str, files: Sequence[str],
         resolved = hub.resolve(repo_id, files, revision)
     except DownloadError as error:
         raise _hub_error(display, error) from error
-    parts = tuple(Path(PurePosixPath(repo_id, f.path)) for f in resolved.files)
-    headers = [read_remote_header(hub, repo_id, f.path, resolved.commit, first_read=first_read,
-                                  keep_tokens=i == 0)
-               for i, f in enumerate(resolved.files)]
+    return read_remote_facts_at(hub, repo_id, resolved.commit, [f.path for f in resolved.files],
+                                first_read=first_read)
+
+
+def read_remote_facts_at(hub: HubClient, repo_id: str, commit: str, files: Sequence[str], *,
+                         first_read: int = FIRST_READ, keep_tokens: bool = True) -> ModelFacts:
+    """:class:`ModelFacts` of the parts ``files`` (all of them, in order) at a known ``commit``:
+    one header read per part, no metadata call (the Hub browser already has the file list).
+    ``keep_tokens=False`` skips decoding the vocabulary (its size is still known): planning
+    needs no token text, and decoding 32,000 strings is most of the parsing time.
+
+    Raises:
+        RemoteHeaderError, GGUFError: as :func:`read_remote_facts`.
+    """
+    parts = tuple(Path(PurePosixPath(repo_id, f)) for f in files)
+    headers = [read_remote_header(hub, repo_id, f, commit, first_read=first_read,
+                                  keep_tokens=keep_tokens and i == 0)
+               for i, f in enumerate(files)]
     _check_split(parts, headers)
     return _facts(parts, headers)

@@ -85,6 +85,11 @@ class DownloadsBridge(QObject):
         """Add (or find) the job for a catalog entry and start it."""
         self._with(lambda m: m.start(m.add_catalog(entry).id), lambda _: self.refresh())
 
+    def download_repo(self, repo_id: str, files: tuple[str, ...], revision: str | None) -> None:
+        """Add (or find) the job for Hub files (one entry of the Hub browser) and start it."""
+        self._with(lambda m: m.start(m.add_repo(repo_id, list(files), revision).id),
+                   lambda _: self.refresh())
+
     def resume(self, job_id: str) -> None:
         """Resume a paused job, or retry a failed one."""
         self._with(lambda m: m.start(job_id), lambda _: self.refresh())

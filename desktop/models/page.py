@@ -1,4 +1,4 @@
-"""The Models screen: the catalog, downloads, local models and the Hub settings, as tabs."""
+"""The Models screen: the catalog, downloads, local models and the Hub browser, as tabs."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from mixtral_desk.core.session.hub_settings import (
 )
 
 from ..bridge.downloads_bridge import DownloadsBridge
+from ..bridge.hub_bridge import HubBridge
 from ..bridge.tasks import TaskQueue
 from ..errors import ErrorSink
 from ..i18n import keep_translated
@@ -35,6 +36,7 @@ from ..signals import emit
 from .catalog_tab import OFFLINE_DOWNLOAD, CatalogTab
 from .common import buttons
 from .downloads_view import OFFLINE_RESUME, DownloadRow
+from .hub_tab import HubTab
 from .local_tab import LocalTab
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.paths, self.io, self.sink = paths, io, sink
         self.downloads = DownloadsBridge(paths, sink, self)
+        self.hub = HubBridge(sink, parent=self)
         self.rows: dict[str, DownloadRow] = {}
         self.offline = network.is_offline()
         self._hub_saved = False  # the user saved Hub settings before the file was read
@@ -87,8 +90,11 @@ class ModelsPage(QWidget):
         self.tabs.addTab(self._build_downloads_tab(), "")
         self.local = LocalTab(paths.models_dir, io, sink)
         self.tabs.addTab(self.local, "")
-        self.tabs.addTab(self._build_hub_tab(), "")
+        self.hub_tab = HubTab(self.hub, sink, self._build_hub_tab())
+        self.tabs.addTab(self.hub_tab, "")
         self.catalog.set_offline(self.offline)
+        self.hub_tab.set_offline(self.offline)
+        self.hub_tab.download_requested.connect(self.download_files)
 
         self.catalog.download_requested.connect(self.download)
         self.catalog.load_requested.connect(self.load_requested)
@@ -120,8 +126,10 @@ class ModelsPage(QWidget):
         return tab
 
     def _build_hub_tab(self) -> QWidget:
+        """The Hub settings form (token and mirror), shown under the Hub browser."""
         tab = QWidget()
         form = QFormLayout(tab)
+        form.setContentsMargins(0, 8, 0, 0)
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.endpoint = QLineEdit()
@@ -171,6 +179,7 @@ class ModelsPage(QWidget):
         self.offline = offline
         self.offline_note.setVisible(offline)
         self.catalog.set_offline(offline)
+        self.hub_tab.set_offline(offline)
         for row in self.rows.values():
             row.set_offline(offline)
 
@@ -188,6 +197,14 @@ class ModelsPage(QWidget):
         if self._refuse_offline(tr(OFFLINE_DOWNLOAD)):
             return
         self.downloads.download(entry)
+        self.tabs.setCurrentIndex(DOWNLOADS_TAB)
+
+    def download_files(self, repo_id: str, files: tuple[str, ...], revision: str | None) -> None:
+        """Start downloading Hub files (an entry of the Hub tab) and show the Downloads tab
+        (unless offline)."""
+        if self._refuse_offline(tr(OFFLINE_DOWNLOAD)):
+            return
+        self.downloads.download_repo(repo_id, files, revision)
         self.tabs.setCurrentIndex(DOWNLOADS_TAB)
 
     def resume(self, job_id: str) -> None:
@@ -244,6 +261,7 @@ class ModelsPage(QWidget):
         self.token.setText(config.token)
         self.endpoint.setText(config.endpoint)
         self.downloads.configure(config.endpoint, config.token)
+        self.hub.configure(config.endpoint, config.token)
 
     def _save_hub_clicked(self) -> None:
         self.save_hub(HubSettings(endpoint=self.endpoint.text().strip().rstrip("/"),
@@ -256,8 +274,10 @@ class ModelsPage(QWidget):
         self.io.submit(lambda: save_hub_settings(config, paths),
                        lambda _: self.sink.inform(tr("Hub settings saved."), timeout_ms=2500))
         self.downloads.configure(config.endpoint, config.token)
+        self.hub.configure(config.endpoint, config.token)
 
     def shutdown(self) -> None:
         """Pause running downloads and stop the downloads thread."""
         self._closed = True
+        self.hub.close()
         self.downloads.close()

@@ -338,3 +338,22 @@ def test_plan_says_the_split_layer_has_no_flag(mixtral_facts: ModelFacts) -> Non
     assert "split: its gate+down experts in RAM" in plan
     assert flags.endswith("--cpu-moe 10, and the boundary layer's gate/down experts in RAM: only "
                           "chat --gpu-layers auto places those")
+
+
+def test_gpu_layers_count_the_output_layer_first(mixtral_facts: ModelFacts) -> None:
+    """llama.cpp (load_tensors: ``i_gpu_start = L + 1 - g``) puts the output layer on the GPU
+    first, then the last g-1 repeating layers: ``-ngl 1`` offloads the output layer alone."""
+    from mixtral_desk.core.planner import evaluate
+
+    model = memory_model_from_facts(mixtral_facts, 4096)
+    machine = simulated_machine(ram=64 * GiB, vram=80 * GiB)
+    overhead = machine.gpu_overhead + model.compute_bytes
+    one = evaluate(model, machine, 1)
+    assert one.gpu_weight_bytes == model.output_bytes
+    assert one.vram_bytes == model.output_bytes + overhead
+    two = evaluate(model, machine, 2)
+    last = model.layers[-1]
+    assert two.gpu_weight_bytes == model.output_bytes + last.dense + last.experts
+    assert two.vram_bytes == two.gpu_weight_bytes + last.kv + overhead
+    every = evaluate(model, machine, -1)
+    assert evaluate(model, machine, 33).gpu_weight_bytes == every.gpu_weight_bytes

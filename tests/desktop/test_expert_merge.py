@@ -37,6 +37,8 @@ def test_convert_turns_the_refusal_into_a_loaded_model(window: MainWindow, qtbot
     assert "one tensor per expert" in notice.text and "This is a bug" not in notice.text
     assert [action.label for action in notice.actions] == ["Convert"]
     shoot(window, "convert-old-mixtral-en")
+    # The settings read at start-up apply their language: switch only after that.
+    qtbot.waitUntil(lambda: window._settings_read, timeout=LOAD_TIMEOUT_MS)
     apply_language("zh_CN")
     try:
         refuse(qtbot, window, old_file)

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +30,8 @@ CHUNK_ROWS: Final = 1024
 #: reads the leaf pages without the b-tree above them): halving down to single rows would cost a
 #: query per missing rowid when a page high in the tree is gone.
 MIN_RANGE_ROWS: Final = 32
+#: Ranges in a row that gave no row before a read whose end is only a guess stops.
+BARREN_CHUNKS: Final = 8
 #: Columns salvaged, in this order (a column missing from an older schema reads as NULL).
 CONVERSATION_FIELDS: Final = ("id", "title", "created_at", "updated_at", "model",
                               "system_prompt", "settings", "active_leaf_id", "pinned", "archived")
@@ -72,18 +73,13 @@ def _columns(conn: sqlite3.Connection, table: str, wanted: tuple[str, ...]) -> s
     return ", ".join(name if name in present else "NULL" for name in wanted)
 
 
-def _top_rowid(conn: sqlite3.Connection, table: str, path: Path) -> int:
-    """The highest rowid to try: the table's own if readable, else a bound from the file size
-    (no row takes fewer than 16 bytes)."""
+def _top_rowid(conn: sqlite3.Connection, table: str) -> int | None:
+    """The table's largest rowid (0 when empty), ``None`` when it cannot be read."""
     try:
         row = conn.execute(f"SELECT max(seq) FROM {table}").fetchone()
-        if row and row[0] is not None:
-            return int(row[0])
-        return 0
     except sqlite3.DatabaseError:
-        with suppress(OSError):
-            return path.stat().st_size // 16 + CHUNK_ROWS
-        return 0
+        return None
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def existing_rowids(conn: sqlite3.Connection, table: str) -> set[int] | None:
@@ -101,35 +97,52 @@ def readable_rows(conn: sqlite3.Connection, table: str, fields: tuple[str, ...],
     """Every row of ``table`` that can be read, ``fields`` in order, by rowid ranges.
 
     Never raises for damage: unreadable rows are counted in ``tally`` (when an index says which
-    rows exist, only those; else every rowid that failed).
+    rows exist, only those). When neither the table's largest rowid nor its index can be read,
+    the reading stops after :data:`BARREN_CHUNKS` ranges in a row that gave nothing (the page
+    scan finds what lies beyond).
     """
     columns = _columns(conn, table, fields)
     existing = existing_rowids(conn, table)
     if existing is not None:
         tally.expected[table] = max(tally.expected.get(table, 0), len(existing))
-    top = max(existing, default=0) if existing else _top_rowid(conn, table, path)
-    pending = [(low, min(low + CHUNK_ROWS - 1, top)) for low in range(1, top + 1, CHUNK_ROWS)]
-    pending.reverse()
-    while pending:
-        low, high = pending.pop()
+    known_top = _top_rowid(conn, table)
+    top_is_a_guess = existing is None and known_top is None
+    if existing:
+        top = max(existing)
+    elif known_top is not None:
+        top = known_top
+    else:
         try:
-            rows = conn.execute(f"SELECT {columns} FROM {table} WHERE seq BETWEEN ? AND ?",
-                                (low, high)).fetchall()
-        except sqlite3.DatabaseError:
-            tally.failed = True
-            if high - low < MIN_RANGE_ROWS:
-                tally.skip(table, 0 if existing is None
-                           else len(existing.intersection(range(low, high + 1))))
+            top = path.stat().st_size // 16 + CHUNK_ROWS  # no row takes fewer than 16 bytes
+        except OSError:
+            return
+    barren = 0
+    for start in range(1, top + 1, CHUNK_ROWS):
+        found = 0
+        pending = [(start, min(start + CHUNK_ROWS - 1, top))]
+        while pending:
+            low, high = pending.pop()
+            try:
+                rows = conn.execute(f"SELECT {columns} FROM {table} WHERE seq BETWEEN ? AND ?",
+                                    (low, high)).fetchall()
+            except sqlite3.DatabaseError:
+                tally.failed = True
+                if high - low < MIN_RANGE_ROWS:
+                    tally.skip(table, 0 if existing is None
+                               else len(existing.intersection(range(low, high + 1))))
+                    continue
+                middle = (low + high) // 2
+                pending += [(middle + 1, high), (low, middle)]
                 continue
-            middle = (low + high) // 2
-            pending += [(middle + 1, high), (low, middle)]
-            continue
-        except sqlite3.Error:
+            except sqlite3.Error:
+                tally.failed = True
+                continue
+            found += len(rows)
+            yield from rows
+        barren = barren + 1 if found == 0 else 0
+        if top_is_a_guess and barren >= BARREN_CHUNKS:
             tally.failed = True
-            tally.skip(table, 0 if existing is None
-                       else len(existing.intersection(range(low, high + 1))))
-            continue
-        yield from rows
+            return
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection | None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mixtral_desk.core.cli.output import print_json, print_table
-from mixtral_desk.core.errors import DeskError, StoreError
+from mixtral_desk.core.errors import CorruptDatabaseError, DeskError, StoreError
 from mixtral_desk.core.i18n import N_, tr
 from mixtral_desk.core.paths import data_paths
 from mixtral_desk.core.settings import load_settings
@@ -56,7 +56,12 @@ def open_store(*, check: bool = True) -> Iterator[Store]:
 
     ``check``: run ``PRAGMA quick_check`` first (seconds on a million messages), salvaging on
     damage. Commands that only read pass ``False``: damage that the open itself sees is still
-    salvaged, damage met while reading is a typed error, and the first write runs the check.
+    salvaged, damage met while reading is salvaged then (the command stops with a typed error
+    saying to run it again), and the first write runs the check.
+
+    Raises:
+        StoreError: damage was met while the command read (after salvaging it); or as
+            :func:`~mixtral_desk.core.store.recovery.open_or_recover`.
     """
     path = _database()
     store, report = open_or_recover(path, check=check)
@@ -64,6 +69,12 @@ def open_store(*, check: bool = True) -> Iterator[Store]:
         print(str(report.message()), file=sys.stderr)
     try:
         yield store
+    except CorruptDatabaseError:
+        # Damage met while reading (the open did not see it): salvage now, as the check would.
+        store.close()
+        print(str(recover(path).message()), file=sys.stderr)
+        raise StoreError(N_("The command stopped at the damage. The salvaged database is in "
+                            "place: run the command again.")) from None
     finally:
         changed = store.changes > 0
         store.close()

@@ -92,3 +92,22 @@ def test_is_due_follows_the_interval(tmp_path: Path) -> None:
     assert not store_backups.is_due(path, 30, now + timedelta(minutes=29))
     assert store_backups.is_due(path, 30, now + timedelta(minutes=30))
     assert not store_backups.is_due(path, 0, now + timedelta(days=9))
+
+
+@pytest.mark.allow_log("mixtral_desk.core.store", "")
+def test_a_read_that_meets_damage_salvages_and_asks_to_run_again(data_home: DataPaths) -> None:
+    """A command that only reads skips the up-front check; damage it meets while reading is
+    salvaged at once, and the command says to run it again (no traceback, nothing lost)."""
+    path = data_home.database
+    markers = make_database(path, conversations=6, per_conversation=20)
+    assert cli("conversations", "backup").returncode == 0
+    overwrite_page(path, page_holding(path, "Q00060Z"))
+    first = cli("conversations", "search", "Q00060Z")
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    assert "was damaged" in first.stderr
+    assert first.stderr.strip().endswith("The salvaged database is in place: run the command "
+                                         "again.")
+    again = cli("conversations", "list", "--limit", "100")
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 6 + 1
+    with Store.open(path) as store:
+        assert store.count_messages() == len(markers)

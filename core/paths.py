@@ -17,6 +17,21 @@ HOME_ENV = "MIXTRAL_DESK_HOME"
 APP_NAME = "mixtral-desk"
 
 
+INSTANCE_LOCK_NAME = "instance.lock"
+
+
+def window_process(lock: Path) -> int | None:
+    """The process id of a running window holding ``lock`` (see :attr:`DataPaths.instance_lock`),
+    or ``None`` when no live process holds it. Raises nothing."""
+    import psutil
+
+    try:
+        pid = int(lock.read_text(encoding="ascii", errors="replace").split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and psutil.pid_exists(pid) else None
+
+
 @dataclass(frozen=True)
 class DataPaths:
     """The folders and files of one Mixtral Desk installation."""
@@ -50,6 +65,12 @@ class DataPaths:
     def remote_keys_file(self) -> Path:
         """API keys saved for remote engines, URL → key (JSON, owner-only)."""
         return self.config_dir / "remote-keys.json"
+
+    @property
+    def instance_lock(self) -> Path:
+        """The lock file the running window holds on this data folder (Qt's ``QLockFile``: the
+        holder's process id on its first line)."""
+        return self.data_dir / INSTANCE_LOCK_NAME
 
     @property
     def downloads_database(self) -> Path:

@@ -31,10 +31,11 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 from PySide6.QtWidgets import QWidget
 
 from mixtral_desk.core.i18n import tr
+from mixtral_desk.core.paths import INSTANCE_LOCK_NAME
 
 from .signals import emit
 
-LOCK_NAME = "instance.lock"
+LOCK_NAME = INSTANCE_LOCK_NAME  # the CLI reads it too (core.paths.window_process)
 ACTIVATE = b"activate\n"
 ACK = b"ok\n"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from mixtral_desk.core.cli.output import print_json, print_table
 from mixtral_desk.core.errors import CorruptDatabaseError, DeskError, StoreError
 from mixtral_desk.core.i18n import N_, tr
-from mixtral_desk.core.paths import data_paths
+from mixtral_desk.core.paths import data_paths, window_process
 from mixtral_desk.core.settings import load_settings
 from mixtral_desk.core.store import Store
 from mixtral_desk.core.store import backups as store_backups
@@ -121,6 +121,10 @@ def restore_command(args: argparse.Namespace) -> int:
     if not chosen.is_file():
         raise DeskError(N_("No backup named {name}; `mixtral-desk conversations backups` lists "
                            "them."), name=args.backup)
+    if (pid := window_process(data_paths().instance_lock)) is not None:
+        raise DeskError(N_("The Mixtral Desk window (process {pid}) has the conversations open; "
+                           "close it first, or restore from the window (Restore from a "
+                           "backup…)."), pid=pid)
     kept = restore(path, chosen)
     if kept is None:
         print(tr("Restored {backup}.", backup=str(chosen)), file=sys.stderr)

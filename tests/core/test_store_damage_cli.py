@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,20 @@ def test_a_read_that_meets_damage_salvages_and_asks_to_run_again(data_home: Data
     assert again.returncode == 0 and len(again.stdout.splitlines()) == 6 + 1
     with Store.open(path) as store:
         assert store.count_messages() == len(markers)
+
+
+def test_restore_refuses_while_the_window_holds_the_data_folder(data_home: DataPaths) -> None:
+    path = data_home.database
+    make_database(path, conversations=2, per_conversation=2)
+    assert cli("conversations", "backup").returncode == 0
+    backup = cli_json("conversations", "backups")[0]["path"]
+    window = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process named in the lock, as Qt's QLockFile writes it
+        data_home.instance_lock.write_text(f"{window.pid}\nmixtral-desk\nhost\n")
+        refused = cli("conversations", "restore", backup)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert f"window (process {window.pid}) has the conversations open" in refused.stderr
+    finally:
+        window.kill()
+        window.wait()
+    assert cli("conversations", "restore", backup).returncode == 0  # the holder is gone

@@ -55,6 +55,9 @@ def test_first_owns_second_activates_it(qtbot: QtBot, data_home: DataPaths,
     first = make(guards, data_home.data_dir)
     assert first.claim()
     assert first.primary and (data_home.data_dir / LOCK_NAME).exists()
+    # The CLI reads the holder's process id from the lock's first line (core.paths.window_process).
+    lock_text = data_home.instance_lock.read_text(encoding="ascii", errors="replace")
+    assert lock_text.split("\n", 1)[0] == str(os.getpid())
     second = make(guards, data_home.data_dir)
     # The first instance's server answers from the event loop, so the second claims in a thread
     # of the test's event loop: run it while waiting for the signal.

@@ -59,17 +59,26 @@ def open_store(*, check: bool = True) -> Iterator[Store]:
     salvaged, damage met while reading is salvaged then (the command stops with a typed error
     saying to run it again), and the first write runs the check.
 
+    While the window holds the data folder, nothing is salvaged from here (the window does it).
+
     Raises:
         StoreError: damage was met while the command read (after salvaging it); or as
             :func:`~mixtral_desk.core.store.recovery.open_or_recover`.
+        CorruptDatabaseError: the file is damaged and the window has it open.
     """
     path = _database()
-    store, report = open_or_recover(path, check=check)
+    if window_process(data_paths().instance_lock) is not None:
+        # The window has the file open and salvages it itself: never move it from under it.
+        store, report = Store.open(path), None
+    else:
+        store, report = open_or_recover(path, check=check)
     if report is not None:
         print(str(report.message()), file=sys.stderr)
     try:
         yield store
     except CorruptDatabaseError:
+        if window_process(data_paths().instance_lock) is not None:
+            raise
         # Damage met while reading (the open did not see it): salvage now, as the check would.
         store.close()
         print(str(recover(path).message()), file=sys.stderr)
@@ -135,8 +144,15 @@ def restore_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
-    """Check the database with counts; salvage it when damaged (exit 1: damage was found)."""
+    """Check the database with counts; salvage it when damaged (exit 1: damage was found).
+
+    Raises:
+        DeskError: the window has the data folder open (it checks and salvages on its own).
+    """
     path = _database()
+    if (pid := window_process(data_paths().instance_lock)) is not None:
+        raise DeskError(N_("The Mixtral Desk window (process {pid}) has the conversations open "
+                           "and checks them itself; close it to check from here."), pid=pid)
     store, report = open_or_recover(path, check=False)
     if report is None:
         problems = store.check()

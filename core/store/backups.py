@@ -24,6 +24,7 @@ import glob
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -137,7 +138,7 @@ def rotate(database: Path, budget_bytes: int) -> list[Path]:
     """Delete the backups that :func:`choose_kept` does not keep; return the deleted paths."""
     backups = list_backups(database)
     kept = choose_kept(backups, budget_bytes)
-    deleted = []
+    deleted = _stale_partials(database)
     for backup in backups:
         if backup.path not in kept:
             try:
@@ -146,6 +147,21 @@ def rotate(database: Path, budget_bytes: int) -> list[Path]:
                 log.warning("Could not delete the old backup %s: %s", backup.path, error)
                 continue
             deleted.append(backup.path)
+    return deleted
+
+
+def _stale_partials(database: Path) -> list[Path]:
+    """Delete the ``.partial`` copies that a process stopped mid-copy left (older than an hour,
+    so never one being written now); return them."""
+    deleted = []
+    cutoff = time.time() - 3600
+    for partial in backups_folder(database).glob("*.partial"):
+        try:
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
+                deleted.append(partial)
+        except OSError as error:
+            log.warning("Could not delete the unfinished backup %s: %s", partial, error)
     return deleted
 
 

@@ -66,10 +66,17 @@ def quick_check(conn: sqlite3.Connection) -> list[str]:
 
     A file so damaged that the check itself cannot run gives SQLite's error as the one finding.
     At most :data:`MAX_PROBLEMS` findings are returned.
+
+    Raises:
+        StoreError: the check could not run for another reason (locked, an I/O error), which
+            says nothing about damage.
     """
     try:
         rows = conn.execute(f"PRAGMA quick_check({MAX_PROBLEMS})").fetchall()
     except sqlite3.DatabaseError as error:
+        if not means_damage(error):  # busy, locked, an I/O error: not a finding about the file
+            raise StoreError(N_("Cannot check the conversation database: {error}"),
+                             error=str(error)) from error
         return [str(error)]
     problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
     if problems:

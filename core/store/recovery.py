@@ -165,11 +165,18 @@ def recover(path: Path) -> RecoveryReport:
         StoreError: the file cannot be moved aside or the new database cannot be written.
     """
     backup = newest_good_backup(path)
-    kept = set_aside(path)
+    building = _salvaging(path)
+    if not path.exists() and building.exists() and (earlier := _newest_set_aside(path)):
+        kept = earlier  # a salvage that was interrupted: start it again from the kept file
+    else:
+        kept = set_aside(path)
     log.warning("The conversation database %s was damaged; it was moved to %s", path, kept)
     tally = salvage.Tally()
-    Store.open(path).close()  # the fresh database, through the real migrations
-    target = database.connect(path)
+    _remove_database(building)
+    # The fresh database is built beside the real one and put in place only when complete, so
+    # an interrupted salvage never leaves an empty database that looks sound.
+    Store.open(building).close()  # through the real migrations
+    target = database.connect(building)
     try:
         target.execute("PRAGMA foreign_keys = OFF")
         target.execute("BEGIN IMMEDIATE")
@@ -197,11 +204,17 @@ def recover(path: Path) -> RecoveryReport:
         _repair_links(target)
         _rebuild_indexes(target, index_triggers)
         target.execute("COMMIT")
-    except sqlite3.Error as error:
+        target.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file that moves
+    except (sqlite3.Error, OSError) as error:
+        target.close()
+        _remove_database(building)
         raise StoreError(N_("Cannot write the salvaged conversation database {path}: {error}"),
                          path=str(path), error=str(error)) from error
-    finally:
+    except BaseException:  # interrupted: the next open starts again from the kept file
         target.close()
+        raise
+    target.close()
+    _put_in_place(building, path)
     expected = tally.expected.get("messages")
     unreadable = (max(0, expected - messages) if expected is not None
                   else tally.skipped.get("messages", 0))
@@ -209,11 +222,47 @@ def recover(path: Path) -> RecoveryReport:
                           from_backup[0], from_backup[1], unreadable)
 
 
+def _salvaging(path: Path) -> Path:
+    """Where a salvage builds the new database before it replaces ``path``."""
+    return path.with_name(path.name + ".salvaging")
+
+
+def _newest_set_aside(path: Path) -> Path | None:
+    """The newest ``<name>.damaged-<time>`` file kept beside ``path``, if any."""
+    kept = [p for p in path.parent.glob(path.name + ".damaged-*")
+            if not p.name.endswith(("-wal", "-shm", "-journal"))]
+    return max(kept, key=lambda p: p.name) if kept else None
+
+
+def _remove_database(path: Path) -> None:
+    """Delete a database we built ourselves (and its side files), if it is there."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def _put_in_place(built: Path, path: Path) -> None:
+    """Move the complete database ``built`` (checkpointed, no side files) onto ``path``.
+
+    Raises:
+        StoreError: it cannot be moved.
+    """
+    try:
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+        built.replace(path)
+    except OSError as error:
+        raise StoreError(N_("Cannot write the salvaged conversation database {path}: {error}"),
+                         path=str(path), error=str(error)) from error
+
+
 def _needs_recovery(path: Path) -> bool:
-    """A folder in the database's place, or an empty file where backups exist."""
+    """A folder in the database's place, an empty file where backups exist, or a salvage that
+    was interrupted (no database, the one being built still there)."""
     try:
         return path.is_dir() or (path.is_file() and path.stat().st_size == 0
-                                 and bool(backups.list_backups(path)))
+                                 and bool(backups.list_backups(path))) or (
+            not path.exists() and _salvaging(path).exists()
+            and _newest_set_aside(path) is not None)
     except OSError:
         return False
 
@@ -261,13 +310,19 @@ def restore(path: Path, backup: Path) -> Path | None:
         if problems or not source.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
             raise damage.damaged(backup, problems[0] if problems else "no conversations table")
-        kept = set_aside(path, "before-restore") if path.exists() else None
-        copy = sqlite3.connect(path)
+        # Copy first, beside the database: a copy that fails (a full disk) changes nothing.
+        restoring = path.with_name(path.name + ".restoring")
+        _remove_database(restoring)
+        copy = sqlite3.connect(restoring)
         try:
             source.backup(copy)
+            copy.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             copy.close()
-    except sqlite3.Error as error:
+        kept = set_aside(path, "before-restore") if path.exists() else None
+        _put_in_place(restoring, path)
+    except (sqlite3.Error, OSError) as error:
+        _remove_database(path.with_name(path.name + ".restoring"))
         raise StoreError(N_("Cannot restore {backup} to {path}: {error}"),
                          backup=str(backup), path=str(path), error=str(error)) from error
     finally:

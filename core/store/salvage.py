@@ -208,7 +208,8 @@ def with_sqlite_recover(path: Path, work: Path) -> sqlite3.Connection | None:
         return None
     recovered = work / "recovered.sqlite3"
     try:
-        dump = subprocess.run([shell, str(path), ".recover"], capture_output=True,
+        # -readonly: the kept file stays as it was (no WAL replay or checkpoint into it).
+        dump = subprocess.run([shell, "-readonly", str(path), ".recover"], capture_output=True,
                               timeout=RECOVER_TIMEOUT_S, check=False)
         subprocess.run([shell, str(recovered)], input=dump.stdout, capture_output=True,
                        timeout=RECOVER_TIMEOUT_S, check=False)

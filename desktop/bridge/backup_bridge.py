@@ -51,6 +51,11 @@ class BackupBridge(QObject):
         self.timer = QTimer(self)
         self.timer.timeout.connect(self._tick)
         self.timer.start(TICK_MS)
+        # A reopened store (after a restore or a salvage) counts its writes from 0 again.
+        store.opened.connect(self._reopened)
+
+    def _reopened(self, _store: object) -> None:
+        self._changes_saved = 0
 
     def _tick(self) -> None:
         minutes = self._settings().interval_minutes

@@ -96,8 +96,10 @@ class StoreBridge(QObject):
             if self._store is not None:
                 self._store.close()
                 self._store = None
-            report = recover(self.path)
-            self._store = Store.open(self.path)
+            try:
+                report = recover(self.path)
+            finally:  # whatever happened, the window keeps a store to work with
+                self._store = Store.open(self.path)
             emit(self.recovered, report)
             return self._store
 
@@ -129,8 +131,10 @@ class StoreBridge(QObject):
             if self._store is not None:
                 self._store.close()
                 self._store = None
-            kept = restore(path, backup)
-            self._store = Store.open(path)
+            try:
+                kept = restore(path, backup)  # a bad choice changes nothing and raises
+            finally:  # reopened either way: the restored file, or the one that was there
+                self._store = Store.open(path)
             return kept, self._store
 
         def done(result: tuple[Path | None, Store]) -> None:

@@ -133,6 +133,37 @@ def test_a_garbage_page_is_salvaged_with_the_backup_filling_in(tmp_path: Path) -
 
 
 @DAMAGE_LOG
+def test_an_interrupted_salvage_never_leaves_an_empty_database(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The salvaged database is built beside the real one: killed half-way, the next open finds
+    no database that looks sound and empty, and salvages the kept file again."""
+    from mixtral_desk.core.store import recovery
+
+    path = tmp_path / "conversations.sqlite3"
+    markers = make_database(path)
+    overwrite_page(path, page_holding(path, "Q00250Z"))
+    expected = surviving_markers(path, markers)
+
+    def killed(_conn: sqlite3.Connection) -> None:
+        raise KeyboardInterrupt  # the process stopped here
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recovery, "_repair_links", killed)
+        with pytest.raises(KeyboardInterrupt):
+            open_or_recover(path)
+    assert not path.exists()  # nothing empty in its place
+    store, report = open_or_recover(path)
+    with store:
+        assert report is not None
+        assert expected <= recovered_markers(store)
+        assert_works(store)
+    kept = [p for p in tmp_path.iterdir() if ".damaged-" in p.name
+            and not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 1  # set aside once, salvaged twice
+    assert not (tmp_path / "conversations.sqlite3.salvaging").exists()
+
+
+@DAMAGE_LOG
 def test_damage_deep_in_the_file_is_never_written_to(tmp_path: Path) -> None:
     path = tmp_path / "conversations.sqlite3"
     make_database(path)

@@ -126,6 +126,8 @@ def test_restore_refuses_while_the_window_holds_the_data_folder(data_home: DataP
         refused = cli("conversations", "restore", backup)
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         assert f"window (process {window.pid}) has the conversations open" in refused.stderr
+        not_here = cli("conversations", "check")
+        assert not_here.returncode == 1 and "checks them itself" in not_here.stderr
     finally:
         window.kill()
         window.wait()

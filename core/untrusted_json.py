@@ -161,29 +161,62 @@ def load_limited_json(text: str | bytes, *, max_bytes: int) -> Any:
 
 def check_tree(data: Any) -> None:
     """Check parsed JSON (or TOML) data for depth, integer size and valid strings, without
-    recursion.
+    recursion and without allocating per scalar (a 16 MiB list of numbers costs no memory); the
+    path of a problem is spelled out only when one is found.
 
     Raises:
         LimitError: too deep, an integer too long, or a key or string holds a lone surrogate
             (naming its path).
     """
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    # A node is (parent node, key or index); the root's is None.
+    stack: list[tuple[Any, _Node, int]] = [(data, None, 0)]
     while stack:
-        value, path, depth = stack.pop()
-        if isinstance(value, str):
-            check_text(value, path)
-            continue
-        if isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
-            raise LimitError(path, UserText(N_("holds a whole number with more than {digits} "
-                                               "digits"), digits=MAX_INT_DIGITS))
+        value, node, depth = stack.pop()
         if not isinstance(value, dict | list):
+            _check_scalar(value, node)
             continue
         if depth >= MAX_JSON_DEPTH:
-            raise LimitError(path, UserText(N_("is nested deeper than {depth} levels"),
-                                            depth=MAX_JSON_DEPTH))
-        if isinstance(value, list):
-            stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
-            continue
-        for key, item in value.items():
-            check_text(key, f"{path}.{key!a}" if path else repr(key))
-            stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+            raise LimitError(_spell(node), UserText(N_("is nested deeper than {depth} levels"),
+                                                    depth=MAX_JSON_DEPTH))
+        items = enumerate(value) if isinstance(value, list) else value.items()
+        for key, item in items:
+            if isinstance(key, str):
+                _check_key(key, node)
+            if isinstance(item, dict | list):
+                stack.append((item, (node, key), depth + 1))
+            elif isinstance(item, str | int):
+                _check_scalar(item, (node, key))
+
+
+_Node = tuple[Any, "str | int"] | None
+
+
+def _spell(node: _Node) -> str:
+    """The path of ``node`` as messages name it: ``messages[3].content``."""
+    parts: list[str | int] = []
+    while node is not None:
+        node, key = node
+        parts.append(key)
+    path = ""
+    for key in reversed(parts):
+        path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+    return path
+
+
+def _check_key(key: str, node: _Node) -> None:
+    try:
+        check_text(key, "")
+    except LimitError:
+        path = _spell(node)
+        check_text(key, f"{path}.{key!a}" if path else repr(key))
+
+
+def _check_scalar(value: Any, node: _Node) -> None:
+    if isinstance(value, str):
+        try:
+            check_text(value, "")
+        except LimitError:
+            check_text(value, _spell(node))
+    elif isinstance(value, int) and not -_INT_LIMIT < value < _INT_LIMIT:
+        raise LimitError(_spell(node), UserText(N_("holds a whole number with more than {digits} "
+                                                   "digits"), digits=MAX_INT_DIGITS))

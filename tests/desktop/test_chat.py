@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -15,6 +16,7 @@ from tests.desktop.desktop_helpers import REPLY_TIMEOUT_MS, send, shoot, use_sam
 
 
 def test_send_streams_renders_and_persists(chat_window: MainWindow, qtbot: QtBot) -> None:
+    gc.collect()  # garbage of earlier tests, freed during this one, would move the count of True
     true_refs = sys.getrefcount(True)
     tokens: list[str] = []
     stamps: list[float] = []
@@ -51,6 +53,7 @@ def test_send_streams_renders_and_persists(chat_window: MainWindow, qtbot: QtBot
                     timeout=10_000)
     assert "llama_cpp" not in sys.modules  # llama.cpp lives in the engine process only
     # PySide 6.12 loses a reference to True per emit; desktop.signals.emit gives it back.
+    gc.collect()
     assert sys.getrefcount(True) >= true_refs - 20
 
 

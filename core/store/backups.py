@@ -225,9 +225,15 @@ def take_backup(database: Path, *, budget_bytes: int, now: datetime | None = Non
                "backups are kept."), target=str(target), error=str(error)) from error
     finally:
         source.close()
-    rotate(database, budget_bytes)
-    return Backup(target, now or datetime.now(timezone.utc), target.stat().st_size,
-                  before_version)
+    try:  # the backup is taken; a folder that cannot be tidied now does not undo it
+        rotate(database, budget_bytes)
+    except OSError as error:
+        log.warning("Could not rotate the backups of %s: %s", database, error)
+    try:
+        size = target.stat().st_size
+    except OSError:
+        size = 0
+    return Backup(target, now or datetime.now(timezone.utc), size, before_version)
 
 
 def is_due(database: Path, interval_minutes: int, now: datetime | None = None) -> bool:

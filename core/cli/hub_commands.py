@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..i18n import tr
 from ..units import format_bytes, format_count, format_parameters
+from .numbers import whole_number
 from .output import print_json, print_table
 from .plan_commands import _size
 
@@ -31,9 +32,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search.add_argument("query", help=tr("words to look for in repository names"))
     search.add_argument("--sort", choices=SORTS, default="downloads",
                         help=tr("order of the results (default: downloads)"))
-    search.add_argument("--limit", type=int, default=20, metavar="N",
+    search.add_argument("--limit", type=whole_number(1, 100), default=20, metavar="N",
                         help=tr("results per page, 1 to 100 (default 20)"))
-    search.add_argument("--page", type=int, default=1, metavar="N",
+    search.add_argument("--page", type=whole_number(1, 10_000), default=1, metavar="N",
                         help=tr("which page of results (default 1)"))
     files = actions.add_parser("files", help=tr("a repository's quantizations, their sizes and "
                                                 "whether each fits this machine"))
@@ -61,9 +62,6 @@ def search_command(args: argparse.Namespace) -> int:
     """
     from ..hub.browse import browser_from_settings
 
-    if not 1 <= args.limit <= 100 or args.page < 1:
-        raise SystemExit(tr("mixtral-desk: error: --limit must be 1 to 100 and --page at "
-                            "least 1"))
     page = browser_from_settings(args.endpoint).search(args.query, args.sort, args.page - 1,
                                                        args.limit)
     if args.json:

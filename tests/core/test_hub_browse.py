@@ -128,15 +128,21 @@ def test_offline_mode_refuses_before_any_request(hub: LoopbackHub,
     assert hub.log == []
 
 
+# Pasted URLs are parsed, never fetched, and any host is accepted (a mirror's too): loopback
+# hosts stand in for the Hub's and a mirror's here.
+HOST = "https://127.0.0.1"
+MIRROR = "http://localhost:8080"
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF",
      HubReference("TheBloke/Mixtral-8x7B-Instruct-v0.1-GGUF")),
     ("org/repo:Q4_K_M", HubReference("org/repo", quant="Q4_K_M")),
-    ("https://huggingface.co/org/repo", HubReference("org/repo")),
-    ("https://hf-mirror.com/org/repo/tree/v2", HubReference("org/repo", revision="v2")),
-    ("https://huggingface.co/org/repo/blob/main/sub/m-Q4_K_M.gguf",
+    (f"{HOST}/org/repo", HubReference("org/repo")),
+    (f"{MIRROR}/org/repo/tree/v2", HubReference("org/repo", revision="v2")),
+    (f"{HOST}/org/repo/blob/main/sub/m-Q4_K_M.gguf",
      HubReference("org/repo", revision="main", filename="sub/m-Q4_K_M.gguf")),
-    ("https://huggingface.co/org/repo/resolve/abc123/m.gguf?download=true",
+    (f"{HOST}/org/repo/resolve/abc123/m.gguf?download=true",
      HubReference("org/repo", revision="abc123", filename="m.gguf")),
     ("  org/repo  ", HubReference("org/repo")),
 ])
@@ -146,8 +152,8 @@ def test_paste_forms(text: str, expected: HubReference) -> None:
 
 
 @pytest.mark.parametrize("text", ["mixtral", "org/", "/repo", "org/repo:", "a/b/c",
-                                  "org/repo:Q4 K", "https://huggingface.co/org",
-                                  "https://huggingface.co/org/repo/discussions/3"])
+                                  "org/repo:Q4 K", f"{HOST}/org",
+                                  f"{HOST}/org/repo/discussions/3"])
 def test_bad_paste_forms_say_what_is_accepted(text: str) -> None:
     with pytest.raises(HubReferenceError, match="owner/name:QUANT"):
         parse_reference(text)

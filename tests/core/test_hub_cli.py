@@ -57,8 +57,17 @@ def test_hub_search(hub: LoopbackHub) -> None:
     assert code == 0 and "No GGUF repository matches" in out
 
 
+@pytest.mark.parametrize("bad", [["--limit", "0"], ["--limit", "101"], ["--page", "0"],
+                                 ["--limit", "10" * 30]])
+def test_hub_search_numbers_out_of_range_are_usage_errors(bad: list[str]) -> None:
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error, before any request
+        here("hub", "search", "mixtral", *bad)
+    assert stop.value.code == 2
+
+
 def test_hub_files_with_verdicts(hub: LoopbackHub) -> None:
-    code, out, _ = here("hub", "files", f"https://huggingface.co/{REPO}", "--endpoint", hub.url,
+    # A pasted Hub URL: its host is ignored, the endpoint given is used.
+    code, out, _ = here("hub", "files", f"{hub.url}/{REPO}", "--endpoint", hub.url,
                         "--ram", "64GiB", "--vram", "0", "--json")
     assert code == 0
     data = json.loads(out)

@@ -27,9 +27,9 @@ def test_offline_mode_blocks_every_hub_path(env: dict[str, str], guard_log: Path
     for args in (["hub", "search", "mixtral"],
                  ["hub", "search", "mixtral", "--endpoint", hub_site.url, "--json"],
                  ["hub", "files", REPO],
-                 ["hub", "files", f"https://huggingface.co/{REPO}/blob/main/m.Q4_K_M.gguf"],
+                 ["hub", "files", f"{hub_site.url}/{REPO}/blob/main/m.Q4_K_M.gguf"],
                  ["download", f"{REPO}:Q4_K_M"],
-                 ["download", f"https://huggingface.co/{REPO}"]):
+                 ["download", f"{hub_site.url}/{REPO}"]):
         result = cli(env, *flags, *args)
         assert result.returncode == 1, (args, result.stderr)
         assert "Offline mode is on" in result.stderr and "Traceback" not in result.stderr, args

@@ -67,8 +67,9 @@ def open_store(*, check: bool = True) -> Iterator[Store]:
         CorruptDatabaseError: the file is damaged and the window has it open.
     """
     path = _database()
-    if window_process(data_paths().instance_lock) is not None:
-        # The window has the file open and salvages it itself: never move it from under it.
+    # While the window has the file open it salvages it itself: never move it from under it.
+    window_open = window_process(data_paths().instance_lock) is not None
+    if window_open:
         store, report = Store.open(path), None
     else:
         store, report = open_or_recover(path, check=check)
@@ -77,7 +78,7 @@ def open_store(*, check: bool = True) -> Iterator[Store]:
     try:
         yield store
     except CorruptDatabaseError:
-        if window_process(data_paths().instance_lock) is not None:
+        if window_open:
             raise
         # Damage met while reading (the open did not see it): salvage now, as the check would.
         store.close()

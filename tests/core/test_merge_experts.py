@@ -8,6 +8,7 @@ converts a sparse 15.6 GB file shaped like TheBloke's Q2_K.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,18 @@ def test_chat_refuses_the_old_file_and_runs_the_converted_one(per_expert: Path,
                 "--max-tokens", "4", "--seed", "1")
     assert reply.returncode == 0, reply.stderr
     assert "4 tokens" in reply.stderr
+
+
+def test_merge_experts_writes_where_asked_and_reports_json(per_expert: Path, merged: Path,
+                                                           data_home: DataPaths) -> None:
+    target = per_expert.with_name("chosen name.gguf")
+    result = cli("merge-experts", per_expert, "--output", target, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["output"] == str(target) and report["merged_tensors"] == 3 * TINY.n_layers
+    assert report["data_bytes"] == plan_merge(per_expert).data_bytes
+    assert target.read_bytes() == merged.read_bytes()
+    assert not merged_path(per_expert).exists()
 
 
 def test_plan_says_the_file_needs_converting(per_expert: Path, data_home: DataPaths) -> None:

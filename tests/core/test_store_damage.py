@@ -163,6 +163,32 @@ def test_an_interrupted_salvage_never_leaves_an_empty_database(
     assert not (tmp_path / "conversations.sqlite3.salvaging").exists()
 
 
+def test_a_locked_database_is_not_taken_for_damage(tmp_path: Path) -> None:
+    """A check that cannot run (another process holds the lock) is a known error, never a
+    finding: a sound database is not set aside and salvaged for being busy."""
+    from mixtral_desk.core.store import damage
+
+    path = tmp_path / "conversations.sqlite3"
+    markers = make_database(path, conversations=2, per_conversation=2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        checker = sqlite3.connect(path, timeout=0.1)
+        try:
+            with pytest.raises(StoreError, match="Cannot check the conversation database"):
+                damage.quick_check(checker)
+        finally:
+            checker.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.glob("conversations.sqlite3*")) == [
+        "conversations.sqlite3"]  # nothing set aside
+    with Store.open(path) as store:
+        assert recovered_markers(store) == markers
+
+
 @DAMAGE_LOG
 def test_damage_deep_in_the_file_is_never_written_to(tmp_path: Path) -> None:
     path = tmp_path / "conversations.sqlite3"
